@@ -1,8 +1,9 @@
 """Where results go, what they record, and resumable per-instance files.
 
 Scales write to ``results/<scale>/``; figures of the ``paper`` scale go to
-``paper_figures/`` (committed, citable), other scales to
-``results/<scale>/figures/``. Every JSON carries ``meta``: model, device, seed,
+``paper_figures/<stage>/`` (committed, citable), other scales to
+``results/<scale>/figures/<stage>/``; running the default never touches
+paper-scale outputs. Every JSON carries ``meta``: model, device, seed,
 scale and package versions, so each number can be traced to its run.
 """
 from __future__ import annotations
@@ -23,9 +24,10 @@ def results_dir(scale: str, root: str | Path | None = None) -> Path:
     return d
 
 
-def figures_dir(scale: str, root: str | Path | None = None) -> Path:
+def figures_dir(scale: str, stage: str, root: str | Path | None = None) -> Path:
+    """paper scale -> paper_figures/<stage>/; others -> results/<scale>/figures/<stage>/."""
     root = Path(root or REPO_ROOT)
-    d = root / "paper_figures" if scale == "paper" else root / "results" / scale / "figures"
+    d = (root / "paper_figures" if scale == "paper" else root / "results" / scale / "figures") / stage
     d.mkdir(parents=True, exist_ok=True)
     return d
 
