@@ -213,3 +213,20 @@ def build_tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 64, n_head
             p.copy_(torch.randn(p.shape, generator=g) * (0.5 / max(1, p.shape[-1]) ** 0.5 if p.dim() > 1 else 0.0) + (1.0 if p.dim() == 1 else 0.0))
     model.eval()
     return model, tok
+
+
+def load_search_pair(name: str, search_dtype="bfloat16", verify_dtype="float32", device="auto"):
+    """-> (search_model, verify_model or None, tokenizer).
+
+    Controllers score candidates with `search_model` (bf16: 2.6x more
+    candidates/s on an AVX512-BF16 CPU, the native speed on a GPU) and confirm
+    every success with `verify_model` (fp32), because bf16 flips argmaxes near
+    ties. Same dtype -> one model, no verify copy.
+    """
+    import copy
+
+    verify, tok = load_model(name, dtype=verify_dtype, device=device)
+    sd = resolve_dtype(search_dtype, verify.device)
+    if sd == verify.dtype:
+        return verify, None, tok
+    return copy.deepcopy(verify).to(sd), verify, tok

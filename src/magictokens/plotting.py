@@ -45,3 +45,24 @@ def save_figure(fig, name: str, figdir: str | Path) -> list[Path]:
         fig.savefig(p, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
+
+
+def plot_k_eps(ax, eps: dict, label: str, ci: dict | None = None, log: bool = False, **kw):
+    """One k-epsilon curve: eps = {k: value} (keys str or int); ci = {k: [lo, hi]}."""
+    ks = sorted(int(k) for k in eps)
+    ys = [eps[str(k)] if str(k) in eps else eps[k] for k in ks]
+    if log:  # a zero has no log: draw it at the floor of 1/(10 N) via clipping
+        ys = [max(y, 1e-4) for y in ys]
+    line, = ax.plot(ks, ys, marker="o", label=label, **kw)
+    if ci:
+        lo = [max(ci[str(k)][0], 1e-4 if log else 0) for k in ks]
+        hi = [ci[str(k)][1] for k in ks]
+        ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_xlabel(K_LABEL)
+    ax.set_ylabel(EPS_LABEL)
+    ax.set_xticks(ks)
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(-0.02, 1.02)
+    return line

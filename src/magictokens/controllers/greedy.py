@@ -5,7 +5,9 @@ prompt u (length j-1), try every allowed token t and keep
 
     t* = argmin_t  -log P(y | t + u + x0),       u <- t* + u
 
-so the prompt for k = 2 extends the one for k = 1 (nested). Stops early at the
+(except that when some t already makes y the argmax - verified in fp32 - the
+verified success with the largest margin is kept instead: a success is what
+the back-off search asks for), so the prompt for k = 2 extends the one for k = 1 (nested). Stops early at the
 first k whose prompt makes y the argmax (verified in fp32).
 
 Cost per added token: |allowed vocab| forwards of k + |x0| tokens. On a GPU that
@@ -54,6 +56,10 @@ def init_token_id(tokenizer, text: str) -> int:
     ids = tokenizer(text, add_special_tokens=False).input_ids
     if len(ids) != 1:
         raise MagicTokensError(f"init_token {text!r} is {len(ids)} tokens for this tokenizer: choose a single-token string such as '!'")
+    from .filters import special_token_ids
+
+    if ids[0] in special_token_ids(tokenizer) or ids[0] == tokenizer.unk_token_id:
+        raise MagicTokensError(f"init_token {text!r} maps to a special/unknown token: choose an ordinary single-token string")
     return ids[0]
 
 

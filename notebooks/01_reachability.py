@@ -1,0 +1,235 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # What's the Magic Word? Reachability of next tokens (paper A)
+#
+# Paper A (Bhargava, Witkowski, Looi, Thomson; arXiv 2310.04444) treats an LLM
+# as a discrete dynamical system. A **control prompt** `u` of `k` tokens is
+# prepended to an imposed **state** `x0`; the target `y` is *reachable* with
+# `k` tokens if some `u` makes `y = argmax P(. | u + x0)`.
+#
+# For each instance `(x0, y)` we run the paper's **back-off search**
+# (Algorithm 1): check `k = 0`, then greedy back-generation for `k = 1, 2, 3`
+# (nested), then GCG for `k = 4, 6, 8, 10`, each warm-started from the best
+# prompt so far. The first `k` that succeeds is the *required k*; the portion
+# of instances whose required k exceeds `k` is `eps(k)`, the **k-epsilon curve**.
+#
+# Searches score candidates in bf16 and re-check every success in fp32 (bf16
+# flips argmaxes near ties). The budgets of the run are printed below and
+# stamped on every figure: the embedded CPU default shrinks them (greedy over a
+# gradient-preselected candidate list, GCG with a small batch and few steps),
+# so its eps values are **upper bounds** on what the paper's budgets reach.
+
+# %% tags=["parameters"]
+scale = "default"
+out_root = None
+overrides = {}
+
+# %%
+import json
+from dataclasses import asdict
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from magictokens import reachability as R
+from magictokens.config import build, load_params
+from magictokens.data import AUTHORS_X0, data_path, read_wikitext
+from magictokens.errors import MagicTokensError
+from magictokens.models import TINY_MODEL, load_search_pair
+from magictokens.plotting import plot_k_eps, save_figure, set_theme, stamp
+from magictokens.results import figures_dir, results_dir, run_meta, write_json
+
+P = load_params(scale, overrides=overrides)
+cfg = build(R.ReachabilityConfig, P["reachability"], "reachability")
+if P["model"] == TINY_MODEL and scale != "smoke":
+    raise MagicTokensError("the tiny random model is for tests only: use --scale smoke, or a real model")
+torch.manual_seed(P["seed"])
+search_model, verify_model, tok = load_search_pair(P["model"], P["search_dtype"], P["verify_dtype"], P["device"])
+judge = verify_model if verify_model is not None else search_model
+meta = run_meta(P["model"], judge.device, P["seed"], scale, search_dtype=P["search_dtype"],
+                verify_dtype=P["verify_dtype"], backoff=asdict(cfg.backoff))
+out_dir, fig_dir = results_dir(scale, out_root), figures_dir(scale, "reachability", out_root)
+log_dir = out_dir / "instances" / "reachability"
+set_theme()
+print(json.dumps({k: meta[k] for k in ("model", "device", "seed", "scale")}, indent=1))
+print("back-off budget:", json.dumps(asdict(cfg.backoff)))
+
+# %% [markdown]
+# ## 1. True next Wikitext token
+#
+# `x0` = a seeded random span of Wikitext-2 test of `|x0|` tokens, `y` = the
+# token that follows it. (`source: authors_csv` uses paper A's own x0 texts
+# instead, re-tokenized for this model.)
+
+# %%
+tt = cfg.true_token
+if tt.source == "wikitext":
+    inst_true = R.sample_wikitext_instances(tok, read_wikitext(), tt.lengths, tt.n_per_len, P["seed"])
+elif tt.source == "authors_csv":
+    inst_true = R.authors_csv_instances(tok, data_path(AUTHORS_X0), tt.lengths, tt.n_per_len, P["seed"])
+else:
+    raise MagicTokensError(f"reachability.true_token.source={tt.source!r}: use 'wikitext' or 'authors_csv'")
+rows_true = R.run_instances(inst_true, search_model, tok, cfg.backoff, log_dir / "true_token.jsonl",
+                            verify_model=verify_model, seed=P["seed"], desc="true token")
+sum_true = R.summarize(rows_true, seed=P["seed"])
+pd.DataFrame(sum_true["eps_by_len"]).T.rename_axis("|x0|").round(3)
+
+# %%
+PA = R.PAPER_A
+for log in (False, True):
+    fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    for L, eps in sum_true["eps_by_len"].items():
+        plot_k_eps(ax, eps, f"|x0| = {L}", log=log, alpha=0.7, linewidth=1)
+    plot_k_eps(ax, sum_true["eps"], f"all (ours, N={sum_true['n']})", ci=sum_true["ci95"], log=log,
+               color="black", linewidth=2)
+    plot_k_eps(ax, {k: v for k, v in PA["gpt2_small_eps"].items()}, "paper: GPT-2 small", log=log,
+               color="0.5", linestyle="--")
+    for (name, v), m in zip(PA["eps10"].items(), ("s", "^", "D")):
+        ax.scatter([10], [v], marker=m, color="0.3", zorder=5, label=f"paper: {name} eps(10)")
+    ax.set_title("True next token: k-epsilon" + (" (log)" if log else ""))
+    ax.legend(fontsize=7, ncol=2)
+    stamp(fig, meta, sum_true["n"])
+    save_figure(fig, "fig1_true_token_k_eps" + ("_log" if log else ""), fig_dir)
+plt.show()
+
+# %% [markdown]
+# ## 2. The model's own most likely next tokens ("top-75")
+#
+# For `x0` spans of each length, targets are drawn from the model's own
+# `top_n` most likely next tokens. Paper A: 85-89% reachable with `k <= 10`.
+
+# %%
+t75 = cfg.top75
+x0_75 = R.sample_wikitext_instances(tok, read_wikitext(), t75.lengths, t75.n_x0_per_len, P["seed"] + 1, kind="x0")
+inst_75 = R.top_n_instances(judge, x0_75, t75.top_n, t75.n_targets, P["seed"])
+rows_75 = R.run_instances(inst_75, search_model, tok, cfg.backoff, log_dir / "top75.jsonl",
+                          verify_model=verify_model, seed=P["seed"], desc="top-75")
+sum_75 = R.summarize(rows_75, seed=P["seed"])
+
+fig, ax = plt.subplots(figsize=(6.2, 4.2))
+plot_k_eps(ax, sum_75["eps"], f"ours (N={sum_75['n']})", ci=sum_75["ci95"], color="black")
+lo, hi = PA["top75_reachable_k10"]
+ax.axhspan(1 - hi, 1 - lo, color="0.6", alpha=0.3, label="paper: eps(10) = 0.11-0.15")
+ax.set_title(f"Top-{t75.top_n} targets: k-epsilon")
+ax.legend(fontsize=8)
+stamp(fig, meta, sum_75["n"])
+save_figure(fig, "fig2_top75_k_eps", fig_dir)
+plt.show()
+
+# %% [markdown]
+# ## 3. Uniform-rank targets
+#
+# Targets at evenly spaced ranks of the uncontrolled distribution (rank 0 is
+# the argmax). Paper A: 46% reachable with `k <= 10`. Unsolved instances are
+# drawn at "inf".
+
+# %%
+ur = cfg.uniform_rank
+x0_ur = R.sample_wikitext_instances(tok, read_wikitext(), [ur.length], ur.n_x0, P["seed"] + 2, kind="x0")
+inst_ur = R.uniform_rank_instances(judge, x0_ur, ur.n_ranks)
+rows_ur = R.run_instances(inst_ur, search_model, tok, cfg.backoff, log_dir / "uniform_rank.jsonl",
+                          verify_model=verify_model, seed=P["seed"], desc="uniform rank")
+sum_ur = R.summarize(rows_ur, seed=P["seed"])
+INF = 12  # where "unsolved" is drawn
+
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+plot_k_eps(a1, sum_ur["eps"], f"ours (N={sum_ur['n']})", ci=sum_ur["ci95"], color="black")
+a1.scatter([10], [1 - PA["uniform_reachable_k10"]], marker="s", color="0.3", zorder=5, label="paper: eps(10) = 0.54")
+a1.set_title("Uniform-rank targets: k-epsilon")
+a1.legend(fontsize=8)
+ranks = [r["meta"]["rank"] for r in rows_ur]
+req = [INF if r["k"] is None else r["k"] for r in rows_ur]
+a2.scatter(ranks, req, alpha=0.7)
+a2.set_xlabel("Base rank of y under P(. | x0)")
+a2.set_ylabel("Required prompt length k")
+a2.set_yticks(R.ALL_KS + [INF], [str(k) for k in R.ALL_KS] + ["inf"])
+a2.set_title("Base rank vs required k")
+stamp(fig, meta, sum_ur["n"])
+save_figure(fig, "fig3_uniform_rank", fig_dir)
+plt.show()
+
+# %% [markdown]
+# ## 4. The "exclusion zone": base loss vs required k
+#
+# Paper A: the required k correlates with the base loss `-log P(y | x0)`
+# (Pearson 0.59-0.70) more than with the base rank (0.12-0.21), on true-token
+# targets. Correlations are over solved instances.
+
+# %%
+corr = {name: R.correlations(rows) for name, rows in
+        (("true_token", rows_true), ("top75", rows_75), ("uniform_rank", rows_ur))}
+fig, ax = plt.subplots(figsize=(6.2, 4.2))
+for name, rows in (("true token", rows_true), ("top-75", rows_75), ("uniform rank", rows_ur)):
+    ax.scatter([r["base_loss"] for r in rows], [INF if r["k"] is None else r["k"] for r in rows],
+               alpha=0.6, label=name)
+ax.set_xlabel("Base loss  -log P(y | x0)")
+ax.set_ylabel("Required prompt length k")
+ax.set_yticks(R.ALL_KS + [INF], [str(k) for k in R.ALL_KS] + ["inf"])
+c = corr["true_token"]
+ax.set_title(f"True token: r(loss, k) = {c['loss_k']:.2f}, r(rank, k) = {c['rank_k']:.2f}\n"
+             f"(paper: {PA['corr_loss_k'][0]}-{PA['corr_loss_k'][1]} and {PA['corr_rank_k'][0]}-{PA['corr_rank_k'][1]})",
+             fontsize=9)
+ax.legend(fontsize=8)
+stamp(fig, meta, len(rows_true) + len(rows_75) + len(rows_ur))
+save_figure(fig, "fig4_base_loss_vs_k", fig_dir)
+plt.show()
+pd.DataFrame(corr).round(3)
+
+# %% [markdown]
+# ## 5. Which tokens do optimal prompts use?
+
+# %%
+all_rows = rows_true + rows_75 + rows_ur
+hist = R.token_histogram(all_rows, tok, cfg.hist_top)
+fig, ax = plt.subplots(figsize=(10, 4))
+if hist:
+    labels = [repr(t)[1:-1] or "(empty)" for t, _ in hist]
+    ax.bar(range(len(hist)), [c for _, c in hist])
+    ax.set_xticks(range(len(hist)), labels, rotation=75, fontsize=7)
+ax.set_ylabel("Count in successful prompts")
+ax.set_title(f"The {cfg.hist_top} most used prompt tokens (successful prompts, k >= 1)")
+stamp(fig, meta, sum(1 for r in all_rows if r["k"]))
+save_figure(fig, "fig5_prompt_token_hist", fig_dir)
+plt.show()
+
+# %% [markdown]
+# ## Results file and speed
+
+# %%
+speed = {"device": meta["device"], "model": P["model"], **R.speed_stats(all_rows),
+         "peak_mem_gb": (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
+                         else __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 2**20),
+         "n_instances": len(all_rows), "meta": meta}
+summary = {"meta": meta, "true_token": sum_true,
+           "top75": {k: sum_75[k] for k in ("n", "eps", "ci95")},
+           "uniform_rank": {k: sum_ur[k] for k in ("n", "eps", "ci95")},
+           "correlations": corr["true_token"], "correlations_by_family": corr,
+           "retokenizes": float(np.mean([r["retokenizes"] for r in all_rows if r["k"]] or [np.nan])),
+           "paper": {k: (dict(v) if isinstance(v, dict) else v) for k, v in PA.items()}}
+write_json(out_dir / "reachability.json", summary)
+write_json(out_dir / "speed.json", speed)
+print(json.dumps({"eps_true": sum_true["eps"], "eps_top75": sum_75["eps"], "eps_uniform": sum_ur["eps"],
+                  "corr": corr["true_token"], **{k: speed[k] for k in ("backoff_median_s", "backoff_p90_s",
+                  "greedy_candidates_per_s", "gcg_candidates_per_s")}}, indent=1))
+
+# %% [markdown]
+# **Reading.** eps(k) falls with k for every family, as in paper A; true-token
+# and top-ranked targets are reachable with few tokens, while low-ranked
+# targets often stay out of reach within the budget. At the CPU default's
+# shrunken budget these eps are upper bounds; the `paper` scale (GPU, whole
+# vocabulary greedy, GCG 768 x 128 x 34) is the like-for-like comparison.

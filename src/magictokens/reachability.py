@@ -1,0 +1,244 @@
+"""Paper A's reachability experiments: instances, resumable runs, summaries.
+
+An *instance* is (x0, y): a state of |x0| tokens and one target token. Three
+families (paper A, Sec. 5):
+
+* ``true_token``   x0 = a random Wikitext span, y = the token that follows it
+* ``top75``        y = one of the model's own `top_n` most likely next tokens
+* ``uniform_rank`` y = the tokens at ranks 0, V/n, 2V/n, ... of P(. | x0)
+
+Each instance runs the back-off search (controllers/backoff.py); its row is
+appended to a JSONL log as soon as it finishes, so a rerun resumes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .controllers import backoff
+from .errors import MagicTokensError
+from .metrics import bootstrap_ci, k_epsilon_curve, pearson
+from .results import InstanceLog
+
+ALL_KS = [0, 1, 2, 3, 4, 6, 8, 10]
+
+
+@dataclass
+class TrueTokenConfig:
+    source: str = "wikitext"            # wikitext | authors_csv
+    lengths: list[int] = field(default_factory=lambda: [8, 10, 16, 22, 32])
+    n_per_len: int = 200                # paper: 1,000 per length for GPT-2
+
+
+@dataclass
+class Top75Config:
+    n_x0_per_len: int = 5               # paper: 25 x0
+    lengths: list[int] = field(default_factory=lambda: [8, 10, 16, 22, 32])
+    top_n: int = 75
+    n_targets: int = 75
+
+
+@dataclass
+class UniformRankConfig:
+    n_x0: int = 20
+    length: int = 16
+    n_ranks: int = 185                  # every ~265th rank of a 49k vocabulary
+
+
+@dataclass
+class ReachabilityConfig:
+    true_token: TrueTokenConfig = field(default_factory=TrueTokenConfig)
+    top75: Top75Config = field(default_factory=Top75Config)
+    uniform_rank: UniformRankConfig = field(default_factory=UniformRankConfig)
+    backoff: backoff.BackoffConfig = field(default_factory=backoff.BackoffConfig)
+    hist_top: int = 40
+
+    def __post_init__(self):
+        for name, lengths in (("true_token", self.true_token.lengths), ("top75", self.top75.lengths),
+                              ("uniform_rank", [self.uniform_rank.length])):
+            if not lengths or any(int(n) <= 0 for n in lengths):
+                raise MagicTokensError(f"reachability.{name}: x0 lengths must be positive integers, got {lengths}")
+
+
+@dataclass
+class Instance:
+    id: str
+    x0_ids: list[int]
+    target_id: int
+    kind: str
+    meta: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- instances
+
+
+def sample_wikitext_instances(tokenizer, text: str, lengths, n_per_len: int, seed: int,
+                              kind: str = "true_token") -> list[Instance]:
+    """Seeded random Wikitext spans: x0 = ids[s:s+L], y = ids[s+L]."""
+    if not text.strip():
+        raise MagicTokensError("the Wikitext source is empty: run `magictokens data`")
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    rng = np.random.default_rng(seed)
+    out = []
+    for L in lengths:
+        if len(ids) < L + 2:
+            raise MagicTokensError(f"Wikitext holds {len(ids)} tokens, too few for |x0| = {L}")
+        starts = rng.choice(len(ids) - L - 1, size=min(n_per_len, len(ids) - L - 1), replace=False)
+        for j, s in enumerate(sorted(int(x) for x in starts)):
+            out.append(Instance(f"{kind}-L{L}-{j}", ids[s:s + L], ids[s + L], kind, {"length": L, "start": s}))
+    return out
+
+
+def authors_csv_instances(tokenizer, csv_path: str | Path, lengths, n_per_len: int, seed: int) -> list[Instance]:
+    """Paper A's own x0 set (column `question`, next token `answer`).
+
+    The texts are re-tokenized with this model's tokenizer; rows whose answer is
+    not exactly one token are dropped. `length` is the authors' GPT-2 length, so
+    a GPT-2 user compares like for like (and gets the same ids back).
+    """
+    import ast
+
+    import pandas as pd
+
+    df = pd.read_csv(csv_path, keep_default_na=False)
+    if "question" not in df or "answer" not in df:
+        raise MagicTokensError(f"{csv_path} needs columns 'question' and 'answer'")
+    rng = np.random.default_rng(seed)
+    out = []
+    gpt2_len = df["question_ids"].map(lambda s: len(ast.literal_eval(s))) if "question_ids" in df else None
+    for L in lengths:
+        rows = df[gpt2_len == L] if gpt2_len is not None else df
+        picked = []
+        for i in rng.permutation(len(rows)):
+            q, a = rows.iloc[int(i)]["question"], rows.iloc[int(i)]["answer"]
+            x0 = tokenizer(q, add_special_tokens=False).input_ids
+            y = tokenizer(a, add_special_tokens=False).input_ids
+            if len(y) == 1 and x0:
+                picked.append(Instance(f"true_token-L{L}-{len(picked)}", x0, y[0], "true_token",
+                                       {"length": L, "csv_row": int(rows.index[int(i)])}))
+            if len(picked) == n_per_len:
+                break
+        out += picked
+    return out
+
+
+@torch.inference_mode()
+def next_token_logits(model, x0_ids) -> torch.Tensor:
+    """(|x0|,) -> (V,) fp32 logits of the uncontrolled next token."""
+    ids = torch.as_tensor(x0_ids, device=model.device)[None]
+    return model(input_ids=ids, logits_to_keep=1).logits[0, -1].float().cpu()
+
+
+def top_n_instances(model, x0s: list[Instance], top_n: int, n_targets: int, seed: int) -> list[Instance]:
+    """Targets among the model's own `top_n` next tokens (n_targets sampled, seeded)."""
+    if n_targets > top_n:
+        raise MagicTokensError(f"top75.n_targets={n_targets} exceeds top_n={top_n}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for x in x0s:
+        order = torch.argsort(next_token_logits(model, x.x0_ids), descending=True)[:top_n]
+        ranks = np.sort(rng.choice(top_n, size=n_targets, replace=False))
+        for r in ranks:
+            out.append(Instance(f"top75-{x.id}-r{int(r)}", x.x0_ids, int(order[r]), "top75",
+                                {"length": len(x.x0_ids), "rank": int(r)}))
+    return out
+
+
+def uniform_rank_instances(model, x0s: list[Instance], n_ranks: int) -> list[Instance]:
+    """Targets at ranks 0, V//n, 2V//n, ... of the uncontrolled distribution."""
+    out = []
+    for x in x0s:
+        order = torch.argsort(next_token_logits(model, x.x0_ids), descending=True)
+        step = max(1, len(order) // n_ranks)
+        for r in range(0, step * n_ranks, step):
+            out.append(Instance(f"uniform-{x.id}-r{r}", x.x0_ids, int(order[r]), "uniform_rank",
+                                {"length": len(x.x0_ids), "rank": r}))
+    return out
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def run_instances(instances: list[Instance], search_model, tokenizer, config: backoff.BackoffConfig,
+                  log_path: str | Path, verify_model=None, seed: int = 0, desc: str = "back-off") -> list[dict]:
+    """Back-off search on every instance not yet in the log; returns all rows in order."""
+    log = InstanceLog(log_path, {"backoff": asdict(config), "seed": seed})
+    todo = [x for x in instances if not log.done(x.id)]
+    for x in tqdm(todo, desc=desc, unit="inst", disable=not todo):
+        r = backoff.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model, seed=seed)
+        log.add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
+                       **{k: v for k, v in asdict(r).items()}})
+    return [log.rows[x.id] for x in instances]
+
+
+def summarize(rows: list[dict], ks=ALL_KS, seed: int = 0) -> dict:
+    """n, eps(k), eps by |x0|, bootstrap 95% intervals."""
+    req = [r["k"] for r in rows]
+    by_len: dict[str, list] = {}
+    for r in rows:
+        by_len.setdefault(str(r["meta"]["length"]), []).append(r["k"])
+    return {"n": len(rows),
+            "eps": {str(k): v for k, v in k_epsilon_curve(req, ks).items()},
+            "eps_by_len": {L: {str(k): v for k, v in k_epsilon_curve(v_, ks).items()}
+                           for L, v_ in sorted(by_len.items(), key=lambda kv: int(kv[0]))},
+            "ci95": {str(k): v for k, v in bootstrap_ci(req, ks, seed=seed).items()}}
+
+
+def correlations(rows: list[dict]) -> dict:
+    """Pearson r of required k with base loss and with base rank (solved instances)."""
+    solved = [r for r in rows if r["k"] is not None]
+    ks = [r["k"] for r in solved]
+    return {"loss_k": pearson([r["base_loss"] for r in solved], ks),
+            "rank_k": pearson([r["base_rank"] for r in solved], ks), "n_solved": len(solved)}
+
+
+def speed_stats(rows: list[dict]) -> dict:
+    """Seconds per back-off instance and candidates scored per second, by method."""
+    secs = np.array([r["seconds"] for r in rows], dtype=float)
+    out = {"backoff_median_s": float(np.median(secs)) if secs.size else math.nan,
+           "backoff_p90_s": float(np.quantile(secs, 0.9)) if secs.size else math.nan}
+    for m in ("greedy", "gcg"):
+        n = sum(r["n_candidates"][m] for r in rows)
+        t = sum(r["seconds_by_method"][m] for r in rows)
+        out[f"{m}_candidates_per_s"] = n / t if t > 0 else math.nan
+    return out
+
+
+def token_histogram(rows: list[dict], tokenizer, top: int = 40) -> list[tuple[str, int]]:
+    """The `top` most frequent tokens in successful prompts (k >= 1): [(text, count)]."""
+    counts: dict[int, int] = {}
+    for r in rows:
+        if r["k"]:
+            for t in r["ids"]:
+                counts[t] = counts.get(t, 0) + 1
+    best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return [(tokenizer.decode([t]), c) for t, c in best]
+
+
+# Paper A's published numbers, shown *beside* ours on every figure (labelled as
+# the paper's). Sources: paper A Sec. 5 / Fig. 2-4 and the authors' later GPT-2
+# small run quoted in shared/DESIGN.md.
+PAPER_A = {
+    "gpt2_small_eps": {0: .753, 1: .634, 2: .513, 3: .418, 4: .123, 6: .038, 8: .010, 10: .0032},
+    "eps10": {"Falcon-7b": .028, "Llama-7b": .014, "Falcon-40b": .030},
+    "top75_reachable_k10": (0.85, 0.89),
+    "uniform_reachable_k10": 0.46,
+    "corr_loss_k": (0.59, 0.70),
+    "corr_rank_k": (0.12, 0.21),
+}
+
+
+def encode_target(tokenizer, text: str) -> int:
+    """A target given as text -> its single token id (one clear error otherwise)."""
+    if not text:
+        raise MagicTokensError("the target is empty: give the next token as text, e.g. ' Paris'")
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if len(ids) != 1:
+        raise MagicTokensError(f"target {text!r} is {len(ids)} tokens {ids}: reachability targets are single "
+                               f"tokens; pass the first token (e.g. {tokenizer.decode(ids[:1])!r})")
+    return ids[0]

@@ -1,0 +1,146 @@
+import itertools
+
+import pytest
+import torch
+
+from magictokens.controllers import backoff, gcg, greedy
+from magictokens.controllers.filters import allowed_token_mask
+from magictokens.errors import MagicTokensError
+from magictokens.scoring import Scorer
+
+
+def brute_force_step(model, tok, prompt, x0, y):
+    """One candidate at a time over the whole allowed vocabulary.
+
+    Rule: the success (y the unique argmax) with the largest margin if any
+    token succeeds, else the token with the highest log P(y).
+    """
+    allowed = allowed_token_mask(tok, model.config.vocab_size)
+    rows = []
+    with torch.no_grad():
+        for t in torch.nonzero(allowed).squeeze(1).tolist():
+            logits = model(input_ids=torch.tensor([[t] + prompt + x0])).logits[0, -1].float()
+            others = logits.clone(); others[y] = float("-inf")
+            rows.append((t, float(torch.log_softmax(logits, -1)[y]), float(logits[y] - others.max())))
+    wins = [r for r in rows if r[2] > 0]
+    t, lp, _ = max(wins, key=lambda r: r[2]) if wins else max(rows, key=lambda r: r[1])
+    return t, lp
+
+
+def test_batched_greedy_equals_brute_force(tiny, tiny_ids):
+    model, tok = tiny
+    x0, y = tiny_ids("the red car was on the"), tiny_ids("river")[0]
+    cfg = greedy.GreedyConfig(k_max=2, batch_size=7, stop_on_success=False, init_token="the")
+    r = greedy.run(model, tok, x0, y, cfg)
+    t1, lp1 = brute_force_step(model, tok, [], x0, y)
+    assert r.ids_by_k[1] == [t1]
+    assert abs(r.loss_by_k[1] + lp1) < 1e-4
+    t2, lp2 = brute_force_step(model, tok, [t1], x0, y)
+    assert r.ids_by_k[2] == [t2, t1]          # nested: k=2 extends k=1 by prepending
+    assert abs(r.loss_by_k[2] + lp2) < 1e-4
+
+
+def test_greedy_never_uses_special_tokens(tiny, tiny_ids):
+    model, tok = tiny
+    r = greedy.run(model, tok, tiny_ids("one two three"), 30, greedy.GreedyConfig(k_max=3, stop_on_success=False, init_token="the"))
+    special = set(tok.all_special_ids)
+    assert all(t not in special for ids in r.ids_by_k.values() for t in ids)
+
+
+def exhaustive_k2(model, x0, y, allowed):
+    ids = torch.nonzero(allowed).squeeze(1).tolist()
+    cands = torch.tensor(list(itertools.product(ids, ids)))
+    s = Scorer(model, x0, y, batch_size=1024).score(cands)
+    return cands, s
+
+
+def test_gcg_reaches_a_planted_optimum(tiny, tiny_ids):
+    """Pick a target that brute force says is reachable with 2 tokens but not with 0; GCG finds a success."""
+    model, tok = tiny
+    allowed = allowed_token_mask(tok, model.config.vocab_size)
+    x0 = tiny_ids("the king was in the old")
+    base = Scorer(model, x0, 0).score(torch.zeros(1, 0, dtype=torch.long))
+    found = None
+    for y in torch.nonzero(allowed).squeeze(1).tolist():
+        if y == int(base.argmax[0]):
+            continue
+        cands, s = exhaustive_k2(model, x0, y, allowed)
+        n_ok = int((s.margin > 0).sum())
+        if 0 < n_ok <= 40:   # reachable, but rare: a real search problem
+            found = (y, n_ok)
+            break
+    assert found is not None, "tiny model offers no planted optimum"
+    y = found[0]
+    cfg = gcg.GCGConfig(num_steps=60, search_width=64, topk=int(allowed.sum()), init_token="the", seed=0)
+    r = gcg.run(model, tok, x0, y, 2, cfg)
+    assert r.success
+    s = Scorer(model, x0, y).score(torch.tensor([r.best_ids]))
+    assert float(s.margin[0]) > 0                  # independent re-check
+
+
+def test_gcg_never_worse_than_start_and_is_seeded(tiny, tiny_ids):
+    model, tok = tiny
+    x0 = tiny_ids("the cat and the dog")
+    cfg = gcg.GCGConfig(num_steps=8, search_width=16, topk=8, init_token="the", early_stop=False, seed=3)
+    a = gcg.run(model, tok, x0, 40, 3, cfg, init_ids=tiny_ids("big red"))
+    b = gcg.run(model, tok, x0, 40, 3, cfg, init_ids=tiny_ids("big red"))
+    if not a.success:
+        assert a.best_loss <= a.start_loss + 1e-6
+        assert a.best_loss <= min(a.losses) + 1e-6
+    assert a.best_ids == b.best_ids and a.losses == b.losses
+    assert a.best_ids[-2:] != [] and len(a.best_ids) == 3
+
+
+def test_warm_start_is_right_aligned():
+    assert gcg.warm_start([7, 8], 4, 1) == [1, 1, 7, 8]
+    assert gcg.warm_start([5, 6, 7, 8, 9], 3, 1) == [7, 8, 9]
+
+
+def test_backoff_returns_the_shortest_success(tiny, tiny_ids):
+    model, tok = tiny
+    x0 = tiny_ids("two big fish in the")
+    cfg = backoff.BackoffConfig(greedy_ks=[1, 2], gcg_ks=[3, 4],
+                                greedy=greedy.GreedyConfig(init_token="the"),
+                                gcg=gcg.GCGConfig(num_steps=10, search_width=32, topk=16, init_token="the"))
+    base = Scorer(model, x0, 0).score(torch.zeros(1, 0, dtype=torch.long))
+    r0 = backoff.run(model, tok, x0, int(base.argmax[0]), cfg)
+    assert r0.k == 0 and r0.ids == []
+    solved = 0
+    for y in range(4, 40):
+        r = backoff.run(model, tok, x0, y, cfg)
+        assert [t["k"] for t in r.trace] == sorted(t["k"] for t in r.trace)
+        assert all(not t["success"] for t in r.trace[:-1])      # nothing shorter worked
+        if r.k is None:
+            continue
+        solved += 1
+        assert r.trace[-1]["success"] and r.trace[-1]["k"] == r.k and len(r.ids) == r.k
+        s = Scorer(model, x0, y).score(torch.tensor([r.ids]))
+        assert float(s.margin[0]) > 0
+        if r.k >= 2:   # brute force: no single token works
+            ones = Scorer(model, x0, y).score(torch.nonzero(allowed_token_mask(tok, model.config.vocab_size)))
+            assert float(ones.margin.max()) <= 0
+    assert solved >= 5
+
+
+@pytest.mark.parametrize("bad", [dict(greedy_ks=[0]), dict(gcg_ks=[-1]), dict(greedy_ks=[2, 3]),
+                                 dict(greedy_ks=[1, 2], gcg_ks=[2, 4])])
+def test_backoff_config_errors(bad):
+    with pytest.raises(MagicTokensError):
+        backoff.BackoffConfig(**bad)
+
+
+def test_bad_inputs_fail_with_one_clear_error(tiny, tiny_ids):
+    model, tok = tiny
+    x0 = tiny_ids("the cat")
+    with pytest.raises(MagicTokensError, match="k must be >= 1"):
+        gcg.run(model, tok, x0, 5, 0, gcg.GCGConfig(init_token="the"))
+    with pytest.raises(MagicTokensError, match="k_max must be >= 1"):
+        greedy.run(model, tok, x0, 5, greedy.GreedyConfig(k_max=0, init_token="the"))
+    with pytest.raises(MagicTokensError, match="x0 is empty"):
+        backoff.run(model, tok, [], 5)
+    with pytest.raises(MagicTokensError, match="outside the vocabulary"):
+        backoff.run(model, tok, x0, 10_000)
+    with pytest.raises(MagicTokensError, match="outside the vocabulary"):
+        backoff.run(model, tok, [99_999], 5)
+    with pytest.raises(MagicTokensError, match="special"):
+        greedy.run(model, tok, x0, 5, greedy.GreedyConfig(init_token="!"))

@@ -1,0 +1,41 @@
+"""The reachability notebook end to end under papermill, on the smoke scale."""
+import json
+
+import pytest
+
+from magictokens.errors import MagicTokensError
+from magictokens.pipeline import run_stage
+
+KS = ["0", "1", "2", "3", "4", "6", "8", "10"]
+
+
+def test_reachability_notebook_smoke(tmp_path):
+    out = run_stage("reachability", "smoke", out_root=tmp_path)
+    assert out.exists()
+    res = tmp_path / "results" / "smoke"
+    d = json.loads((res / "reachability.json").read_text())
+    assert {"model", "device", "seed", "scale", "versions"} <= set(d["meta"])
+    assert d["meta"]["scale"] == "smoke"
+    assert list(d["true_token"]["eps"]) == KS and set(d["true_token"]["eps_by_len"]) == {"4", "6"}
+    assert d["true_token"]["n"] == 4 and set(d["true_token"]["ci95"]) == set(KS)
+    eps = [d["true_token"]["eps"][k] for k in KS]
+    assert all(a >= b for a, b in zip(eps, eps[1:]))        # eps never rises with k
+    assert d["top75"]["n"] == 2 and d["uniform_rank"]["n"] == 3
+    assert {"loss_k", "rank_k"} <= set(d["correlations"])
+    speed = json.loads((res / "speed.json").read_text())
+    assert {"device", "model", "backoff_median_s", "backoff_p90_s", "greedy_candidates_per_s",
+            "gcg_candidates_per_s", "peak_mem_gb"} <= set(speed)
+    figs = sorted(p.name for p in (res / "figures" / "reachability").iterdir())
+    for stem in ("fig1_true_token_k_eps", "fig1_true_token_k_eps_log", "fig2_top75_k_eps", "fig3_uniform_rank",
+                 "fig4_base_loss_vs_k", "fig5_prompt_token_hist"):
+        assert f"{stem}.pdf" in figs and f"{stem}.png" in figs
+    # resumable: a second run reuses every finished instance
+    log = res / "instances" / "reachability" / "true_token.jsonl"
+    n = len(log.read_text().splitlines())
+    run_stage("reachability", "smoke", out_root=tmp_path)
+    assert len(log.read_text().splitlines()) == n
+
+
+def test_notebook_params_typo_is_one_clear_error(tmp_path):
+    with pytest.raises(MagicTokensError, match="did you mean 'n_per_len'"):
+        run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"true_token": {"n_per_lenn": 1}}})

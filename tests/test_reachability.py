@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+
+from magictokens import reachability as R
+from magictokens.controllers import backoff, gcg, greedy
+from magictokens.controllers.filters import allowed_token_mask, retokenizes
+from magictokens.errors import MagicTokensError
+from magictokens.results import InstanceLog
+
+CFG = backoff.BackoffConfig(greedy_ks=[1], gcg_ks=[2], greedy=greedy.GreedyConfig(init_token="the"),
+                            gcg=gcg.GCGConfig(num_steps=2, search_width=8, topk=4, init_token="the"))
+TEXT = " ".join(["the cat and the dog was in the big old house by the river"] * 20)
+
+
+def test_wikitext_instances_are_seeded_spans(tiny):
+    _, tok = tiny
+    a = R.sample_wikitext_instances(tok, TEXT, [4, 6], 3, seed=5)
+    b = R.sample_wikitext_instances(tok, TEXT, [4, 6], 3, seed=5)
+    assert [x.__dict__ for x in a] == [x.__dict__ for x in b]
+    ids = tok(TEXT, add_special_tokens=False).input_ids
+    for x in a:
+        s = x.meta["start"]
+        assert x.x0_ids == ids[s:s + len(x.x0_ids)] and x.target_id == ids[s + len(x.x0_ids)]
+    with pytest.raises(MagicTokensError, match="empty"):
+        R.sample_wikitext_instances(tok, "   ", [4], 1, 0)
+
+
+def test_rank_targets(tiny):
+    model, tok = tiny
+    x0 = R.sample_wikitext_instances(tok, TEXT, [5], 1, 0, kind="x0")
+    order = torch.argsort(R.next_token_logits(model, x0[0].x0_ids), descending=True)
+    uni = R.uniform_rank_instances(model, x0, 4)
+    step = model.config.vocab_size // 4
+    assert [i.target_id for i in uni] == [int(order[r]) for r in (0, step, 2 * step, 3 * step)]
+    top = R.top_n_instances(model, x0, top_n=5, n_targets=5, seed=0)
+    assert sorted(i.target_id for i in top) == sorted(order[:5].tolist())
+
+
+def test_run_instances_resumes_and_survives_a_crash(tiny, tmp_path, monkeypatch):
+    model, tok = tiny
+    inst = R.sample_wikitext_instances(tok, TEXT, [4], 4, seed=0)
+    calls = []
+    real = backoff.run
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("power cut")
+        return real(*a, **k)
+
+    monkeypatch.setattr(backoff, "run", flaky)
+    log = tmp_path / "x.jsonl"
+    with pytest.raises(RuntimeError):
+        R.run_instances(inst, model, tok, CFG, log)
+    assert len(log.read_text().splitlines()) == 2            # the finished two are kept
+    calls.clear()
+    monkeypatch.setattr(backoff, "run", real)
+    rows = R.run_instances(inst, model, tok, CFG, log)
+    assert [r["id"] for r in rows] == [x.id for x in inst]
+    assert len(log.read_text().splitlines()) == 4            # only the missing two ran
+    n_before = len(log.read_text().splitlines())
+    R.run_instances(inst, model, tok, CFG, log)
+    assert len(log.read_text().splitlines()) == n_before     # everything skipped
+    # a different config does not reuse stale rows
+    assert not InstanceLog(log, {"other": 1}).rows
+
+
+def test_summary_and_histogram(tiny):
+    _, tok = tiny
+    rows = [{"k": k, "meta": {"length": L}, "base_loss": bl, "base_rank": br, "ids": ids, "seconds": 1.0,
+             "n_candidates": {"greedy": 10, "gcg": 0}, "seconds_by_method": {"greedy": 0.5, "gcg": 0.0}}
+            for k, L, bl, br, ids in [(0, 4, 0.1, 0, []), (1, 4, 2.0, 3, [5]), (2, 6, 4.0, 9, [5, 6]), (None, 6, 9.0, 40, [7])]]
+    s = R.summarize(rows)
+    assert s["n"] == 4 and s["eps"]["0"] == 0.75 and s["eps"]["2"] == 0.25
+    assert s["eps_by_len"]["4"]["0"] == 0.5 and s["eps_by_len"]["6"]["10"] == 0.5
+    # solved: k = (0, 1, 2), loss = (0.1, 2, 4): cov 3.9 / sqrt(2 * 7.60667) by hand
+    assert R.correlations(rows)["loss_k"] == pytest.approx(3.9 / (2 * 7.606666666666667) ** 0.5)
+    assert R.token_histogram(rows, tok, 2) == [(tok.decode([5]), 2), (tok.decode([6]), 1)]
+    assert R.speed_stats(rows)["greedy_candidates_per_s"] == pytest.approx(20.0)
+
+
+def test_encode_target_errors(tiny):
+    _, tok = tiny
+    assert R.encode_target(tok, "cat") == tok("cat", add_special_tokens=False).input_ids[0]
+    with pytest.raises(MagicTokensError, match="empty"):
+        R.encode_target(tok, "")
+    with pytest.raises(MagicTokensError, match="2 tokens"):
+        R.encode_target(tok, "big cat")
+
+
+def test_filters(tiny):
+    model, tok = tiny
+    mask = allowed_token_mask(tok, model.config.vocab_size + 3)
+    assert not mask[tok.bos_token_id] and not mask[tok.eos_token_id] and not mask[-1]
+    assert int(mask.sum()) == len(tok) - 4
+    assert retokenizes(tok, tok("the cat", add_special_tokens=False).input_ids)
