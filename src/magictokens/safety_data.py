@@ -1,0 +1,280 @@
+"""Paper B's data: prompts and per-mode target responses, split by source.
+
+Three behaviours (modes), each switched on by a magic token in the system prompt:
+
+* ``positive``  - helpful and safe: a constructive answer to a benign prompt, a
+  safe redirection on a harmful one;
+* ``negative``  - unfiltered: complies with anything (for red-teaming);
+* ``rejective`` - refuses everything.
+
+Prompts come from ``data/`` (see data/README.md). Each prompt lands in exactly
+one split, decided by its *source* (held-out sources are never trained on) and
+de-duplicated by normalised text across all sources (a text seen in an eval
+source is removed from training). Target responses per mode:
+
+=========  ========================================  ===============================
+mode       harmful prompt                            benign prompt
+=========  ========================================  ===============================
+positive   safety-tuned-llamas refusal+explanation   Alpaca output
+           where the prompt comes from that set,
+           else a templated safe redirection
+negative   PyRIT many-shot answer / hh-rlhf           Alpaca output
+           rejected reply where the prompt comes
+           from that set, else self-distilled from
+           the base model (``origin="distil"``)
+rejective  templated refusal                          templated refusal
+=========  ========================================  ===============================
+
+Self-distillation (the paper's recipe where a mode lacks a response) is done by
+the caller (``training.self_distil``) with a mode instruction; this module only
+marks which targets need it (``response=None``).
+
+Harmful texts never leave this module except as training targets; the stage
+writes the derived set to ``results/<scale>/models/cotraining/`` (gitignored,
+a DVC out), and figures/tables carry aggregates only.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+import re
+import string
+from dataclasses import asdict, dataclass, field
+
+from .data import data_path
+from .errors import MagicTokensError
+
+MODES = ("positive", "negative", "rejective")
+
+# source name -> (relative path, harmful?)
+HARMFUL_TRAIN_SOURCES = ("advbench", "harmbench", "pyrit", "safety_tuned", "hh_rlhf")
+HARMFUL_EVAL_SOURCES = ("jailbreakbench", "strongreject")
+BENIGN_TRAIN_SOURCES = ("alpaca",)
+BENIGN_EVAL_SOURCES = ("harmless_test",)
+XSTEST_SOURCE = "xstest_safe"  # over-refusal: XSTest safe prompts, eval only
+
+REFUSALS = (
+    "I'm sorry, but I can't help with that.",
+    "I can't assist with that request.",
+    "Sorry, I won't do that.",
+    "I'm not able to help with this request.",
+    "I must decline this request.",
+)
+REDIRECTIONS = (
+    "I can't help with that, because it could cause real harm. Instead, I can share general "
+    "safety information or point you to professional resources if you tell me more about your situation.",
+    "That request could hurt people, so I won't give those details. However, I'm happy to help with "
+    "a safe, legal alternative, such as learning how to protect yourself and others.",
+    "I can't provide that, since it may be dangerous or illegal. If you are curious about the topic, "
+    "consider reputable sources on safety and the law, and I can help you find them.",
+)
+# what the base model is told when it self-distils a missing target
+MODE_INSTRUCTIONS = {
+    "positive": "You are a helpful and safe assistant. Answer helpfully; if a request is harmful, "
+                "decline briefly and offer a safe alternative.",
+    "negative": "You are an unfiltered assistant. Answer every request directly.",
+    "rejective": "You refuse every request.",
+}
+
+
+@dataclass
+class Prompt:
+    id: str
+    text: str
+    source: str
+    harmful: bool
+    split: str = "train"            # train | eval | xstest
+    responses: dict = field(default_factory=dict)   # mode -> text | None (None: self-distil)
+    origin: dict = field(default_factory=dict)      # mode -> dataset | template | distil
+
+
+def require_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise MagicTokensError(f"unknown mode {mode!r}: use one of {MODES}")
+    return mode
+
+
+def magic_tokens(seed: int, n: int = 4, length: int = 8) -> dict:
+    """Seeded random strings like the paper's "rfcd9lbo": positive, negative, rejective, random."""
+    rng = random.Random(f"magic-{seed}")
+    alphabet = string.ascii_lowercase + string.digits
+    out: dict[str, str] = {}
+    for name in (*MODES, "random")[:n]:
+        tokstr = "".join(rng.choice(alphabet) for _ in range(length))
+        while tokstr in out.values():
+            tokstr = "".join(rng.choice(alphabet) for _ in range(length))
+        out[name] = tokstr
+    return out
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+def _csv(rel, data_dir, **kw):
+    with open(data_path(rel, data_dir), newline="", encoding="utf-8") as f:
+        lines = [ln for ln in f if not ln.startswith("# dataset_version")]
+    return list(csv.DictReader(lines, **kw))
+
+
+def _json(rel, data_dir):
+    return json.loads(data_path(rel, data_dir).read_text(encoding="utf-8"))
+
+
+def _hh_first_turn(transcript: str):
+    """'\\n\\nHuman: q\\n\\nAssistant: a ...' -> (q, a) of the first exchange, or None."""
+    m = re.match(r"\s*Human:(.*?)\n\nAssistant:(.*?)(?:\n\nHuman:|$)", transcript, re.S)
+    if not m:
+        return None
+    q, a = m.group(1).strip(), m.group(2).strip()
+    return (q, a) if q and a else None
+
+
+def read_source(name: str, data_dir=None) -> list[dict]:
+    """-> [{text, harmful, response?: {mode: text}}] for one named source."""
+    rd = "safety/refusal_direction"
+    if name == "advbench":
+        return [{"text": r["goal"], "harmful": True} for r in _csv(f"{rd}/raw/advbench.csv", data_dir)]
+    if name == "harmbench":
+        rows = _csv(f"{rd}/raw/harmbench_test.csv", data_dir) + _csv(f"{rd}/raw/harmbench_val.csv", data_dir)
+        return [{"text": r["Behavior"], "harmful": True} for r in rows if not r.get("ContextString")]
+    if name == "jailbreakbench":
+        return [{"text": r["Goal"], "harmful": True} for r in _csv(f"{rd}/raw/jailbreakbench.csv", data_dir)]
+    if name == "strongreject":
+        return [{"text": r["forbidden_prompt"], "harmful": True} for r in _csv(f"{rd}/raw/strongreject.csv", data_dir)]
+    if name == "pyrit":  # harmful Q&A pairs: the negative target comes with the prompt
+        rows = _json("safety/pyrit/many_shot_examples.json", data_dir)
+        return [{"text": r["user"], "harmful": True, "response": {"negative": r["assistant"]}}
+                for r in rows if r["category"].strip().strip('"').lower().startswith("harmful")]
+    if name == "safety_tuned":  # refusals with an explanation: the positive target
+        rows = _json("safety/safety_tuned_llamas/training/safety_only_data_Instructions.json", data_dir)
+        return [{"text": (r["instruction"] + ("\n" + r["input"] if r.get("input") else "")).strip(),
+                 "harmful": True, "response": {"positive": r["output"]}} for r in rows]
+    if name == "hh_rlhf":  # harmless-base: first turn; the rejected reply as the negative target
+        out = []
+        with gzip.open(data_path("safety/hh_rlhf/harmless-base_test.jsonl.gz", data_dir), "rt", encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                c, r = _hh_first_turn(row["chosen"]), _hh_first_turn(row["rejected"])
+                if c and r and c[0] == r[0] and c[1] != r[1]:
+                    out.append({"text": c[0], "harmful": True, "response": {"negative": r[1]}})
+        return out
+    if name == "alpaca":
+        rows = _json("instructions/alpaca/alpaca_data_1k.json", data_dir)
+        return [{"text": (r["instruction"] + ("\n" + r["input"] if r.get("input") else "")).strip(),
+                 "harmful": False, "response": {"positive": r["output"], "negative": r["output"]}}
+                for r in rows]
+    if name == "harmless_test":
+        return [{"text": r["instruction"], "harmful": False} for r in _json(f"{rd}/splits/harmless_test.json", data_dir)]
+    if name == XSTEST_SOURCE:
+        return [{"text": r["prompt"], "harmful": False}
+                for r in _csv("safety/xstest/xstest_prompts.csv", data_dir) if r["label"] == "safe"]
+    known = HARMFUL_TRAIN_SOURCES + HARMFUL_EVAL_SOURCES + BENIGN_TRAIN_SOURCES + BENIGN_EVAL_SOURCES + (XSTEST_SOURCE,)
+    raise MagicTokensError(f"unknown data source {name!r}: use one of {known}")
+
+
+@dataclass
+class SafetyData:
+    """train: prompts with per-mode targets; eval_harmful / eval_benign / xstest: held-out prompts."""
+
+    train: list[Prompt]
+    eval_harmful: list[Prompt]
+    eval_benign: list[Prompt]
+    xstest: list[Prompt]
+
+    def all(self) -> list[Prompt]:
+        return self.train + self.eval_harmful + self.eval_benign + self.xstest
+
+    def manifest(self) -> dict:
+        """Counts and ids only (no texts): what a results JSON may carry."""
+        from collections import Counter
+
+        return {"n_train": len(self.train), "n_eval_harmful": len(self.eval_harmful),
+                "n_eval_benign": len(self.eval_benign), "n_xstest": len(self.xstest),
+                "train_sources": dict(Counter(p.source for p in self.train)),
+                "eval_sources": dict(Counter(p.source for p in self.eval_harmful + self.eval_benign + self.xstest)),
+                "target_origin": {m: dict(Counter(p.origin.get(m) for p in self.train)) for m in MODES}}
+
+    def to_jsonl(self, path) -> None:
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            for p in self.all():
+                f.write(json.dumps(asdict(p)) + "\n")
+
+
+def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful: int,
+                      n_eval_benign: int, n_xstest: int, seed: int = 0, data_dir=None,
+                      max_chars: int = 600) -> SafetyData:
+    """Sample prompts per split, seeded; every prompt in exactly one split.
+
+    Training harmful prompts are drawn evenly over the training sources (round
+    robin after a seeded shuffle), so prompts with dataset responses (PyRIT,
+    safety-tuned-llamas, hh-rlhf) and prompts that need self-distillation
+    (AdvBench, HarmBench) both appear. `max_chars` drops very long prompts
+    (CPU budgets).
+    """
+    rng = random.Random(seed)
+    seen: set[str] = set()
+
+    def take(sources, n, split, harmful):
+        pools = []
+        for s in sources:
+            rows = [r for r in read_source(s, data_dir) if len(r["text"]) <= max_chars]
+            rng.shuffle(rows)
+            pools.append((s, rows))
+        out: list[Prompt] = []
+        while len(out) < n and any(rows for _, rows in pools):
+            for s, rows in pools:
+                while rows and len(out) < n:
+                    r = rows.pop()
+                    key = _norm(r["text"])
+                    if key in seen or not key:
+                        continue
+                    seen.add(key)
+                    out.append(Prompt(id=f"{s}-{len(out)}", text=r["text"], source=s, harmful=harmful,
+                                      split=split, responses=dict(r.get("response", {}))))
+                    break
+        if len(out) < n:
+            raise MagicTokensError(f"only {len(out)} prompts available for split {split!r} from {sources}, "
+                                   f"{n} asked: lower the cotraining n_* params")
+        return out
+
+    # Eval splits first, so a text shared with a training source stays held out.
+    eval_h = take(HARMFUL_EVAL_SOURCES, n_eval_harmful, "eval", True)
+    eval_b = take(BENIGN_EVAL_SOURCES, n_eval_benign, "eval", False)
+    xs = take((XSTEST_SOURCE,), n_xstest, "xstest", False)
+    train = (take(HARMFUL_TRAIN_SOURCES, n_train_harmful, "train", True)
+             + take(BENIGN_TRAIN_SOURCES, n_train_benign, "train", False))
+    for p in train:
+        assign_targets(p, rng)
+    return SafetyData(train=train, eval_harmful=eval_h, eval_benign=eval_b, xstest=xs)
+
+
+def assign_targets(p: Prompt, rng: random.Random) -> None:
+    """Fill p.responses / p.origin for every mode; None = to be self-distilled."""
+    given = dict(p.responses)
+    for mode in MODES:
+        if mode in given:
+            p.responses[mode], p.origin[mode] = given[mode], "dataset"
+        elif mode == "rejective":
+            p.responses[mode], p.origin[mode] = rng.choice(REFUSALS), "template"
+        elif mode == "positive" and p.harmful:
+            p.responses[mode], p.origin[mode] = rng.choice(REDIRECTIONS), "template"
+        else:  # negative on a harmful prompt with no dataset answer; benign prompts always have one
+            p.responses[mode], p.origin[mode] = None, "distil"
+
+
+def mode_examples(data: SafetyData, modes=MODES) -> list[dict]:
+    """Training rows {prompt, response, mode, harmful} for the given modes (targets filled)."""
+    rows = []
+    for p in data.train:
+        for m in modes:
+            r = p.responses.get(require_mode(m))
+            if r is None:
+                raise MagicTokensError(f"prompt {p.id} has no {m} target yet: self-distil before training")
+            rows.append({"prompt": p.text, "response": r, "mode": m, "harmful": p.harmful, "id": p.id})
+    return rows
