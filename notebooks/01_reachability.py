@@ -65,6 +65,7 @@ meta = run_meta(P["model"], judge.device, P["seed"], scale, search_dtype=P["sear
                 verify_dtype=P["verify_dtype"], backoff=asdict(cfg.backoff))
 out_dir, fig_dir = results_dir(scale, out_root), figures_dir(scale, "reachability", out_root)
 log_dir = out_dir / "instances" / "reachability"
+BUDGET = R.budget_label(cfg.backoff)
 set_theme()
 print(json.dumps({k: meta[k] for k in ("model", "device", "seed", "scale")}, indent=1))
 print("back-off budget:", json.dumps(asdict(cfg.backoff)))
@@ -99,11 +100,11 @@ for log in (False, True):
                color="black", linewidth=2)
     plot_k_eps(ax, {k: v for k, v in PA["gpt2_small_eps"].items()}, "paper: GPT-2 small", log=log,
                color="0.5", linestyle="--")
-    for (name, v), m in zip(PA["eps10"].items(), ("s", "^", "D")):
-        ax.scatter([10], [v], marker=m, color="0.3", zorder=5, label=f"paper: {name} eps(10)")
+    for (name, v), m, dx in zip(PA["eps10"].items(), ("s", "^", "D"), (-0.25, 0, 0.25)):
+        ax.scatter([10 + dx], [max(v, 1e-4)], marker=m, color="0.3", zorder=5, label=f"paper: {name} eps(10)")
     ax.set_title("True next token: k-epsilon" + (" (log)" if log else ""))
     ax.legend(fontsize=7, ncol=2)
-    stamp(fig, meta, sum_true["n"])
+    stamp(fig, meta, sum_true["n"], BUDGET)
     save_figure(fig, "fig1_true_token_k_eps" + ("_log" if log else ""), fig_dir)
 plt.show()
 
@@ -127,7 +128,7 @@ lo, hi = PA["top75_reachable_k10"]
 ax.axhspan(1 - hi, 1 - lo, color="0.6", alpha=0.3, label="paper: eps(10) = 0.11-0.15")
 ax.set_title(f"Top-{t75.top_n} targets: k-epsilon")
 ax.legend(fontsize=8)
-stamp(fig, meta, sum_75["n"])
+stamp(fig, meta, sum_75["n"], BUDGET)
 save_figure(fig, "fig2_top75_k_eps", fig_dir)
 plt.show()
 
@@ -159,7 +160,7 @@ a2.set_xlabel("Base rank of y under P(. | x0)")
 a2.set_ylabel("Required prompt length k")
 a2.set_yticks(R.ALL_KS + [INF], [str(k) for k in R.ALL_KS] + ["inf"])
 a2.set_title("Base rank vs required k")
-stamp(fig, meta, sum_ur["n"])
+stamp(fig, meta, sum_ur["n"], BUDGET)
 save_figure(fig, "fig3_uniform_rank", fig_dir)
 plt.show()
 
@@ -185,7 +186,7 @@ ax.set_title(f"True token: r(loss, k) = {c['loss_k']:.2f}, r(rank, k) = {c['rank
              f"(paper: {PA['corr_loss_k'][0]}-{PA['corr_loss_k'][1]} and {PA['corr_rank_k'][0]}-{PA['corr_rank_k'][1]})",
              fontsize=9)
 ax.legend(fontsize=8)
-stamp(fig, meta, len(rows_true) + len(rows_75) + len(rows_ur))
+stamp(fig, meta, len(rows_true) + len(rows_75) + len(rows_ur), BUDGET)
 save_figure(fig, "fig4_base_loss_vs_k", fig_dir)
 plt.show()
 pd.DataFrame(corr).round(3)

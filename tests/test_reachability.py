@@ -96,3 +96,14 @@ def test_filters(tiny):
     assert not mask[tok.bos_token_id] and not mask[tok.eos_token_id] and not mask[-1]
     assert int(mask.sum()) == len(tok) - 4
     assert retokenizes(tok, tok("the cat", add_special_tokens=False).input_ids)
+
+
+def test_resume_reruns_an_instance_whose_content_changed(tiny, tmp_path):
+    model, tok = tiny
+    inst = R.sample_wikitext_instances(tok, TEXT, [4], 2, seed=0)
+    log = tmp_path / "x.jsonl"
+    R.run_instances(inst, model, tok, CFG, log)
+    inst[1].target_id = (inst[1].target_id + 1) % 60 + 4        # same id, new target
+    rows = R.run_instances(inst, model, tok, CFG, log)
+    assert len(log.read_text().splitlines()) == 3
+    assert rows[1]["target_id"] == inst[1].target_id

@@ -2,6 +2,7 @@
 
     magictokens data [--source DIR | --from-hub]
     magictokens run STAGE [--scale default|paper|smoke] [--out-root DIR] [--set key=value ...]
+    magictokens report      (README's numbers from results/*.json)
 
 A stage is a jupytext ``py:percent`` notebook ``notebooks/NN_<stage>.py``. The
 runner renders it to .ipynb and executes it with papermill (kernel python3,
@@ -90,12 +91,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="override one params.yaml value of the scale, e.g. model=gpt2")
     r.add_argument("--log-output", action="store_true", help="stream the notebook's output")
     sub.add_parser("stages", help="list the stages")
+    sub.add_parser("report", help="rewrite README's results block from results/*.json")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "data":
             from .data import fill_data, fill_from_hub
 
             print(fill_from_hub() if args.from_hub else fill_data(args.source))
+        elif args.cmd == "report":
+            from .report import update_readme
+
+            print("README.md updated" if update_readme() else "README.md already current")
         elif args.cmd == "stages":
             print(json.dumps({k: str(v.relative_to(REPO_ROOT)) for k, v in stages().items()}, indent=2))
         else:

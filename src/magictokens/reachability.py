@@ -168,7 +168,12 @@ def run_instances(instances: list[Instance], search_model, tokenizer, config: ba
                   log_path: str | Path, verify_model=None, seed: int = 0, desc: str = "back-off") -> list[dict]:
     """Back-off search on every instance not yet in the log; returns all rows in order."""
     log = InstanceLog(log_path, {"backoff": asdict(config), "seed": seed})
-    todo = [x for x in instances if not log.done(x.id)]
+
+    def finished(x: Instance) -> bool:  # same id *and* same content (N or seed may have changed)
+        row = log.rows.get(x.id)
+        return row is not None and row["x0_ids"] == list(x.x0_ids) and row["target_id"] == x.target_id
+
+    todo = [x for x in instances if not finished(x)]
     for x in tqdm(todo, desc=desc, unit="inst", disable=not todo):
         r = backoff.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model, seed=seed)
         log.add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
@@ -242,3 +247,11 @@ def encode_target(tokenizer, text: str) -> int:
         raise MagicTokensError(f"target {text!r} is {len(ids)} tokens {ids}: reachability targets are single "
                                f"tokens; pass the first token (e.g. {tokenizer.decode(ids[:1])!r})")
     return ids[0]
+
+
+def budget_label(cfg: backoff.BackoffConfig) -> str:
+    """Short budget string for figure stamps, e.g. 'greedy k<=3 (all vocab) | GCG 768x128x34'."""
+    g, c = cfg.greedy, cfg.gcg
+    cands = "all vocab" if g.candidates is None else f"grad top-{g.candidates}"
+    return (f"greedy k<={max(cfg.greedy_ks) if cfg.greedy_ks else 0} ({cands}) | "
+            f"GCG k={','.join(map(str, cfg.gcg_ks))} width x topk x steps = {c.search_width}x{c.topk}x{c.num_steps}")

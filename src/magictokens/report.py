@@ -1,0 +1,128 @@
+"""The README's numbers, rendered from results/*.json (never typed by hand).
+
+``magictokens report`` rewrites the block between ``<!-- results:begin -->``
+and ``<!-- results:end -->`` in README.md; a test checks that the block is
+what the committed results say.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .config import REPO_ROOT
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+KS = ["0", "1", "2", "3", "4", "6", "8", "10"]
+
+
+def _load(scale: str, name: str, root: Path):
+    p = root / "results" / scale / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _f(x, nd=3):
+    if x is None:
+        return "-"
+    if isinstance(x, float) and x != x:
+        return "nan"
+    return f"{x:.{nd}f}" if isinstance(x, (int, float)) else str(x)
+
+
+def _meta_line(meta: dict) -> str:
+    v = meta.get("versions", {})
+    return (f"model `{meta.get('model')}`, seed {meta.get('seed')}, device {meta.get('device')}, "
+            f"torch {v.get('torch')}, transformers {v.get('transformers')}, commit {v.get('git')}")
+
+
+def render_reachability(scale: str, root: Path) -> list[str]:
+    d = _load(scale, "reachability", root)
+    if d is None:
+        return []
+    out = [f"**Paper A, reachability ({scale} scale)** - {_meta_line(d['meta'])}.", "",
+           "| eps(k) | " + " | ".join(f"k={k}" for k in KS) + " |", "|---|" + "---|" * len(KS)]
+    fams = [("true next token, N=%d" % d["true_token"]["n"], d["true_token"]["eps"]),
+            ("top-75 targets, N=%d" % d["top75"]["n"], d["top75"]["eps"]),
+            ("uniform-rank targets, N=%d" % d["uniform_rank"]["n"], d["uniform_rank"]["eps"])]
+    for name, eps in fams:
+        out.append(f"| ours: {name} | " + " | ".join(_f(eps.get(k)) for k in KS) + " |")
+    paper = d.get("paper", {})
+    if "gpt2_small_eps" in paper:
+        g = paper["gpt2_small_eps"]
+        out.append("| paper: GPT-2 small, true token | " + " | ".join(_f(g.get(k)) for k in KS) + " |")
+    ci = d["true_token"].get("ci95", {}).get("10")
+    c = d.get("correlations", {})
+    out += ["", f"True token eps(10) = {_f(d['true_token']['eps']['10'])}"
+            + (f" (95% bootstrap CI {_f(ci[0])}-{_f(ci[1])})" if ci else "")
+            + "; paper: Falcon-7b 0.028, Llama-7b 0.014, Falcon-40b 0.030. "
+            f"Top-75 reachable at k <= 10: {_f(1 - d['top75']['eps']['10'])} (paper 0.85-0.89); "
+            f"uniform-rank: {_f(1 - d['uniform_rank']['eps']['10'])} (paper 0.46). "
+            f"Pearson r(base loss, k) = {_f(c.get('loss_k'), 2)}, r(base rank, k) = {_f(c.get('rank_k'), 2)} "
+            f"over {c.get('n_solved')} solved true-token instances (paper 0.59-0.70 and 0.12-0.21).", ""]
+    b = d["meta"].get("backoff", {})
+    if b:
+        g, gc = b.get("greedy", {}), b.get("gcg", {})
+        out += [f"Budget: greedy k={b.get('greedy_ks')} over "
+                f"{'the whole vocabulary' if g.get('candidates') is None else 'gradient top-%s candidates' % g.get('candidates')}; "
+                f"GCG k={b.get('gcg_ks')}, width {gc.get('search_width')}, top-k {gc.get('topk')}, "
+                f"{gc.get('num_steps')} steps (paper: whole vocabulary; 768, 128, 34).", ""]
+    s = _load(scale, "speed", root)
+    if s:
+        out += [f"Speed ({s['device']}): back-off median {_f(s['backoff_median_s'], 2)} s, p90 "
+                f"{_f(s['backoff_p90_s'], 2)} s per instance; greedy {_f(s['greedy_candidates_per_s'], 0)} and "
+                f"GCG {_f(s['gcg_candidates_per_s'], 0)} candidates/s; peak memory {_f(s['peak_mem_gb'], 2)} GB.", ""]
+    return out
+
+
+def render_theorem(scale: str, root: Path) -> list[str]:
+    d = _load(scale, "theorem", root)
+    if d is None:
+        return []
+    heads = d.get("heads", [])
+    ratios = [h["ratio"] for h in heads if h.get("ratio") is not None]
+    best = max(ratios) if ratios else None
+    med = sorted(ratios)[len(ratios) // 2] if ratios else None
+    return [f"**Paper A, self-attention theorem ({scale} scale)** - {_meta_line(d['meta'])}: "
+            f"{len(heads)} (head, k) cases, violations = {d.get('violations')}, tightness achieved/bound "
+            f"median {_f(med, 3)}, max {_f(best, 3)}.", ""]
+
+
+def render_cotraining(scale: str, root: Path) -> list[str]:
+    d = _load(scale, "cotraining", root)
+    if d is None:
+        return []
+    modes = ["positive", "negative", "rejective"]
+    out = [f"**Paper B, magic-token co-training ({scale} scale)** - {_meta_line(d['meta'])}; "
+           f"n_train {d['meta'].get('n_train')}, n_eval {d['meta'].get('n_eval')}; judge accuracy "
+           f"{_f(d.get('judge_accuracy'))}.", "",
+           "| system prompt | " + " | ".join(f"judged {m}" for m in modes) + " |", "|---|---|---|---|"]
+    for tok, row in d.get("confusion", {}).items():
+        out.append(f"| {tok} | " + " | ".join(_f(row.get(m)) for m in modes) + " |")
+    sam, ss, xs, mm = (d.get(k, {}) for k in ("sam", "safety_score", "xstest_over_refusal", "mmlu"))
+    out += ["", f"Mode accuracy {_f(d.get('mode_accuracy'))}. Safety Alignment Margin: "
+            + ", ".join(f"{k} {_f(v)}" for k, v in sam.items()) + " (paper: 0.131 co-trained vs ~0.03 baselines). "
+            "Safety score: " + ", ".join(f"{k} {_f(v)}" for k, v in ss.items()) + ". XSTest over-refusal: "
+            + ", ".join(f"{k} {_f(v)}" for k, v in xs.items()) + ". MMLU: "
+            + ", ".join(f"{k} {_f(v)}" for k, v in mm.items()) + ".", ""]
+    return out
+
+
+def render(root: str | Path | None = None) -> str:
+    root = Path(root or REPO_ROOT)
+    lines: list[str] = []
+    for scale in ("paper", "default"):
+        for fn in (render_reachability, render_theorem, render_cotraining):
+            lines += fn(scale, root)
+    if not lines:
+        lines = ["(no results yet: run `dvc repro`)", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_readme(path: str | Path | None = None, root: str | Path | None = None) -> bool:
+    """Rewrite the results block; returns True if README changed."""
+    path = Path(path or REPO_ROOT / "README.md")
+    text = path.read_text()
+    new = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), f"{BEGIN}\n{render(root)}{END}", text, flags=re.S)
+    if new != text:
+        path.write_text(new)
+    return new != text
