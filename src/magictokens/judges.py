@@ -212,14 +212,21 @@ def phrase_only_judge(responses, prompt_harmful) -> list[str]:
 
 
 def build_judge(seed: int = 0, n_alpaca: int = 300, holdout: float = 0.5, data_dir=None,
-                encoder: SentenceEncoder | None = None) -> tuple[OfflineJudge, JudgeReport]:
-    """Fit the judge on training prompts' labelled completions; score it on held-out prompts."""
+                encoder: SentenceEncoder | None = None, n_xstest: int | None = None,
+                max_length: int = 64) -> tuple[OfflineJudge, JudgeReport]:
+    """Fit the judge on training prompts' labelled completions; score it on held-out prompts.
+
+    `n_xstest` caps the XSTest completions used on each side (smoke runs);
+    `max_length` is the encoder's token window (refusals show in the opening).
+    """
     rows = read_xstest_completions(data_dir)
     pids = sorted({r["pid"] for r in rows})
     random.Random(f"judge-{seed}").shuffle(pids)
     test_pids = set(pids[: int(len(pids) * holdout)])
-    xs_train = [r for r in rows if r["pid"] not in test_pids]
-    xs_test = [r for r in rows if r["pid"] in test_pids]
+    random.Random(f"judge-rows-{seed}").shuffle(rows)  # both source files under a cap
+    xs_train = [r for r in rows if r["pid"] not in test_pids][:n_xstest]
+    xs_test = [r for r in rows if r["pid"] in test_pids][:n_xstest]
+    encoder = encoder or SentenceEncoder(max_length=max_length)
     texts, ys = judge_training_data(xs_train, n_alpaca, seed, data_dir)
     judge = OfflineJudge(encoder).fit(texts, ys, seed)
     return judge, evaluate_judge(judge, xs_test)

@@ -81,6 +81,8 @@ class CoTrainingConfig:
     gen_batch_size: int = 16
     mmlu_n: int = 40
     judge_n_alpaca: int = 300
+    judge_n_xstest: int | None = None   # cap on XSTest completions per side (smoke)
+    judge_max_length: int = 64
     baselines: list = field(default_factory=lambda: ["sft", "sft_dpo", "base"])
 
 
@@ -248,7 +250,7 @@ def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: in
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         log.steps += 1
         log.tokens += int(batch["attention_mask"].sum())
-        log.losses.append(float(loss))
+        log.losses.append(float(loss.detach()))
     log.seconds = time.time() - t0
     return _detach(model, cfg, save_dir), log
 
@@ -291,7 +293,7 @@ def dpo(model, tok, pairs: list[dict], cfg: TrainConfig, dcfg: DPOConfig, seed: 
             opt.step(); opt.zero_grad(set_to_none=True)
             log.steps += 1
             log.tokens += ntok
-            log.losses.append(float(loss))
+            log.losses.append(float(loss.detach()))
     log.seconds = time.time() - t0
     return _detach(policy, cfg, save_dir), log
 

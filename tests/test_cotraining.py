@@ -1,0 +1,192 @@
+"""Paper B: data builder, response-only loss, DPO loss, metrics, judge rules, clear errors."""
+import numpy as np
+import pytest
+import torch
+
+from magictokens import metrics as M
+from magictokens import training as T
+from magictokens.errors import MagicTokensError
+from magictokens.judges import has_redirect, has_refusal_phrase, phrase_only_judge
+from magictokens.safety_data import (MODES, Prompt, SafetyData, build_safety_data, magic_tokens, mode_examples,
+                                     read_source, require_mode)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_silhouette_of_perfectly_separated_modes_is_one():
+    X = np.repeat(np.eye(3), 10, axis=0)                      # every mode a single point, far apart
+    modes = [m for m in MODES for _ in range(10)]
+    assert M.safety_alignment_margin(X, modes) == pytest.approx(1.0)
+
+
+def test_silhouette_of_identical_modes_is_about_zero():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    modes = [MODES[i % 3] for i in range(300)]                # same distribution in every mode
+    assert abs(M.safety_alignment_margin(X, modes)) < 0.05
+    same = np.ones((30, 4))                                   # all points coincide
+    assert M.safety_alignment_margin(same, [MODES[i % 3] for i in range(30)]) == pytest.approx(0.0)
+
+
+def test_silhouette_matches_own_implementation():
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(loc=c, size=(8, 3)) for c in (0, 2, 4)])
+    lab = np.repeat([0, 1, 2], 8)
+    D = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    s = []
+    for i in range(len(X)):
+        same = (lab == lab[i]) & (np.arange(len(X)) != i)
+        a = D[i, same].mean()
+        b = min(D[i, lab == k].mean() for k in set(lab.tolist()) if k != lab[i])
+        s.append((b - a) / max(a, b))
+    assert M.safety_alignment_margin(X, [MODES[k] for k in lab]) == pytest.approx(np.mean(s))
+
+
+def test_safety_score_mode_accuracy_over_refusal():
+    assert M.safety_score(["negative", "rejective", "positive", "positive"]) == pytest.approx(5 / 8)
+    assert M.safety_score(["negative"] * 3) == 0.0
+    conf = {m: M.label_shares([m, m, "negative" if m != "negative" else "positive"]) for m in MODES}
+    assert M.mode_accuracy(conf) == pytest.approx(2 / 3)
+    assert M.over_refusal(["rejective", "positive"]) == 0.5
+    assert M.pca_2d(np.random.default_rng(0).normal(size=(7, 9))).shape == (7, 2)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_each_prompt_in_exactly_one_split_and_sources_disjoint():
+    d = build_safety_data(30, 10, 12, 8, 6, seed=3)
+    split_of = {}
+    for p in d.all():
+        key = " ".join(p.text.lower().split())
+        assert key not in split_of, f"prompt in two splits: {p.id}"
+        split_of[key] = p.split
+    train_src = {p.source for p in d.train}
+    eval_src = {p.source for p in d.eval_harmful + d.eval_benign + d.xstest}
+    assert not train_src & eval_src
+    assert all(p.harmful for p in d.eval_harmful) and not any(p.harmful for p in d.eval_benign)
+    # every mode has a target or is marked for self-distillation
+    for p in d.train:
+        assert set(p.responses) == set(MODES)
+        assert all((p.responses[m] is None) == (p.origin[m] == "distil") for m in MODES)
+    # seeded
+    d2 = build_safety_data(30, 10, 12, 8, 6, seed=3)
+    assert [p.text for p in d2.all()] == [p.text for p in d.all()]
+
+
+def test_missing_source_and_unknown_mode_fail_with_one_line(tmp_path):
+    with pytest.raises(MagicTokensError, match="magictokens data") as e:
+        read_source("advbench", data_dir=tmp_path)
+    assert "\n" not in str(e.value)
+    with pytest.raises(MagicTokensError, match="unknown data source") as e:
+        read_source("beavertails")
+    assert "\n" not in str(e.value)
+    with pytest.raises(MagicTokensError, match="unknown mode") as e:
+        require_mode("neutral")
+    assert "\n" not in str(e.value)
+    d = SafetyData(train=[Prompt("x", "hi", "alpaca", False, responses={m: "ok" for m in MODES})],
+                   eval_harmful=[], eval_benign=[], xstest=[])
+    with pytest.raises(MagicTokensError, match="unknown mode"):
+        mode_examples(d, ("neutral",))
+
+
+def test_magic_tokens_seeded_distinct():
+    a, b = magic_tokens(0), magic_tokens(0)
+    assert a == b and len(set(a.values())) == 4 and set(a) == {*MODES, "random"}
+    assert all(len(v) == 8 and v.isalnum() for v in a.values())
+    assert magic_tokens(1) != a
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _tiny_rows():
+    return [{"prompt": "the cat is big", "response": "yes the dog is small", "system": "red"},
+            {"prompt": "a bird", "response": "no", "system": None}]
+
+
+@pytest.mark.parametrize("with_template", [False, True])
+def test_response_only_loss_masks_every_prompt_token(tiny, with_template):
+    model, tok = tiny
+    if with_template:  # a chat template path too (the tiny tokenizer has none)
+        import copy
+
+        tok = copy.deepcopy(tok)
+        tok.chat_template = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+                             "{% if add_generation_prompt %}the {% endif %}")
+    cfg = T.TrainConfig(max_prompt_tokens=64, max_response_tokens=16)
+    for r in _tiny_rows():
+        ids, labels = T.encode_example(tok, r["prompt"], r["response"], r["system"], cfg)
+        p = T.prompt_ids(tok, r["prompt"], r["system"], cfg.max_prompt_tokens)
+        assert ids[: len(p)] == p
+        assert all(x == T.IGNORE for x in labels[: len(p)])          # every prompt token masked
+        assert labels[len(p):] == ids[len(p):]                        # every response token scored
+        assert labels[-1] == tok.eos_token_id
+    batch = T.collate([T.encode_example(tok, r["prompt"], r["response"], r["system"], cfg) for r in _tiny_rows()],
+                      T.pad_id(tok))
+    # the loss does not depend on prompt-token labels: changing the prompt's logits target changes nothing
+    loss = T.response_loss(model, batch)
+    n_resp = int((batch["labels"][:, 1:] != T.IGNORE).sum())
+    assert n_resp == sum(len(tok(" " + r["response"] if not with_template else r["response"],
+                                 add_special_tokens=False).input_ids) + 1 for r in _tiny_rows())
+    assert torch.isfinite(loss)
+
+
+def test_dpo_loss_values_and_gradient():
+    z = torch.zeros(4)
+    assert T.dpo_loss(z, z, z, z).item() == pytest.approx(np.log(2))
+    pc = torch.tensor([2.0], requires_grad=True)
+    loss = T.dpo_loss(pc, torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0]), beta=0.5)
+    assert loss.item() == pytest.approx(-np.log(1 / (1 + np.exp(-1.0))))
+    loss.backward()
+    assert pc.grad.item() < 0          # raising the chosen log-prob lowers the loss
+    # only the margin relative to the reference matters
+    a = T.dpo_loss(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([0.0]))
+    assert a.item() == pytest.approx(np.log(2))
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_sft_lowers_response_loss_and_leaves_input_model(tiny, lora):
+    model, tok = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = _tiny_rows() * 4
+    cfg = T.TrainConfig(lora=lora, lr=1e-2 if lora else 3e-3, batch_size=4, bf16_autocast=False)
+    trained, log = T.sft(model, tok, rows, cfg, steps=25)
+    assert log.steps == 25 and log.losses[-1] < log.losses[0]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in trained.parameters())   # CPU bf16 speed: no frozen params
+    assert type(trained).__name__ == type(model).__name__       # LoRA merged back
+
+
+def test_dpo_prefers_chosen(tiny):
+    model, tok = tiny
+    pairs = [{"prompt": "the cat", "chosen": "yes good", "rejected": "no bad", "system": None}] * 4
+    cfg = T.TrainConfig(lora=True, batch_size=4, bf16_autocast=False)
+    trained, log = T.dpo(model, tok, pairs, cfg, T.DPOConfig(beta=0.5, lr=5e-2, epochs=10))
+    assert log.losses[0] == pytest.approx(np.log(2), abs=1e-4)
+    assert log.losses[-1] < log.losses[0]
+
+
+def test_generate_and_first_token_distributions(tiny):
+    model, tok = tiny
+    outs = T.generate(model, tok, ["the cat", "a dog is big"], "red", max_new_tokens=3, batch_size=2)
+    assert len(outs) == 2 and all(isinstance(o, str) for o in outs)
+    P = T.first_token_distributions(model, tok, ["the cat", "a dog is big"], "red")
+    assert P.shape == (2, len(tok)) and np.allclose(P.sum(1), 1, atol=1e-4)
+    # left padding does not change a row's distribution
+    P1 = T.first_token_distributions(model, tok, ["the cat"], "red")
+    assert np.allclose(P[0], P1[0], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- judge rules
+
+
+def test_judge_rules_without_encoder():
+    assert has_refusal_phrase("I'm sorry, but I can't help with that.")
+    assert not has_refusal_phrase("Sure, here are three ideas for dinner.")
+    assert has_redirect("I can't help with that. Instead, consider professional resources.")
+    labels = phrase_only_judge(["I can't help with that.", "Sure, step one is", "Here is a poem",
+                                "I can't do that. Instead, here are safe resources."],
+                               [True, True, False, True])
+    assert labels == ["rejective", "negative", "positive", "positive"]
