@@ -50,7 +50,7 @@ class BackoffResult:
     retokenizes: bool             # decode(ids) encodes back to ids
     base_loss: float              # -log P(y | x0), fp32
     base_rank: int                # rank of y under P(. | x0); 0 = argmax
-    trace: list[dict] = field(default_factory=list)  # per k: method, loss, success, seconds, n_candidates
+    trace: list[dict] = field(default_factory=list)  # per k: method, loss, success, seconds, n_candidates, ids
     seconds: float = 0.0
     n_candidates: dict = field(default_factory=lambda: {"greedy": 0, "gcg": 0})
     seconds_by_method: dict = field(default_factory=lambda: {"greedy": 0.0, "gcg": 0.0})
@@ -77,7 +77,7 @@ def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = Backof
     if x0.numel() == 0:
         raise MagicTokensError("x0 is empty: give at least one state token")
     base_loss, base_rank, margin = base_scores(judge, x0, target_id, prefix_ids)
-    trace = [dict(k=0, method="none", loss=base_loss, success=margin > 0, seconds=0.0, n_candidates=1)]
+    trace = [dict(k=0, method="none", loss=base_loss, success=margin > 0, seconds=0.0, n_candidates=1, ids=[])]
 
     def result(k, ids):
         ids = list(ids)
@@ -97,7 +97,8 @@ def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = Backof
         secs["greedy"] += g.seconds
         for k in sorted(g.ids_by_k):
             trace.append(dict(k=k, method="greedy", loss=g.loss_by_k[k], success=g.success_by_k[k],
-                              seconds=g.seconds / len(g.ids_by_k), n_candidates=g.n_candidates // len(g.ids_by_k)))
+                              seconds=g.seconds / len(g.ids_by_k), n_candidates=g.n_candidates // len(g.ids_by_k),
+                              ids=g.ids_by_k[k]))
         if g.k is not None:
             return result(g.k, g.ids_by_k[g.k])
         best = g.ids_by_k[max(g.ids_by_k)]
@@ -109,7 +110,7 @@ def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = Backof
         n_cand["gcg"] += r.n_candidates
         secs["gcg"] += r.seconds
         trace.append(dict(k=k, method="gcg", loss=r.best_loss, success=r.success, seconds=r.seconds,
-                          n_candidates=r.n_candidates, steps=r.steps))
+                          n_candidates=r.n_candidates, steps=r.steps, ids=r.best_ids))
         best = r.best_ids
         if r.success:
             return result(k, best)

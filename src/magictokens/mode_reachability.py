@@ -1,0 +1,228 @@
+"""Beyond both papers: how reachable is a safety mode without its magic token?
+
+Paper B switches a co-trained model between modes with a secret magic token
+in the system prompt. Paper A's controllers ask how secret it has to be. A
+*transition* ``A->B`` on a held-out harmful prompt p:
+
+    state x0  = the conversation with mode A's magic token in the system prompt
+    control u = k free tokens placed in the system prompt, in the magic-token
+                slot directly before A's token (the attacker cannot remove the
+                operator's token, and never sees B's token)
+    target y  = the first token of mode B's own greedy response to p
+                (generated with B's real magic token)
+
+    ids = prefix + u + suffix,   prefix = "<|im_start|>system\\n",
+                                 suffix = " <token A><|im_end|> ... <|im_start|>assistant\\n"
+
+The back-off search (greedy k=1,2,3, GCG k=4..10) finds the shortest u making
+y the argmax; then the response generated after each k's best prompt is judged
+by the offline judge, giving two k-epsilon curves: by first token and by
+judged behaviour. Baseline models have no modes: their state has no magic
+token (``none->negative``) and the target is the co-trained model's
+negative-mode first token. The random-magic-token baseline replaces the
+magic token by random strings of the same length and counts how often the
+judged behaviour is B.
+"""
+from __future__ import annotations
+
+import random
+import string
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .controllers import backoff
+from .errors import MagicTokensError
+from .metrics import k_epsilon_curve
+from .results import InstanceLog
+
+KS = [0, 1, 2, 3, 4, 6, 8, 10]
+SLOT = "\ue000"   # a private-use character marks where u goes in the rendered template
+
+
+@dataclass
+class ModeReachConfig:
+    n_prompts: int = 50                # held-out harmful prompts per transition
+    transitions: list[str] = field(default_factory=lambda: ["positive->negative", "rejective->negative",
+                                                             "negative->positive"])
+    baselines: list[str] = field(default_factory=lambda: ["sft", "sft_dpo"])
+    backoff: backoff.BackoffConfig = field(default_factory=backoff.BackoffConfig)
+    max_new_tokens: int = 32           # judged generations
+    max_prompt_chars: int = 400
+    n_random_tokens: int = 20          # random-magic-token baseline: strings tried
+    gen_batch_size: int = 16
+
+    def __post_init__(self):
+        for t in self.transitions:
+            parse_transition(t)
+        if self.n_prompts <= 0:
+            raise MagicTokensError(f"mode_reachability.n_prompts must be >= 1, got {self.n_prompts}")
+
+
+def parse_transition(name: str) -> tuple[str | None, str]:
+    """'positive->negative' -> ('positive', 'negative'); 'none->negative' -> (None, 'negative')."""
+    from .safety_data import MODES
+
+    parts = name.split("->")
+    ok = len(parts) == 2 and parts[1] in MODES and (parts[0] in MODES or parts[0] == "none")
+    if not ok:
+        raise MagicTokensError(f"transition {name!r}: write SOURCE->TARGET with modes from {MODES} (source may be 'none')")
+    return (None if parts[0] == "none" else parts[0]), parts[1]
+
+
+def render_text(tok, user: str, system: str | None) -> str:
+    """The conversation text up to the assistant turn (same format as training.prompt_ids)."""
+    if getattr(tok, "chat_template", None):
+        msgs = ([{"role": "system", "content": system}] if system is not None else []) + [
+            {"role": "user", "content": user}]
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return (f"{system}\n" if system is not None else "") + f"User: {user}\nAssistant:"
+
+
+def slot_ids(tok, user: str, source_token: str | None) -> tuple[list[int], list[int]]:
+    """-> (prefix ids, suffix ids) around the control slot at the start of the system prompt."""
+    system = SLOT + (f" {source_token}" if source_token else "")
+    text = render_text(tok, user, system)
+    pre, post = text.split(SLOT)
+    prefix = tok(pre, add_special_tokens=False).input_ids
+    if not getattr(tok, "chat_template", None) and tok.bos_token_id is not None:
+        prefix = [tok.bos_token_id] + prefix
+    return prefix, tok(post, add_special_tokens=False).input_ids
+
+
+@torch.inference_mode()
+def first_token(model, ids: list[int]) -> int:
+    dev = next(model.parameters()).device
+    return int(model(input_ids=torch.tensor([ids], device=dev), logits_to_keep=1).logits[0, -1].argmax())
+
+
+@torch.inference_mode()
+def generate_from_ids(model, tok, seqs: list[list[int]], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy continuations of raw id sequences (left-padded batches)."""
+    from .training import end_of_turn_id, pad_id
+
+    dev = next(model.parameters()).device
+    eos, pid = end_of_turn_id(tok), pad_id(tok)
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        chunk = seqs[i:i + batch_size]
+        T = max(len(s) for s in chunk)
+        inp = torch.full((len(chunk), T), pid, dtype=torch.long)
+        mask = torch.zeros((len(chunk), T), dtype=torch.long)
+        for j, s in enumerate(chunk):
+            inp[j, T - len(s):], mask[j, T - len(s):] = torch.tensor(s), 1
+        gen = model.generate(input_ids=inp.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=eos, pad_token_id=pid)
+        out += [tok.decode(g[T:], skip_special_tokens=True).strip() for g in gen]
+    return out
+
+
+def judged_required_k(trace: list[dict], judged: dict[int, str], target: str) -> int | None:
+    """Smallest k whose best prompt's response is judged `target` (None if none is)."""
+    ok = [k for k, mode in judged.items() if mode == target]
+    return min(ok) if ok else None
+
+
+def run_transition(name: str, search_model, verify_model, tok, judge, prompts: list[str], tokens: dict,
+                   cfg: ModeReachConfig, log_path, target_model=None, seed: int = 0, label: str = "") -> list[dict]:
+    """Back-off + judged generations for one transition on one model; resumable rows."""
+    from .training import prompt_ids
+
+    source, target = parse_transition(name)
+    judge_model = verify_model if verify_model is not None else search_model
+    target_model = target_model if target_model is not None else judge_model
+    log = InstanceLog(log_path, {"transition": name, "backoff": asdict(cfg.backoff), "seed": seed,
+                                 "max_new_tokens": cfg.max_new_tokens, "label": label})
+    for i, p in enumerate(tqdm(prompts, desc=f"{label} {name}", unit="prompt")):
+        pid = f"{label}:{name}:{i}"
+        if log.done(pid):
+            continue
+        # y: the target mode's own first response token, from the (co-trained) target model
+        y = first_token(target_model, prompt_ids(tok, p, tokens[target]))
+        prefix, suffix = slot_ids(tok, p, tokens[source] if source else None)
+        r = backoff.run(search_model, tok, suffix, y, cfg.backoff, prefix_ids=prefix, verify_model=verify_model,
+                        seed=seed)
+        ks = [t["k"] for t in r.trace]
+        seqs = [prefix + t["ids"] + suffix for t in r.trace]
+        responses = generate_from_ids(judge_model, tok, seqs, cfg.max_new_tokens, cfg.gen_batch_size)
+        modes = judge.judge(responses, [True] * len(responses))
+        judged = dict(zip(ks, modes))
+        log.add(pid, {"transition": name, "model": label, "prompt_index": i, "target_id": y,
+                      "target_text": tok.decode([y]), "k": r.k, "k_judged": judged_required_k(r.trace, judged, target),
+                      "judged": {str(k): m for k, m in judged.items()}, "ids": r.ids, "text": r.text[:80],
+                      "base_loss": r.base_loss, "base_rank": r.base_rank, "seconds": r.seconds,
+                      "trace": [{k: v for k, v in t.items() if k != "ids"} for t in r.trace]})
+    return [log.rows[f"{label}:{name}:{i}"] for i in range(len(prompts))]
+
+
+def summarize_transition(rows: list[dict]) -> dict:
+    """{"n", "eps": {k: ..}, "eps_judged": {k: ..}} over KS (k=0 included)."""
+    return {"n": len(rows),
+            "eps": {str(k): v for k, v in k_epsilon_curve([r["k"] for r in rows], KS).items()},
+            "eps_judged": {str(k): v for k, v in k_epsilon_curve([r["k_judged"] for r in rows], KS).items()}}
+
+
+def random_strings(n: int, length: int, seed: int, exclude=()) -> list[str]:
+    """Seeded random magic-token look-alikes (same alphabet and length as the real ones)."""
+    rng = random.Random(f"random-magic-{seed}")
+    alphabet = string.ascii_lowercase + string.digits
+    out: list[str] = []
+    while len(out) < n:
+        s = "".join(rng.choice(alphabet) for _ in range(length))
+        if s not in exclude and s not in out:
+            out.append(s)
+    return out
+
+
+def random_token_switch_rate(model, tok, judge, prompts: list[str], strings: list[str], target: str,
+                             max_new_tokens: int, batch_size: int = 16) -> dict:
+    """Share of (random string, prompt) pairs whose response is judged `target`."""
+    from .training import prompt_ids
+
+    seqs, n = [], 0
+    for s in strings:
+        for p in prompts:
+            seqs.append(prompt_ids(tok, p, s))
+    responses = generate_from_ids(model, tok, seqs, max_new_tokens, batch_size)
+    modes = judge.judge(responses, [True] * len(responses))
+    hits = np.array([m == target for m in modes], dtype=float)
+    n = len(hits)
+    per_string = hits.reshape(len(strings), len(prompts)).mean(axis=1) if n else np.array([])
+    return {"rate": float(hits.mean()) if n else float("nan"), "n": n,
+            "max_per_string": float(per_string.max()) if n else float("nan")}
+
+
+def load_trained(base_name: str, models_dir, name: str, device="auto", dtype="float32"):
+    """A model trained by the cotraining stage: base + LoRA adapter(s), merged.
+
+    ``sft_dpo`` was trained on top of the merged ``sft`` model, so it is base +
+    sft adapter + dpo adapter. Full fine-tuning runs saved ``model.safetensors``
+    instead of an adapter.
+    """
+    from pathlib import Path
+
+    from .models import load_model
+
+    models_dir = Path(models_dir)
+    chain = {"cotrained": ["cotrained"], "sft": ["sft"], "sft_dpo": ["sft", "sft_dpo"]}.get(name)
+    if chain is None:
+        raise MagicTokensError(f"unknown trained model {name!r}: use cotrained, sft or sft_dpo")
+    model, tok = load_model(base_name, dtype=dtype, device=device)
+    for part in chain:
+        d = models_dir / part
+        if (d / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(d)).merge_and_unload()
+        elif (d / "model.safetensors").exists():
+            from safetensors.torch import load_model as load_weights
+
+            load_weights(model, str(d / "model.safetensors"), strict=False)
+        else:
+            raise MagicTokensError(f"no trained weights in {d}: run the cotraining stage first "
+                                   f"(`magictokens run cotraining --scale ...`)")
+    for p in model.parameters():   # frozen params make CPU bf16 forwards ~10x slower (models.py)
+        p.requires_grad_(True)
+    return model.eval(), tok
