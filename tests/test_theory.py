@@ -9,6 +9,13 @@ from magictokens import theory as T
 D, DH, M = 12, 4, 5
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny float64 ops: threads only add overhead (30x on a busy 2-core CPU)."""
+    with T.single_thread():
+        yield
+
+
 def random_head(seed: int, scale: float = 1.0, d: int = D, dh: int = DH) -> T.Head:
     g = torch.Generator().manual_seed(seed)
     W = lambda: torch.randn(d, dh, generator=g, dtype=T.DTYPE) * scale / math.sqrt(d)  # noqa: E731

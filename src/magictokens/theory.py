@@ -57,6 +57,7 @@ predicts the next token), and continuous controls ``U`` in the ball
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -297,6 +298,21 @@ def random_controls(shape, m_u: float, generator: torch.Generator, inside: bool 
     return U
 
 
+@contextlib.contextmanager
+def single_thread():
+    """torch intra-op threads = 1 inside, restored after.
+
+    The check is thousands of tiny float64 ops: threads only add sync overhead
+    (measured 30x slower with 2 threads on a busy 2-core CPU).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _project(U: torch.Tensor, m_u: float) -> torch.Tensor:
     n = U.norm(dim=-1, keepdim=True)
     return U * torch.clamp(m_u / n.clamp_min(1e-300), max=1.0)
@@ -338,7 +354,12 @@ def optimise_control(X0: torch.Tensor, head: Head, k: int, m_u: float, *, steps:
     the step is ``lr M_u / sqrt(d)`` per coordinate, cosine-decayed. Every
     iterate is feasible, so the best value seen is an achieved value.
     """
-    g = generator or torch.Generator().manual_seed(0)
+    with single_thread():
+        return _optimise(X0, head, k, m_u, steps, restarts, lr, generator or torch.Generator().manual_seed(0),
+                         row, rope_on)
+
+
+def _optimise(X0, head, k, m_u, steps, restarts, lr, g, row, rope_on) -> ControlResult:
     B, m, d = X0.shape
     y0, _ = uncontrolled(X0, head, row, rope_on)
     starts = _structured_starts(X0, y0, head, k, m_u, row)[:, :restarts]
@@ -473,15 +494,8 @@ def run(model, x0_batch: torch.Tensor, config: TheoremConfig | None = None, seed
     spans, M_u from `config.m_u`; for each head and k: the bound per span vs
     the best ||y_perp|| of `optimise_control` and of `n_random` random U.
     """
-    config = config or TheoremConfig()
-    threads = torch.get_num_threads()
-    # the check is thousands of tiny float64 ops: intra-op threads only add sync
-    # overhead (measured 30x slower with 2 threads on a busy 2-core CPU)
-    torch.set_num_threads(1)
-    try:
-        return _run(model, x0_batch, config, seed, progress)
-    finally:
-        torch.set_num_threads(threads)
+    with single_thread():
+        return _run(model, x0_batch, config or TheoremConfig(), seed, progress)
 
 
 def _run(model, x0_batch, config: TheoremConfig, seed: int, progress: bool) -> Result:
