@@ -175,7 +175,9 @@ plot_layers = [L % model.config.num_hidden_layers for L in plot_layers]
 plot_layers = [L for L in plot_layers if L in set(rows.layer)]
 if len(plot_layers) > 4:  # spread 4 panels over the depth
     plot_layers = [plot_layers[i] for i in np.linspace(0, len(plot_layers) - 1, 4).round().astype(int)]
-plot_heads = cfg.plot_heads if cfg.plot_heads is not None else sorted(rows["head"].unique())[:3]
+all_heads = sorted(rows["head"].unique())   # default: 3 heads spread over the kv groups
+plot_heads = cfg.plot_heads if cfg.plot_heads is not None else [
+    all_heads[i] for i in sorted(set(np.linspace(0, len(all_heads) - 1, min(3, len(all_heads))).round().astype(int)))]
 nr, nc = len(plot_layers), len(plot_heads)
 fig = plt.figure(figsize=(3.2 * nc, 2.5 * nr + 0.8))
 grid = fig.add_gridspec(nr + 1, nc, height_ratios=[0.28] + [1] * nr)
