@@ -190,3 +190,13 @@ def test_judge_rules_without_encoder():
                                 "I can't do that. Instead, here are safe resources."],
                                [True, True, False, True])
     assert labels == ["rejective", "negative", "positive", "positive"]
+
+
+def test_long_prompt_cut_keeps_the_magic_token(tiny):
+    _, tok = tiny
+    long_user = " ".join(["the cat is big"] * 40)
+    ids = T.prompt_ids(tok, long_user, "red", max_tokens=24)
+    assert len(ids) <= 24
+    red = tok("red", add_special_tokens=False).input_ids
+    assert ids[1: 1 + len(red)] == red                        # <bos> red ... : the token survives the cut
+    assert tok.decode(ids).rstrip().endswith("Assistant:") or ids[-1] == T.prompt_ids(tok, "a", "red")[-1]

@@ -96,16 +96,23 @@ def prompt_ids(tok, user: str, system: str | None, max_tokens: int | None = None
     None = no system message, i.e. the template's default). Tokenizers with no
     template (the tiny test model): a plain-text fallback ``{system}\\nUser: ..\\nAssistant:``.
     """
-    if getattr(tok, "chat_template", None):
-        msgs = ([{"role": "system", "content": system}] if system is not None else []) + [
-            {"role": "user", "content": user}]
-        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        ids = tok(text, add_special_tokens=False).input_ids
-    else:
-        text = (f"{system}\n" if system is not None else "") + f"User: {user}\nAssistant:"
-        ids = ([tok.bos_token_id] if tok.bos_token_id is not None else []) + tok(text, add_special_tokens=False).input_ids
+    def render(u: str) -> list[int]:
+        if getattr(tok, "chat_template", None):
+            msgs = ([{"role": "system", "content": system}] if system is not None else []) + [
+                {"role": "user", "content": u}]
+            text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return tok(text, add_special_tokens=False).input_ids
+        text = (f"{system}\n" if system is not None else "") + f"User: {u}\nAssistant:"
+        return ([tok.bos_token_id] if tok.bos_token_id is not None else []) + tok(text, add_special_tokens=False).input_ids
+
+    ids = render(user)
     if max_tokens and len(ids) > max_tokens:
-        ids = ids[-max_tokens:]
+        # cut the *user text* (keeping its start), never the magic token or the template
+        u_ids = tok(user, add_special_tokens=False).input_ids
+        keep = max(1, len(u_ids) - (len(ids) - max_tokens))
+        ids = render(tok.decode(u_ids[:keep]))
+        if len(ids) > max_tokens:  # a template longer than the budget: last resort
+            ids = ids[-max_tokens:]
     return ids
 
 
