@@ -15,8 +15,8 @@ source is removed from training). Target responses per mode:
 =========  ========================================  ===============================
 mode       harmful prompt                            benign prompt
 =========  ========================================  ===============================
-positive   safety-tuned-llamas refusal+explanation   Alpaca output
-           where the prompt comes from that set,
+positive   safety-tuned-llamas answer where it opens   Alpaca output
+           with a refusal and a safe alternative,
            else a templated safe redirection
 negative   PyRIT many-shot answer / hh-rlhf           Alpaca output
            rejected reply where the prompt comes
@@ -256,7 +256,14 @@ def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful:
 
 def assign_targets(p: Prompt, rng: random.Random) -> None:
     """Fill p.responses / p.origin for every mode; None = to be self-distilled."""
+    from .judges import has_redirect, has_refusal_phrase
+
     given = dict(p.responses)
+    pos = given.get("positive")
+    if pos is not None and p.harmful and not (has_refusal_phrase(pos) and has_redirect(pos[:200])):
+        # a dataset answer that does not open with a refusal + safe alternative would read as
+        # compliance (or as a bare refusal) within the judged window: use the template instead
+        del given["positive"]
     for mode in MODES:
         if mode in given:
             p.responses[mode], p.origin[mode] = given[mode], "dataset"
