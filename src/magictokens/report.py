@@ -107,11 +107,27 @@ def render_cotraining(scale: str, root: Path) -> list[str]:
     return out
 
 
+def render_mode_reachability(scale: str, root: Path) -> list[str]:
+    d = _load(scale, "mode_reachability", root)
+    if d is None:
+        return []
+    out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}.", "",
+           "| transition (model) | N | " + " | ".join(f"eps({k})" for k in KS) + " | judged eps(10) |",
+           "|---|---|" + "---|" * (len(KS) + 1)]
+    rows = [(f"{t} (co-trained)", s) for t, s in d.get("transitions", {}).items()]
+    rows += [(f"none->negative ({b})", s) for b, s in d.get("baselines", {}).items()]
+    for name, s in rows:
+        out.append(f"| {name} | {s['n']} | " + " | ".join(_f(s["eps"].get(k)) for k in KS)
+                   + f" | {_f(s['eps_judged'].get('10'))} |")
+    out += ["", f"Random magic-token switch rate (judged negative): {_f(d.get('random_token_switch_rate'))}.", ""]
+    return out
+
+
 def render(root: str | Path | None = None) -> str:
     root = Path(root or REPO_ROOT)
     lines: list[str] = []
     for scale in ("paper", "default"):
-        for fn in (render_reachability, render_theorem, render_cotraining):
+        for fn in (render_reachability, render_theorem, render_cotraining, render_mode_reachability):
             lines += fn(scale, root)
     if not lines:
         lines = ["(no results yet: run `dvc repro`)", ""]
