@@ -215,7 +215,9 @@ plt.show()
 speed = {"device": meta["device"], "model": P["model"], **R.speed_stats(all_rows),
          "peak_mem_gb": (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
                          else __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 2**20),
-         "n_instances": len(all_rows), "meta": meta}
+         "n_instances": len(all_rows), "meta": meta,
+         # seconds per instance depend on what else the machine ran: record the load
+         "load_avg_1_5_15_min": list(__import__("os").getloadavg())}
 summary = {"meta": meta, "true_token": sum_true,
            "top75": {k: sum_75[k] for k in ("n", "eps", "ci95")},
            "uniform_rank": {k: sum_ur[k] for k in ("n", "eps", "ci95")},
