@@ -47,17 +47,14 @@ import seaborn as sns
 import torch
 
 from magictokens import reachability as R
-from magictokens.config import build, load_params
+from magictokens.config import stage_params
 from magictokens.data import AUTHORS_X0, data_path, read_wikitext
 from magictokens.errors import MagicTokensError
-from magictokens.models import TINY_MODEL, load_search_pair
+from magictokens.models import load_search_pair
 from magictokens.plotting import plot_k_eps, save_figure, set_theme, stamp
 from magictokens.results import figures_dir, results_dir, run_meta, write_json
 
-P = load_params(scale, overrides=overrides)
-cfg = build(R.ReachabilityConfig, P["reachability"], "reachability")
-if P["model"] == TINY_MODEL and scale != "smoke":
-    raise MagicTokensError("the tiny random model is for tests only: use --scale smoke, or a real model")
+P, cfg = stage_params(scale, "reachability", R.ReachabilityConfig, overrides)
 torch.manual_seed(P["seed"])
 search_model, verify_model, tok = load_search_pair(P["model"], P["search_dtype"], P["verify_dtype"], P["device"])
 judge = verify_model if verify_model is not None else search_model

@@ -115,17 +115,13 @@ import seaborn as sns
 import torch
 
 from magictokens import theory as T
-from magictokens.config import build, load_params
+from magictokens.config import stage_params
 from magictokens.data import read_wikitext
-from magictokens.errors import MagicTokensError
-from magictokens.models import TINY_MODEL, load_model
+from magictokens.models import load_model
 from magictokens.plotting import K_LABEL, save_figure, set_theme, stamp
 from magictokens.results import figures_dir, results_dir, run_meta, write_json
 
-P = load_params(scale, overrides=overrides)
-cfg = build(T.TheoremConfig, P["theorem"], "theorem")
-if P["model"] == TINY_MODEL and scale != "smoke":
-    raise MagicTokensError("the tiny random model is for tests only: use --scale smoke, or a real model")
+P, cfg = stage_params(scale, "theorem", T.TheoremConfig, overrides)
 torch.manual_seed(P["seed"])
 model, tok = load_model(P["model"], dtype="float32", device=P["device"])
 x0_ids = T.sample_x0(tok, read_wikitext(), cfg.n_x0, cfg.x0_len, P["seed"])

@@ -54,19 +54,15 @@ import seaborn as sns
 import torch
 
 from magictokens import training as T
-from magictokens.config import REPO_ROOT, build, load_params
-from magictokens.errors import MagicTokensError
+from magictokens.config import REPO_ROOT, stage_params
 from magictokens.judges import LABELS, build_judge
-from magictokens.models import TINY_MODEL, load_model
+from magictokens.models import load_model
 from magictokens.plotting import save_figure, set_theme, stamp
 from magictokens.results import figures_dir, results_dir, run_meta, write_json
 from magictokens.safety_data import build_safety_data, magic_tokens
 
 t_start = time.time()
-P = load_params(scale, overrides=overrides)
-cfg = build(T.CoTrainingConfig, P["cotraining"], "cotraining")
-if P["model"] == TINY_MODEL and scale != "smoke":
-    raise MagicTokensError("the tiny random model is for tests only: use --scale smoke, or a real model")
+P, cfg = stage_params(scale, "cotraining", T.CoTrainingConfig, overrides)
 torch.manual_seed(P["seed"])
 model, tok = load_model(P["model"], dtype="float32", device=P["device"])
 tokens = cfg.magic_tokens or magic_tokens(P["seed"], length=cfg.magic_token_length)

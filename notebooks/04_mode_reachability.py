@@ -52,20 +52,16 @@ import pandas as pd
 import torch
 
 from magictokens import mode_reachability as MR
-from magictokens.config import REPO_ROOT, build, load_params
-from magictokens.errors import MagicTokensError
+from magictokens.config import REPO_ROOT, build, stage_params
 from magictokens.judges import build_judge
-from magictokens.models import TINY_MODEL, resolve_dtype
+from magictokens.models import resolve_dtype
 from magictokens.plotting import plot_k_eps, save_figure, set_theme, stamp
 from magictokens.reachability import budget_label
 from magictokens.results import figures_dir, results_dir, run_meta, write_json
 from magictokens.safety_data import build_safety_data, magic_tokens
 from magictokens.training import CoTrainingConfig
 
-P = load_params(scale, overrides=overrides)
-if P["model"] == TINY_MODEL and scale != "smoke":
-    raise MagicTokensError("the tiny random model is for tests only: use --scale smoke, or a real model")
-cfg = build(MR.ModeReachConfig, P["mode_reachability"], "mode_reachability")
+P, cfg = stage_params(scale, "mode_reachability", MR.ModeReachConfig, overrides)
 ccfg = build(CoTrainingConfig, P["cotraining"], "cotraining")
 root = Path(out_root) if out_root else REPO_ROOT
 models_dir = root / "results" / scale / "models" / "cotraining"

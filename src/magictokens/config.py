@@ -83,3 +83,19 @@ def build(cls, data: dict | None, where: str):
             value = build(typ, value, f"{where}.{key}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def stage_params(scale: str, section: str, cls, overrides: dict | None = None):
+    """-> (merged params of the scale, the stage's config dataclass).
+
+    The random tiny model exists for tests: any other scale refuses it, so no
+    figure can come from random weights.
+    """
+    from .models import TINY_MODEL
+
+    params = load_params(scale, overrides=overrides)
+    if params["model"] == TINY_MODEL and scale != "smoke":
+        raise MagicTokensError("the tiny random model is for tests only: use --scale smoke, or a real model")
+    if section not in params:
+        raise MagicTokensError(f"params.yaml has no {section!r} section under 'default'")
+    return params, build(cls, params[section], section)

@@ -37,6 +37,7 @@ from .controllers import backoff
 from .errors import MagicTokensError
 from .metrics import k_epsilon_curve
 from .results import InstanceLog
+from .training import chat_text, generate_from_ids, prompt_ids
 
 KS = [0, 1, 2, 3, 4, 6, 8, 10]
 SLOT = "\ue000"   # a private-use character marks where u goes in the rendered template
@@ -72,19 +73,10 @@ def parse_transition(name: str) -> tuple[str | None, str]:
     return (None if parts[0] == "none" else parts[0]), parts[1]
 
 
-def render_text(tok, user: str, system: str | None) -> str:
-    """The conversation text up to the assistant turn (same format as training.prompt_ids)."""
-    if getattr(tok, "chat_template", None):
-        msgs = ([{"role": "system", "content": system}] if system is not None else []) + [
-            {"role": "user", "content": user}]
-        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return (f"{system}\n" if system is not None else "") + f"User: {user}\nAssistant:"
-
-
 def slot_ids(tok, user: str, source_token: str | None) -> tuple[list[int], list[int]]:
     """-> (prefix ids, suffix ids) around the control slot at the start of the system prompt."""
     system = SLOT + (f" {source_token}" if source_token else "")
-    text = render_text(tok, user, system)
+    text = chat_text(tok, user, system)
     pre, post = text.split(SLOT)
     prefix = tok(pre, add_special_tokens=False).input_ids
     if not getattr(tok, "chat_template", None) and tok.bos_token_id is not None:
@@ -98,27 +90,6 @@ def first_token(model, ids: list[int]) -> int:
     return int(model(input_ids=torch.tensor([ids], device=dev), logits_to_keep=1).logits[0, -1].argmax())
 
 
-@torch.inference_mode()
-def generate_from_ids(model, tok, seqs: list[list[int]], max_new_tokens: int, batch_size: int = 16) -> list[str]:
-    """Greedy continuations of raw id sequences (left-padded batches)."""
-    from .training import end_of_turn_id, pad_id
-
-    dev = next(model.parameters()).device
-    eos, pid = end_of_turn_id(tok), pad_id(tok)
-    out = []
-    for i in range(0, len(seqs), batch_size):
-        chunk = seqs[i:i + batch_size]
-        T = max(len(s) for s in chunk)
-        inp = torch.full((len(chunk), T), pid, dtype=torch.long)
-        mask = torch.zeros((len(chunk), T), dtype=torch.long)
-        for j, s in enumerate(chunk):
-            inp[j, T - len(s):], mask[j, T - len(s):] = torch.tensor(s), 1
-        gen = model.generate(input_ids=inp.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=eos, pad_token_id=pid)
-        out += [tok.decode(g[T:], skip_special_tokens=True).strip() for g in gen]
-    return out
-
-
 def judged_required_k(trace: list[dict], judged: dict[int, str], target: str) -> int | None:
     """Smallest k whose best prompt's response is judged `target` (None if none is)."""
     ok = [k for k, mode in judged.items() if mode == target]
@@ -128,8 +99,6 @@ def judged_required_k(trace: list[dict], judged: dict[int, str], target: str) ->
 def run_transition(name: str, search_model, verify_model, tok, judge, prompts: list[str], tokens: dict,
                    cfg: ModeReachConfig, log_path, target_model=None, seed: int = 0, label: str = "") -> list[dict]:
     """Back-off + judged generations for one transition on one model; resumable rows."""
-    from .training import prompt_ids
-
     source, target = parse_transition(name)
     judge_model = verify_model if verify_model is not None else search_model
     target_model = target_model if target_model is not None else judge_model
@@ -179,8 +148,6 @@ def random_strings(n: int, length: int, seed: int, exclude=()) -> list[str]:
 def random_token_switch_rate(model, tok, judge, prompts: list[str], strings: list[str], target: str,
                              max_new_tokens: int, batch_size: int = 16) -> dict:
     """Share of (random string, prompt) pairs whose response is judged `target`."""
-    from .training import prompt_ids
-
     seqs, n = [], 0
     for s in strings:
         for p in prompts:

@@ -70,7 +70,10 @@ def render_reachability(scale: str, root: Path) -> list[str]:
     if s:
         out += [f"Speed ({s['device']}): back-off median {_f(s['backoff_median_s'], 2)} s, p90 "
                 f"{_f(s['backoff_p90_s'], 2)} s per instance; greedy {_f(s['greedy_candidates_per_s'], 0)} and "
-                f"GCG {_f(s['gcg_candidates_per_s'], 0)} candidates/s; peak memory {_f(s['peak_mem_gb'], 2)} GB.", ""]
+                f"GCG {_f(s['gcg_candidates_per_s'], 0)} candidates/s; peak memory {_f(s['peak_mem_gb'], 2)} GB"
+                + (f" (machine load average {_f(s['load_avg_1_5_15_min'][2], 1)} over the last 15 min of the run: "
+                   "other jobs shared the cores)" if s.get("load_avg_1_5_15_min", [0, 0, 0])[2] > 1.5 else "")
+                + ".", ""]
     return out
 
 
@@ -123,12 +126,35 @@ def render_mode_reachability(scale: str, root: Path) -> list[str]:
     return out
 
 
+def render_bench(root: Path) -> list[str]:
+    out = []
+    for tag in ("gpu", "cpu"):
+        p = root / "results" / "bench" / f"{tag}.json"
+        if not p.exists():
+            continue
+        b = json.loads(p.read_text())
+        r = b["ratios"]
+        out += [f"**Search speed, `benchmarks/bench_search.py` ({b['device']}, {b['model']}, |x0| = {b['x0_len']}, "
+                f"torch {b['versions'].get('torch')})**: {_f(b['score_per_s_search_dtype'], 1)} candidates/s in "
+                f"{b['search_dtype']} vs {_f(b['score_per_s_fp32'], 1)} in fp32 (x{_f(r['search_dtype_vs_fp32'], 2)}); "
+                f"batched vs one at a time x{_f(r['batched_vs_one_at_a_time'], 2)}; last-position logits vs every "
+                f"position x{_f(r['last_position_vs_all_positions'], 2)}"
+                + (f"; parameters left trainable vs frozen x{_f(r['requires_grad_true_vs_false'], 2)}"
+                   if "requires_grad_true_vs_false" in r else "")
+                + f". Greedy {_f(b['greedy_candidates_per_s'], 1)} candidates/s ({b['greedy_step_candidates']} per step, "
+                f"{_f(b['greedy_step_s'], 2)} s); GCG {_f(b['gcg_step_s'], 2)} s per step of 768 candidates; back-off at the "
+                f"{b['backoff_budget']} budget: median {_f(b['backoff_median_s'], 2)} s, p90 {_f(b['backoff_p90_s'], 2)} s; "
+                f"peak memory {_f(b['peak_mem_gb'], 2)} GB.", ""]
+    return out
+
+
 def render(root: str | Path | None = None) -> str:
     root = Path(root or REPO_ROOT)
     lines: list[str] = []
     for scale in ("paper", "default"):
         for fn in (render_reachability, render_theorem, render_cotraining, render_mode_reachability):
             lines += fn(scale, root)
+    lines += render_bench(root)
     if not lines:
         lines = ["(no results yet: run `dvc repro`)", ""]
     return "\n".join(lines).rstrip() + "\n"
