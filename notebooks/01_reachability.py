@@ -49,7 +49,6 @@ import torch
 from magictokens import reachability as R
 from magictokens.config import stage_params
 from magictokens.data import AUTHORS_X0, data_path, read_wikitext
-from magictokens.errors import MagicTokensError
 from magictokens.models import load_search_pair
 from magictokens.plotting import plot_k_eps, save_figure, set_theme, stamp
 from magictokens.results import figures_dir, results_dir, run_meta, write_json
@@ -75,13 +74,9 @@ print("back-off budget:", json.dumps(asdict(cfg.backoff)))
 # instead, re-tokenized for this model.)
 
 # %%
-tt = cfg.true_token
-if tt.source == "wikitext":
-    inst_true = R.sample_wikitext_instances(tok, read_wikitext(), tt.lengths, tt.n_per_len, P["seed"])
-elif tt.source == "authors_csv":
-    inst_true = R.authors_csv_instances(tok, data_path(AUTHORS_X0), tt.lengths, tt.n_per_len, P["seed"])
-else:
-    raise MagicTokensError(f"reachability.true_token.source={tt.source!r}: use 'wikitext' or 'authors_csv'")
+families = R.build_instances(cfg, tok, judge, P["seed"], read_wikitext(),
+                            data_path(AUTHORS_X0) if cfg.true_token.source == "authors_csv" else None)
+inst_true = families["true_token"]
 rows_true = R.run_instances(inst_true, search_model, tok, cfg.backoff, log_dir / "true_token.jsonl",
                             verify_model=verify_model, seed=P["seed"], desc="true token")
 sum_true = R.summarize(rows_true, seed=P["seed"])
@@ -113,8 +108,7 @@ plt.show()
 
 # %%
 t75 = cfg.top75
-x0_75 = R.sample_wikitext_instances(tok, read_wikitext(), t75.lengths, t75.n_x0_per_len, P["seed"] + 1, kind="x0")
-inst_75 = R.top_n_instances(judge, x0_75, t75.top_n, t75.n_targets, P["seed"])
+inst_75 = families["top75"]
 rows_75 = R.run_instances(inst_75, search_model, tok, cfg.backoff, log_dir / "top75.jsonl",
                           verify_model=verify_model, seed=P["seed"], desc="top-75")
 sum_75 = R.summarize(rows_75, seed=P["seed"])
@@ -137,9 +131,7 @@ plt.show()
 # drawn at "inf".
 
 # %%
-ur = cfg.uniform_rank
-x0_ur = R.sample_wikitext_instances(tok, read_wikitext(), [ur.length], ur.n_x0, P["seed"] + 2, kind="x0")
-inst_ur = R.uniform_rank_instances(judge, x0_ur, ur.n_ranks)
+inst_ur = families["uniform_rank"]
 rows_ur = R.run_instances(inst_ur, search_model, tok, cfg.backoff, log_dir / "uniform_rank.jsonl",
                           verify_model=verify_model, seed=P["seed"], desc="uniform rank")
 sum_ur = R.summarize(rows_ur, seed=P["seed"])
@@ -212,9 +204,7 @@ plt.show()
 speed = {"device": meta["device"], "model": P["model"], **R.speed_stats(all_rows),
          "peak_mem_gb": (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
                          else __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 2**20),
-         "n_instances": len(all_rows), "meta": meta,
-         # seconds per instance depend on what else the machine ran: record the load
-         "load_avg_1_5_15_min": list(__import__("os").getloadavg())}
+         "n_instances": len(all_rows), "meta": meta}
 summary = {"meta": meta, "true_token": sum_true,
            "top75": {k: sum_75[k] for k in ("n", "eps", "ci95")},
            "uniform_rank": {k: sum_ur[k] for k in ("n", "eps", "ci95")},

@@ -39,3 +39,18 @@ def test_reachability_notebook_smoke(tmp_path):
 def test_notebook_params_typo_is_one_clear_error(tmp_path):
     with pytest.raises(MagicTokensError, match="did you mean 'n_per_len'"):
         run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"true_token": {"n_per_lenn": 1}}})
+
+
+def test_search_command_fills_the_logs_the_notebook_reads(tmp_path):
+    """`magictokens search` (no papermill) then the notebook: the notebook only aggregates."""
+    from magictokens.reachability import search
+
+    assert search("smoke", tmp_path, minutes=0) == {"true_token": (0, 4), "top75": (0, 2), "uniform_rank": (0, 3)}
+    done = search("smoke", tmp_path, families=["true_token"])
+    assert done == {"true_token": (4, 4)}
+    log = tmp_path / "results" / "smoke" / "instances" / "reachability" / "true_token.jsonl"
+    n = len(log.read_text().splitlines())
+    run_stage("reachability", "smoke", out_root=tmp_path)
+    assert len(log.read_text().splitlines()) == n          # nothing searched twice
+    with pytest.raises(MagicTokensError, match="unknown family"):
+        search("smoke", tmp_path, families=["nope"])

@@ -8,7 +8,8 @@ Names understood by `load_model`:
   load (~30 s on 2 CPU cores); the dequantized weights are cached as safetensors
   under ``$MAGICTOKENS_CACHE`` (default ``~/.cache/magictokens``) so later loads
   take a second or two.
-* any local directory holding a Hugging Face model (``config.json`` + weights);
+* any local directory holding a Hugging Face model (``config.json`` + weights),
+  or a local ``.gguf`` file (dequantized on load; needs the ``gguf`` package);
 * any Hugging Face hub name (``HuggingFaceTB/SmolLM2-360M-Instruct``,
   ``tiiuae/falcon-7b``, ``gpt2``, ...) when the machine has internet or the
   model is already in the local HF cache;
@@ -148,11 +149,17 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "aut
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path: str | Path = name
+    kw = {}
     if name in _GGUF_PACKAGES:
         path = _materialize_packaged(name)
+    elif name.endswith(".gguf") and Path(name).is_file():
+        # a bare GGUF file (e.g. the packaged one moved to a GPU machine): needs `gguf`
+        path, kw = Path(name).parent, {"gguf_file": Path(name).name}
     try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
+        tok = AutoTokenizer.from_pretrained(path, **kw)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if kw else dt, **kw)
+        if kw:
+            model = model.to(dt)
     except (OSError, ValueError) as exc:  # hub unreachable, no such repo, no such dir
         raise MagicTokensError(
             f"cannot load model {name!r} ({type(exc).__name__}): pass a local HF directory, a hub name "
@@ -230,3 +237,16 @@ def load_search_pair(name: str, search_dtype="bfloat16", verify_dtype="float32",
     if sd == verify.dtype:
         return verify, None, tok
     return copy.deepcopy(verify).to(sd), verify, tok
+
+
+def fingerprint(model) -> str:
+    """Short id of the weights (not the name): resumed results must come from the same model.
+
+    Hashes vocabulary size, parameter count and the first 8x8 block of the
+    input embeddings in fp32, so the same weights loaded from a hub name, a
+    local directory or a GGUF file agree.
+    """
+    W = model.get_input_embeddings().weight
+    block = W[:8, :8].detach().float().cpu().contiguous().numpy().tobytes()
+    head = f"{W.shape[0]}:{sum(p.numel() for p in model.parameters())}:".encode()
+    return hashlib.sha256(head + block).hexdigest()[:12]

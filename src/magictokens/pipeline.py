@@ -2,6 +2,7 @@
 
     magictokens data [--source DIR | --from-hub]
     magictokens run STAGE [--scale default|paper|smoke] [--out-root DIR] [--set key=value ...]
+    magictokens search [--scale paper] [--family F] [--minutes M]   (searches only, resumable)
     magictokens report      (README's numbers from results/*.json)
 
 A stage is a jupytext ``py:percent`` notebook ``notebooks/NN_<stage>.py``. The
@@ -90,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one params.yaml value of the scale, e.g. model=gpt2")
     r.add_argument("--log-output", action="store_true", help="stream the notebook's output")
+    sr = sub.add_parser("search", help="run/resume the reachability searches only (no notebook), e.g. on a GPU")
+    sr.add_argument("--scale", default="paper", choices=SCALES)
+    sr.add_argument("--family", action="append", default=None, help="true_token | top75 | uniform_rank (repeatable)")
+    sr.add_argument("--minutes", type=float, default=None, help="start no new instance after this many minutes")
+    sr.add_argument("--out-root", default=None)
+    sr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sub.add_parser("stages", help="list the stages")
     sub.add_parser("report", help="rewrite README's results block from results/*.json")
     args = ap.parse_args(argv)
@@ -98,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             from .data import fill_data, fill_from_hub
 
             print(fill_from_hub() if args.from_hub else fill_data(args.source))
+        elif args.cmd == "search":
+            from .reachability import search
+
+            print(json.dumps(search(args.scale, args.out_root, parse_sets(args.set), args.family, args.minutes)))
         elif args.cmd == "report":
             from .report import update_readme
 

@@ -13,6 +13,7 @@ appended to a JSONL log as soon as it finishes, so a rerun resumes.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -164,10 +165,39 @@ def uniform_rank_instances(model, x0s: list[Instance], n_ranks: int) -> list[Ins
 # ----------------------------------------------------------------------------- running
 
 
+def build_instances(cfg: ReachabilityConfig, tokenizer, model, seed: int, text: str,
+                    authors_csv: str | Path | None = None) -> dict[str, list[Instance]]:
+    """The three families of one run, exactly as the notebook and `magictokens search` build them."""
+    tt, t75, ur = cfg.true_token, cfg.top75, cfg.uniform_rank
+    if tt.source == "wikitext":
+        true = sample_wikitext_instances(tokenizer, text, tt.lengths, tt.n_per_len, seed)
+    elif tt.source == "authors_csv":
+        if authors_csv is None:
+            raise MagicTokensError("true_token.source=authors_csv needs data/magic_words/k10_gpt2_wiki5k_init.csv")
+        true = authors_csv_instances(tokenizer, authors_csv, tt.lengths, tt.n_per_len, seed)
+    else:
+        raise MagicTokensError(f"reachability.true_token.source={tt.source!r}: use 'wikitext' or 'authors_csv'")
+    x0_75 = sample_wikitext_instances(tokenizer, text, t75.lengths, t75.n_x0_per_len, seed + 1, kind="x0")
+    x0_ur = sample_wikitext_instances(tokenizer, text, [ur.length], ur.n_x0, seed + 2, kind="x0")
+    return {"true_token": true,
+            "top75": top_n_instances(model, x0_75, t75.top_n, t75.n_targets, seed),
+            "uniform_rank": uniform_rank_instances(model, x0_ur, ur.n_ranks)}
+
+
 def run_instances(instances: list[Instance], search_model, tokenizer, config: backoff.BackoffConfig,
-                  log_path: str | Path, verify_model=None, seed: int = 0, desc: str = "back-off") -> list[dict]:
-    """Back-off search on every instance not yet in the log; returns all rows in order."""
-    log = InstanceLog(log_path, {"backoff": asdict(config), "seed": seed})
+                  log_path: str | Path, verify_model=None, seed: int = 0, desc: str = "back-off",
+                  deadline: float | None = None) -> list[dict]:
+    """Back-off search on every instance not yet in the log; returns the finished rows in order.
+
+    `deadline` (a time.time() value): start no new instance after it, so a
+    time-limited machine (one GPU call) stops cleanly with everything it
+    finished on disk; the next call resumes.
+    """
+    import time
+    from .models import fingerprint
+
+    weights = fingerprint(verify_model if verify_model is not None else search_model)
+    log = InstanceLog(log_path, {"backoff": asdict(config), "seed": seed, "weights": weights})
 
     def finished(x: Instance) -> bool:  # same id *and* same content (N or seed may have changed)
         row = log.rows.get(x.id)
@@ -175,10 +205,14 @@ def run_instances(instances: list[Instance], search_model, tokenizer, config: ba
 
     todo = [x for x in instances if not finished(x)]
     for x in tqdm(todo, desc=desc, unit="inst", disable=not todo):
+        if deadline is not None and time.time() > deadline:
+            break
         r = backoff.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model, seed=seed)
         log.add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
-                       **{k: v for k, v in asdict(r).items()}})
-    return [log.rows[x.id] for x in instances]
+                       **{k: v for k, v in asdict(r).items()},
+                       # timings depend on what else the machine ran: keep the load beside them
+                       "load_avg_1min": os.getloadavg()[0]})
+    return [log.rows[x.id] for x in instances if finished(x)]
 
 
 def summarize(rows: list[dict], ks=ALL_KS, seed: int = 0) -> dict:
@@ -207,6 +241,9 @@ def speed_stats(rows: list[dict]) -> dict:
     secs = np.array([r["seconds"] for r in rows], dtype=float)
     out = {"backoff_median_s": float(np.median(secs)) if secs.size else math.nan,
            "backoff_p90_s": float(np.quantile(secs, 0.9)) if secs.size else math.nan}
+    loads = [r["load_avg_1min"] for r in rows if r.get("load_avg_1min") is not None]
+    if loads:
+        out["load_avg_mean"] = float(np.mean(loads))
     for m in ("greedy", "gcg"):
         n = sum(r["n_candidates"][m] for r in rows)
         t = sum(r["seconds_by_method"][m] for r in rows)
@@ -255,3 +292,37 @@ def budget_label(cfg: backoff.BackoffConfig) -> str:
     cands = "all vocab" if g.candidates is None else f"grad top-{g.candidates}"
     return (f"greedy k<={max(cfg.greedy_ks) if cfg.greedy_ks else 0} ({cands}) | "
             f"GCG k={','.join(map(str, cfg.gcg_ks))} width x topk x steps = {c.search_width}x{c.topk}x{c.num_steps}")
+
+
+def search(scale: str = "paper", out_root=None, overrides: dict | None = None, families=None,
+           minutes: float | None = None) -> dict:
+    """Run (or resume) the back-off searches of the reachability stage without papermill.
+
+    For time-limited GPU calls: instances land in the same resumable logs the
+    notebook reads, so `magictokens run reachability --scale paper` later only
+    aggregates and plots. -> {family: (finished, total)}
+    """
+    import time
+
+    from .config import stage_params
+    from .data import AUTHORS_X0, data_path, read_wikitext
+    from .models import load_search_pair
+    from .results import results_dir
+
+    P, cfg = stage_params(scale, "reachability", ReachabilityConfig, overrides)
+    deadline = time.time() + 60 * minutes if minutes is not None else None
+    torch.manual_seed(P["seed"])
+    search_model, verify_model, tok = load_search_pair(P["model"], P["search_dtype"], P["verify_dtype"], P["device"])
+    judge = verify_model if verify_model is not None else search_model
+    fams = build_instances(cfg, tok, judge, P["seed"], read_wikitext(),
+                           data_path(AUTHORS_X0) if cfg.true_token.source == "authors_csv" else None)
+    unknown = set(families or []) - set(fams)
+    if unknown:
+        raise MagicTokensError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {sorted(unknown)}: use {sorted(fams)}")
+    log_dir = results_dir(scale, out_root) / "instances" / "reachability"
+    done = {}
+    for name in families or list(fams):
+        rows = run_instances(fams[name], search_model, tok, cfg.backoff, log_dir / f"{name}.jsonl",
+                             verify_model=verify_model, seed=P["seed"], desc=name, deadline=deadline)
+        done[name] = (len(rows), len(fams[name]))
+    return done

@@ -71,8 +71,8 @@ def render_reachability(scale: str, root: Path) -> list[str]:
         out += [f"Speed ({s['device']}): back-off median {_f(s['backoff_median_s'], 2)} s, p90 "
                 f"{_f(s['backoff_p90_s'], 2)} s per instance; greedy {_f(s['greedy_candidates_per_s'], 0)} and "
                 f"GCG {_f(s['gcg_candidates_per_s'], 0)} candidates/s; peak memory {_f(s['peak_mem_gb'], 2)} GB"
-                + (f" (machine load average {_f(s['load_avg_1_5_15_min'][2], 1)} over the last 15 min of the run: "
-                   "other jobs shared the cores)" if s.get("load_avg_1_5_15_min", [0, 0, 0])[2] > 1.5 else "")
+                + (f" (machine load average {_f(load, 1)} while it ran: other jobs shared the cores)"
+                   if (load := s.get("load_avg_mean", s.get("load_avg_1_5_15_min", [0, 0, 0])[2])) > 1.5 else "")
                 + ".", ""]
     return out
 
