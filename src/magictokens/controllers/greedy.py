@@ -63,9 +63,8 @@ def init_token_id(tokenizer, text: str) -> int:
     return ids[0]
 
 
-def greedy_step(scorer: Scorer, prompt: torch.Tensor, allowed: torch.Tensor,
-                candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score every candidate t prepended to `prompt`. Returns (controls (N, j), Scores).
+def greedy_step(scorer: Scorer, prompt: torch.Tensor, candidates: torch.Tensor):
+    """Score every candidate t prepended to `prompt`. -> (controls (N, j), Scores)
 
     (N,) candidate ids + (j-1,) prompt -> (N, j) controls.
     """
@@ -97,7 +96,7 @@ def run(model, tokenizer, x0_ids, target_id: int, config: GreedyConfig = GreedyC
                                    scorer.prefix)[0].cpu()          # (V,)
             grad[~allowed] = float("inf")
             cands = torch.topk(-grad, min(config.candidates, int(allowed.sum()))).indices
-        controls, scores = greedy_step(scorer, prompt, allowed, cands)
+        controls, scores = greedy_step(scorer, prompt, cands)
         res.n_candidates += len(cands)
         win, vloss, _ = verifier.first_success(controls, scores)
         best = win if win >= 0 else int(torch.argmin(scores.loss))
