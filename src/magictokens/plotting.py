@@ -30,15 +30,26 @@ def stamp(fig, meta: dict, n: int | None = None, extra: str = "") -> None:
         parts.append(f"N = {n}")
     parts += [f"seed {meta.get('seed')}", f"scale: {meta.get('scale')}", str(meta.get("device", ""))]
     if extra:
-        parts.append(extra)
-    fig.text(0.01, 0.005, " | ".join(parts), fontsize=6.5, color="0.35", ha="left", va="bottom")
+        parts += extra.split(" | ")
+    # wrap on " | " so a long budget string never runs off the figure
+    width = int(fig.get_figwidth() * 17)   # ~characters per line at 6.5 pt
+    lines, cur = [], ""
+    for part in parts:
+        cand = f"{cur} | {part}" if cur else part
+        if cur and len(cand) > width:
+            lines.append(cur)
+            cand = part
+        cur = cand
+    lines.append(cur)
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, color="0.35", ha="left", va="bottom")
 
 
 def save_figure(fig, name: str, figdir: str | Path) -> list[Path]:
     """Save `fig` as <figdir>/<name>.pdf and .png; returns the paths."""
     figdir = Path(figdir)
     figdir.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer = max((len(t.get_text().splitlines()) for t in fig.texts), default=1)
+    fig.tight_layout(rect=(0, 0.012 + 0.022 * footer * 4.2 / fig.get_figheight(), 1, 1))
     paths = [figdir / f"{name}.pdf", figdir / f"{name}.png"]
     for p in paths:
         # fixed metadata: re-running with the same numbers gives the same PDF bytes
