@@ -32,7 +32,7 @@ def _f(x, nd=3):
 def _meta_line(meta: dict) -> str:
     v = meta.get("versions", {})
     return (f"model `{meta.get('model')}`, seed {meta.get('seed')}, device {meta.get('device')}, "
-            f"torch {v.get('torch')}, transformers {v.get('transformers')}, commit {v.get('git')}")
+            f"torch {v.get('torch')}, transformers {v.get('transformers')}")  # the commit is in the JSON
 
 
 def render_reachability(scale: str, root: Path) -> list[str]:
