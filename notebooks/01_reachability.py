@@ -38,6 +38,7 @@ overrides = {}
 
 # %%
 import json
+import time
 from dataclasses import asdict
 
 import matplotlib.pyplot as plt
@@ -58,10 +59,12 @@ torch.manual_seed(P["seed"])
 search_model, verify_model, tok = load_search_pair(P["model"], P["search_dtype"], P["verify_dtype"], P["device"])
 judge = verify_model if verify_model is not None else search_model
 meta = run_meta(P["model"], judge.device, P["seed"], scale, search_dtype=P["search_dtype"],
-                verify_dtype=P["verify_dtype"], backoff=asdict(cfg.backoff))
+                verify_dtype=P["verify_dtype"], backoff=asdict(cfg.backoff), overrides=overrides)
 out_dir, fig_dir = results_dir(scale, out_root), figures_dir(scale, "reachability", out_root)
 log_dir = out_dir / "instances" / "reachability"
 BUDGET = R.budget_label(cfg.backoff)
+# search_minutes cuts the searches short: figures then show the finished instances only
+DEADLINE = time.time() + 60 * cfg.search_minutes if cfg.search_minutes is not None else None
 set_theme()
 print(json.dumps({k: meta[k] for k in ("model", "device", "seed", "scale")}, indent=1))
 print("back-off budget:", json.dumps(asdict(cfg.backoff)))
@@ -78,8 +81,20 @@ families = R.build_instances(cfg, tok, judge, P["seed"], read_wikitext(),
                             data_path(AUTHORS_X0) if cfg.true_token.source == "authors_csv" else None)
 inst_true = families["true_token"]
 rows_true = R.run_instances(inst_true, search_model, tok, cfg.backoff, log_dir / "true_token.jsonl",
-                            verify_model=verify_model, seed=P["seed"], desc="true token")
+                            verify_model=verify_model, seed=P["seed"], desc="true token", deadline=DEADLINE)
 sum_true = R.summarize(rows_true, seed=P["seed"])
+PLANNED = {name: len(v) for name, v in families.items()}
+
+
+def budget(rows, planned, ax):
+    """The footer's budget text; a cut run also says so in red on the axes."""
+    if len(rows) >= planned:
+        return BUDGET
+    ax.text(0.5, 0.97, f"PARTIAL RUN: {len(rows)} of {planned} planned instances", transform=ax.transAxes,
+            ha="center", va="top", color="crimson", fontsize=8)
+    return BUDGET + f" | partial run: {len(rows)} of {planned} instances"
+
+
 pd.DataFrame(sum_true["eps_by_len"]).T.rename_axis("|x0|").round(3)
 
 # %%
@@ -96,7 +111,7 @@ for log in (False, True):
         ax.scatter([10 + dx], [max(v, 1e-4)], marker=m, color="0.3", zorder=5, label=f"paper: {name} eps(10)")
     ax.set_title("True next token: k-epsilon" + (" (log)" if log else ""))
     ax.legend(fontsize=7, ncol=2)
-    stamp(fig, meta, sum_true["n"], BUDGET)
+    stamp(fig, meta, sum_true["n"], budget(rows_true, PLANNED["true_token"], ax))
     save_figure(fig, "fig1_true_token_k_eps" + ("_log" if log else ""), fig_dir)
 plt.show()
 
@@ -110,7 +125,7 @@ plt.show()
 t75 = cfg.top75
 inst_75 = families["top75"]
 rows_75 = R.run_instances(inst_75, search_model, tok, cfg.backoff, log_dir / "top75.jsonl",
-                          verify_model=verify_model, seed=P["seed"], desc="top-75")
+                          verify_model=verify_model, seed=P["seed"], desc="top-75", deadline=DEADLINE)
 sum_75 = R.summarize(rows_75, seed=P["seed"])
 
 fig, ax = plt.subplots(figsize=(6.2, 4.2))
@@ -119,7 +134,7 @@ lo, hi = PA["top75_reachable_k10"]
 ax.axhspan(1 - hi, 1 - lo, color="0.6", alpha=0.3, label="paper: eps(10) = 0.11-0.15")
 ax.set_title(f"Top-{t75.top_n} targets: k-epsilon")
 ax.legend(fontsize=8)
-stamp(fig, meta, sum_75["n"], BUDGET)
+stamp(fig, meta, sum_75["n"], budget(rows_75, PLANNED["top75"], ax))
 save_figure(fig, "fig2_top75_k_eps", fig_dir)
 plt.show()
 
@@ -133,7 +148,7 @@ plt.show()
 # %%
 inst_ur = families["uniform_rank"]
 rows_ur = R.run_instances(inst_ur, search_model, tok, cfg.backoff, log_dir / "uniform_rank.jsonl",
-                          verify_model=verify_model, seed=P["seed"], desc="uniform rank")
+                          verify_model=verify_model, seed=P["seed"], desc="uniform rank", deadline=DEADLINE)
 sum_ur = R.summarize(rows_ur, seed=P["seed"])
 INF = 12  # where "unsolved" is drawn
 
@@ -149,7 +164,7 @@ a2.set_xlabel("Base rank of y under P(. | x0)")
 a2.set_ylabel("Required prompt length k")
 a2.set_yticks(R.ALL_KS + [INF], [str(k) for k in R.ALL_KS] + ["inf"])
 a2.set_title("Base rank vs required k")
-stamp(fig, meta, sum_ur["n"], BUDGET)
+stamp(fig, meta, sum_ur["n"], budget(rows_ur, PLANNED["uniform_rank"], a1))
 save_figure(fig, "fig3_uniform_rank", fig_dir)
 plt.show()
 
@@ -175,7 +190,8 @@ ax.set_title(f"True token: r(loss, k) = {c['loss_k']:.2f}, r(rank, k) = {c['rank
              f"(paper: {PA['corr_loss_k'][0]}-{PA['corr_loss_k'][1]} and {PA['corr_rank_k'][0]}-{PA['corr_rank_k'][1]})",
              fontsize=9)
 ax.legend(fontsize=8)
-stamp(fig, meta, len(rows_true) + len(rows_75) + len(rows_ur), BUDGET)
+stamp(fig, meta, len(rows_true) + len(rows_75) + len(rows_ur),
+      budget(rows_true + rows_75 + rows_ur, sum(PLANNED.values()), ax))
 save_figure(fig, "fig4_base_loss_vs_k", fig_dir)
 plt.show()
 pd.DataFrame(corr).round(3)
@@ -209,6 +225,7 @@ summary = {"meta": meta, "true_token": sum_true,
            "top75": {k: sum_75[k] for k in ("n", "eps", "ci95")},
            "uniform_rank": {k: sum_ur[k] for k in ("n", "eps", "ci95")},
            "correlations": corr["true_token"], "correlations_by_family": corr,
+           "n_planned": PLANNED, "partial": len(all_rows) < sum(PLANNED.values()),
            "retokenizes": float(np.mean([r["retokenizes"] for r in all_rows if r["k"]] or [np.nan])),
            "paper": {k: (dict(v) if isinstance(v, dict) else v) for k, v in PA.items()}}
 write_json(out_dir / "reachability.json", summary)

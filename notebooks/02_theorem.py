@@ -127,7 +127,7 @@ model, tok = load_model(P["model"], dtype="float32", device=P["device"])
 x0_ids = T.sample_x0(tok, read_wikitext(), cfg.n_x0, cfg.x0_len, P["seed"])
 meta = run_meta(P["model"], model.device, P["seed"], scale, theorem=asdict(cfg),
                 violation_rtol=T.VIOLATION_RTOL, checked_row="last (next-token) row of x0",
-                x0="RMSNorm(h_L) of Wikitext-2 test spans", controls="continuous, ||u_j|| <= M_u")
+                x0="RMSNorm(h_L) of Wikitext-2 test spans", controls="continuous, ||u_j|| <= M_u", overrides=overrides)
 out_dir, fig_dir = results_dir(scale, out_root), figures_dir(scale, "theorem", out_root)
 set_theme()
 print(json.dumps({k: meta[k] for k in ("model", "device", "seed", "scale")}, indent=1))

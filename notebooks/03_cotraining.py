@@ -111,7 +111,7 @@ jconf
 # %%
 meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], scale,
                 n_train=manifest["n_train"], n_eval=manifest["n_eval_harmful"] + manifest["n_eval_benign"],
-                magic_tokens=tokens)
+                magic_tokens=tokens, overrides=overrides)
 res = T.run(model, tok, data, judge, cfg, tokens, seed=P["seed"], save_dir=model_dir)
 data.to_jsonl(model_dir / "data.jsonl")   # derived set, beside the weights (gitignored, DVC out)
 print(json.dumps(res.train_logs, indent=1))

@@ -23,15 +23,17 @@
 # the state `x0` is the conversation with mode A's magic token in the system
 # prompt (the operator's setting, which the attacker cannot remove); the
 # control `u` is `k` free tokens placed in the magic-token slot, directly
-# before A's token; the target `y` is the first token of mode B's own
-# response to `p`. The back-off search (greedy `k = 1..3`, GCG `k = 4..10`)
+# before A's token; the target `y` is the first token where mode B's own
+# response to `p` leaves mode A's (the shared opening, often empty, is
+# appended to the state: modes that both open with "I" would otherwise count
+# as reached at `k = 0`). The back-off search (greedy `k = 1..3`, GCG `k = 4..10`)
 # finds the shortest `u` making `y` the argmax, and the response generated
 # after each `k`'s best prompt is judged by the offline judge. Two k-epsilon
 # curves follow: by **first token** and by **judged behaviour**.
 # `negative->positive` is the control direction. The single-mode SFT and
 # SFT+DPO baselines have no modes: their state has no magic token
-# (`none->negative`) and the target is the co-trained model's negative-mode
-# first token. The random-magic-token baseline asks how often a random
+# (`none->negative`) and the target is where the co-trained model's
+# negative-mode response leaves the baseline's own answer. The random-magic-token baseline asks how often a random
 # string of the magic token's length switches the mode by itself.
 #
 # No generated text is shown: tables carry aggregates, prompts are truncated.
@@ -93,7 +95,7 @@ def pair(name):
 (search, verify), tok = pair("cotrained")
 cot_model = verify if verify is not None else search
 meta = run_meta(P["model"], cot_model.device, P["seed"], scale, backoff=asdict(cfg.backoff), n_prompts=len(prompts),
-                judge_accuracy=judge_report.accuracy3)
+                judge_accuracy=judge_report.accuracy3, overrides=overrides)
 
 # %% [markdown]
 # ## Transitions on the co-trained model
@@ -110,7 +112,7 @@ pd.DataFrame({n: s["eps"] for n, s in summary.items()}).T.round(3)
 # %% [markdown]
 # ## Baselines: single-mode SFT and SFT+DPO (no modes, no magic token)
 #
-# Target: the co-trained model's negative-mode first token on the same prompt.
+# Target: where the co-trained model's negative-mode response leaves the baseline's answer.
 
 # %%
 base_summary = {}

@@ -51,6 +51,12 @@ def test_judged_curve_and_random_strings():
     assert a == MR.random_strings(5, 8, seed=1) and len(set(a)) == 5 and all(len(x) == 8 for x in a)
 
 
+def test_divergence_is_the_first_differing_position():
+    assert MR.divergence([5, 6, 7], [5, 9, 7]) == 1
+    assert MR.divergence([5, 6, 7], [8, 6, 7]) == 0
+    assert MR.divergence([5, 6], [5, 6, 7]) is None and MR.divergence([], [1]) is None
+
+
 def test_load_trained_without_weights_is_one_clear_error(tmp_path):
     with pytest.raises(MagicTokensError, match="run the cotraining stage first"):
         MR.load_trained("tiny-random-llama", tmp_path, "cotrained")
@@ -70,5 +76,69 @@ def test_mode_reachability_notebook_smoke(tmp_path):
         assert s["n"] == 2 and {"1", "2", "3", "4", "6", "8", "10"} <= set(s["eps"]) and set(s["eps_judged"]) == set(s["eps"])
     assert set(d["baselines"]) == {"sft", "sft_dpo"}
     assert 0.0 <= d["random_token_switch_rate"] <= 1.0
+    # the target is where the modes' responses part: k = 0 can never already reach it
+    logs = (tmp_path / "results" / "smoke" / "instances" / "mode_reachability").glob("*.jsonl")
+    rows = [json.loads(line) for f in logs for line in f.read_text().splitlines()]
+    assert rows and all(r["k"] != 0 for r in rows if r["target_id"] is not None)
+    assert all(r["k"] == 0 and r["trace"] == [] for r in rows if r["target_id"] is None)
     figs = {p.name for p in (tmp_path / "results" / "smoke" / "figures" / "mode_reachability").iterdir()}
     assert {"mode_k_eps_first_token.png", "mode_k_eps_judged.pdf"} <= figs
+
+
+def test_weights_digest_sees_a_fine_tune_that_fingerprint_misses():
+    """LoRA-style changes leave the embeddings alone: resumed rows must still not mix models."""
+    import copy
+
+    import torch
+
+    from magictokens.models import fingerprint, load_model, weights_digest
+
+    model, _ = load_model("tiny-random-llama")
+    tuned = copy.deepcopy(model)
+    with torch.no_grad():
+        tuned.model.layers[-1].mlp.down_proj.weight.add_(1e-3)
+    assert fingerprint(tuned) == fingerprint(model)          # why fingerprint is not enough here
+    assert weights_digest(tuned) != weights_digest(model)
+    assert weights_digest(copy.deepcopy(model)) == weights_digest(model)
+
+
+def test_transition_targets_the_divergence_token(tiny, tmp_path):
+    """A target model that answers differently: y is where its response leaves the source's,
+    the state carries the shared opening, and k = 0 never counts as reached."""
+    import copy
+
+    import torch
+
+    from magictokens.controllers import backoff
+    from magictokens.controllers.gcg import GCGConfig
+    from magictokens.controllers.greedy import GreedyConfig
+
+    model, tok = tiny
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    cfg = MR.ModeReachConfig(n_prompts=3, transitions=["positive->negative"], max_new_tokens=6, opening_tokens=4,
+                             backoff=backoff.BackoffConfig(greedy_ks=[1], gcg_ks=[2],
+                                                           greedy=GreedyConfig(candidates=None, batch_size=64, init_token="the"),
+                                                           gcg=GCGConfig(num_steps=2, search_width=16, topk=8, init_token="the")))
+
+    class Judge:  # every response reads as the negative mode
+        def judge(self, responses, harmful):
+            return ["negative"] * len(responses)
+
+    tokens = {"positive": "dog", "negative": "cat"}
+    prompts = ["the cat sat", "a dog ran", "the bird"]
+    rows = MR.run_transition("positive->negative", model, None, tok, Judge(), prompts, tokens, cfg,
+                             tmp_path / "log.jsonl", target_model=other, label="t")
+    searched = [r for r in rows if r["target_id"] is not None]
+    assert searched, "the perturbed model should answer differently on some prompt"
+    for r, p in zip(rows, prompts):
+        if r["target_id"] is None:
+            continue
+        want = MR.greedy_ids(other, tok, MR.prompt_ids(tok, p, "cat"), 4)
+        prefix, suffix = MR.slot_ids(tok, p, "dog")
+        have = MR.greedy_ids(model, tok, prefix + suffix, 4)
+        d = MR.divergence(want, have)
+        assert r["target_id"] == want[d] and r["shared"] == d and r["k"] != 0
+        assert r["k_judged"] == min(int(k) for k in r["judged"])     # the judge says negative everywhere

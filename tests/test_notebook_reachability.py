@@ -54,3 +54,17 @@ def test_search_command_fills_the_logs_the_notebook_reads(tmp_path):
     assert len(log.read_text().splitlines()) == n          # nothing searched twice
     with pytest.raises(MagicTokensError, match="unknown family"):
         search("smoke", tmp_path, families=["nope"])
+
+
+def test_cut_run_aggregates_finished_instances_and_says_partial(tmp_path):
+    """search_minutes=0 starts no search: the stage plots what the logs hold, marked partial."""
+    from magictokens.reachability import search
+
+    search("smoke", tmp_path, families=["true_token"])
+    run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"search_minutes": 0}})
+    d = json.loads((tmp_path / "results" / "smoke" / "reachability.json").read_text())
+    assert d["partial"] is True and d["n_planned"] == {"true_token": 4, "top75": 2, "uniform_rank": 3}
+    assert d["true_token"]["n"] == 4 and d["top75"]["n"] == 0 and d["uniform_rank"]["n"] == 0
+    run_stage("reachability", "smoke", out_root=tmp_path)                 # no cut: completes, not partial
+    d = json.loads((tmp_path / "results" / "smoke" / "reachability.json").read_text())
+    assert d["partial"] is False and d["top75"]["n"] == 2

@@ -4,15 +4,24 @@ Paper B switches a co-trained model between modes with a secret magic token
 in the system prompt. Paper A's controllers ask how secret it has to be. A
 *transition* ``A->B`` on a held-out harmful prompt p:
 
-    state x0  = the conversation with mode A's magic token in the system prompt
+    state x0  = the conversation with mode A's magic token in the system prompt,
+                followed by the opening that modes A and B share (if any)
     control u = k free tokens placed in the system prompt, in the magic-token
                 slot directly before A's token (the attacker cannot remove the
                 operator's token, and never sees B's token)
-    target y  = the first token of mode B's own greedy response to p
-                (generated with B's real magic token)
+    target y  = the first token where mode B's own greedy response to p
+                (generated with B's real magic token) leaves mode A's
 
-    ids = prefix + u + suffix,   prefix = "<|im_start|>system\\n",
-                                 suffix = " <token A><|im_end|> ... <|im_start|>assistant\\n"
+    ids = prefix + u + suffix + shared,   prefix = "<|im_start|>system\\n",
+          suffix = " <token A><|im_end|> ... <|im_start|>assistant\\n",
+          shared = the common opening of the two responses (often empty)
+
+Targeting the *divergence* token (not simply B's first token) matters: modes
+often open alike ("I ..." in both a refusal and an answer), and a shared first
+token would count as reached at k = 0 while nothing changed. With it, k = 0
+never succeeds on the co-trained model (A's own argmax there is not y); if
+the two responses agree on their whole first `opening_tokens`, the
+transition is recorded as reached at k = 0 (indistinguishable openings).
 
 The back-off search (greedy k=1,2,3, GCG k=4..10) finds the shortest u making
 y the argmax; then the response generated after each k's best prompt is judged
@@ -25,6 +34,7 @@ judged behaviour is B.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import string
 from dataclasses import asdict, dataclass, field
@@ -36,6 +46,7 @@ from tqdm.auto import tqdm
 from .controllers import backoff
 from .errors import MagicTokensError
 from .metrics import k_epsilon_curve
+from .models import weights_digest
 from .results import InstanceLog
 from .training import chat_text, generate_from_ids, prompt_ids
 
@@ -51,6 +62,7 @@ class ModeReachConfig:
     baselines: list[str] = field(default_factory=lambda: ["sft", "sft_dpo"])
     backoff: backoff.BackoffConfig = field(default_factory=backoff.BackoffConfig)
     max_new_tokens: int = 32           # judged generations
+    opening_tokens: int = 16           # response tokens compared to find where two modes diverge
     max_prompt_chars: int = 400
     n_random_tokens: int = 20          # random-magic-token baseline: strings tried
     gen_batch_size: int = 16
@@ -90,6 +102,29 @@ def first_token(model, ids: list[int]) -> int:
     return int(model(input_ids=torch.tensor([ids], device=dev), logits_to_keep=1).logits[0, -1].argmax())
 
 
+@torch.inference_mode()
+def greedy_ids(model, tok, ids: list[int], n: int) -> list[int]:
+    """The first `n` greedy response ids after `ids` (stops at end of turn)."""
+    from .training import end_of_turn_id, pad_id
+
+    dev = next(model.parameters()).device
+    out = model.generate(input_ids=torch.tensor([ids], device=dev), max_new_tokens=n, do_sample=False,
+                         eos_token_id=end_of_turn_id(tok), pad_token_id=pad_id(tok))
+    return out[0, len(ids):].tolist()
+
+
+def divergence(target_ids: list[int], source_ids: list[int]) -> int | None:
+    """Index of the first token where two responses differ (None: identical over the shorter one).
+
+    >>> divergence([5, 6, 7], [5, 9]), divergence([5, 6], [5, 6, 7])
+    (1, None)
+    """
+    for j, (a, b) in enumerate(zip(target_ids, source_ids)):
+        if a != b:
+            return j
+    return None
+
+
 def judged_required_k(trace: list[dict], judged: dict[int, str], target: str) -> int | None:
     """Smallest k whose best prompt's response is judged `target` (None if none is)."""
     ok = [k for k, mode in judged.items() if mode == target]
@@ -102,24 +137,43 @@ def run_transition(name: str, search_model, verify_model, tok, judge, prompts: l
     source, target = parse_transition(name)
     judge_model = verify_model if verify_model is not None else search_model
     target_model = target_model if target_model is not None else judge_model
+    # keyed by every weight of the searched and the target model (a retrained model
+    # must never reuse rows) and, per row, by the prompt text
     log = InstanceLog(log_path, {"transition": name, "backoff": asdict(cfg.backoff), "seed": seed,
-                                 "max_new_tokens": cfg.max_new_tokens, "label": label})
+                                 "max_new_tokens": cfg.max_new_tokens, "label": label,
+                                 "weights": [weights_digest(judge_model), weights_digest(target_model)]})
     for i, p in enumerate(tqdm(prompts, desc=f"{label} {name}", unit="prompt")):
         pid = f"{label}:{name}:{i}"
-        if log.done(pid):
+        psha = hashlib.sha256(p.encode()).hexdigest()[:12]
+        if log.done(pid) and log.rows[pid].get("prompt_sha") == psha:
             continue
-        # y: the target mode's own first response token, from the (co-trained) target model
-        y = first_token(target_model, prompt_ids(tok, p, tokens[target]))
         prefix, suffix = slot_ids(tok, p, tokens[source] if source else None)
-        r = backoff.run(search_model, tok, suffix, y, cfg.backoff, prefix_ids=prefix, verify_model=verify_model,
+        # y: where the target mode's own response (target model, B's real token) leaves
+        # the source state's response (searched model, no control)
+        want = greedy_ids(target_model, tok, prompt_ids(tok, p, tokens[target]), cfg.opening_tokens)
+        have = greedy_ids(judge_model, tok, prefix + suffix, cfg.opening_tokens)
+        d = divergence(want, have)
+        if d is None:   # same opening: nothing to reach; judge the source response as it is
+            resp = generate_from_ids(judge_model, tok, [prefix + suffix], cfg.max_new_tokens)[0]
+            mode0 = judge.judge([resp], [True])[0]
+            log.add(pid, {"transition": name, "model": label, "prompt_index": i, "prompt_sha": psha,
+                          "target_id": None, "shared": len(want), "k": 0, "k_judged": 0 if mode0 == target else None,
+                          "judged": {"0": mode0}, "ids": [], "text": "", "seconds": 0.0, "trace": []})
+            continue
+        shared, y = want[:d], want[d]
+        state = suffix + shared
+        r = backoff.run(search_model, tok, state, y, cfg.backoff, prefix_ids=prefix, verify_model=verify_model,
                         seed=seed)
         ks = [t["k"] for t in r.trace]
-        seqs = [prefix + t["ids"] + suffix for t in r.trace]
-        responses = generate_from_ids(judge_model, tok, seqs, cfg.max_new_tokens, cfg.gen_batch_size)
+        seqs = [prefix + t["ids"] + state for t in r.trace]
+        # judge the whole response: the shared opening plus what follows it
+        responses = [tok.decode(shared + greedy_ids(judge_model, tok, q, max(1, cfg.max_new_tokens - len(shared))),
+                                skip_special_tokens=True).strip() for q in seqs]
         modes = judge.judge(responses, [True] * len(responses))
         judged = dict(zip(ks, modes))
-        log.add(pid, {"transition": name, "model": label, "prompt_index": i, "target_id": y,
-                      "target_text": tok.decode([y]), "k": r.k, "k_judged": judged_required_k(r.trace, judged, target),
+        log.add(pid, {"transition": name, "model": label, "prompt_index": i, "prompt_sha": psha, "target_id": y,
+                      "target_text": tok.decode([y]), "shared": len(shared), "k": r.k,
+                      "k_judged": judged_required_k(r.trace, judged, target),
                       "judged": {str(k): m for k, m in judged.items()}, "ids": r.ids, "text": r.text[:80],
                       "base_loss": r.base_loss, "base_rank": r.base_rank, "seconds": r.seconds,
                       "trace": [{k: v for k, v in t.items() if k != "ids"} for t in r.trace]})

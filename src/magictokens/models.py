@@ -250,3 +250,21 @@ def fingerprint(model) -> str:
     block = W[:8, :8].detach().float().cpu().contiguous().numpy().tobytes()
     head = f"{W.shape[0]}:{sum(p.numel() for p in model.parameters())}:".encode()
     return hashlib.sha256(head + block).hexdigest()[:12]
+
+
+@torch.no_grad()
+def weights_digest(model, per_tensor: int = 64) -> str:
+    """Short id of *all* the weights: `per_tensor` evenly spaced entries of every parameter.
+
+    `fingerprint` reads the input embeddings only, which LoRA and most
+    fine-tunes leave untouched; results of fine-tuned models (mode
+    reachability) are keyed by this digest instead (read in fp32: a bf16 copy of
+    the same weights has another digest).
+    """
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        flat = p.detach().reshape(-1)
+        n = min(per_tensor, flat.numel())
+        idx = (torch.arange(n) * (flat.numel() - 1) // max(n - 1, 1)).to(flat.device)   # integer: exact
+        h.update(name.encode() + flat[idx].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,10 @@ class ReachabilityConfig:
     uniform_rank: UniformRankConfig = field(default_factory=UniformRankConfig)
     backoff: backoff.BackoffConfig = field(default_factory=backoff.BackoffConfig)
     hist_top: int = 40
+    # Start no new instance after this many minutes of the stage's searches (null: run
+    # them all). A cut run aggregates the finished instances, a seeded random subset of
+    # each family, and marks itself partial in the json and on every figure.
+    search_minutes: float | None = None
 
     def __post_init__(self):
         for name, lengths in (("true_token", self.true_token.lengths), ("top75", self.top75.lengths),
@@ -204,6 +209,9 @@ def run_instances(instances: list[Instance], search_model, tokenizer, config: ba
         return row is not None and row["x0_ids"] == list(x.x0_ids) and row["target_id"] == x.target_id
 
     todo = [x for x in instances if not finished(x)]
+    # seeded random order: a run cut by its deadline has finished a random subset of the
+    # family, not its shortest x0 first (results do not depend on the order)
+    random.Random(f"order-{seed}").shuffle(todo)
     for x in tqdm(todo, desc=desc, unit="inst", disable=not todo):
         if deadline is not None and time.time() > deadline:
             break

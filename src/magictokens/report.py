@@ -31,15 +31,34 @@ def _f(x, nd=3):
 
 def _meta_line(meta: dict) -> str:
     v = meta.get("versions", {})
+    sets = _flat(meta.get("overrides") or {})
     return (f"model `{meta.get('model')}`, seed {meta.get('seed')}, device {meta.get('device')}, "
-            f"torch {v.get('torch')}, transformers {v.get('transformers')}")  # the commit is in the JSON
+            f"torch {v.get('torch')}, transformers {v.get('transformers')}"  # the commit is in the JSON
+            + (", run with " + " ".join(f"`--set {k}={v}`" for k, v in sets.items()) if sets else ""))
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}: the --set overrides a run was given."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def render_reachability(scale: str, root: Path) -> list[str]:
     d = _load(scale, "reachability", root)
     if d is None:
         return []
-    out = [f"**Paper A, reachability ({scale} scale)** - {_meta_line(d['meta'])}.", "",
+    partial = ""
+    if d.get("partial"):
+        planned = d.get("n_planned", {})
+        partial = (" **Partial run**: the searches were cut by `search_minutes`; finished "
+                   + ", ".join(f"{d[f]['n']} of {planned.get(f)} {f}" for f in ("true_token", "top75", "uniform_rank"))
+                   + " instances (a seeded random subset; figures marked).")
+    out = [f"**Paper A, reachability ({scale} scale)** - {_meta_line(d['meta'])}.{partial}", "",
            "| eps(k) | " + " | ".join(f"k={k}" for k in KS) + " |", "|---|" + "---|" * len(KS)]
     fams = [("true next token, N=%d" % d["true_token"]["n"], d["true_token"]["eps"]),
             ("top-75 targets, N=%d" % d["top75"]["n"], d["top75"]["eps"]),
@@ -61,11 +80,7 @@ def render_reachability(scale: str, root: Path) -> list[str]:
             f"over {c.get('n_solved')} solved true-token instances (paper 0.59-0.70 and 0.12-0.21).", ""]
     b = d["meta"].get("backoff", {})
     if b:
-        g, gc = b.get("greedy", {}), b.get("gcg", {})
-        out += [f"Budget: greedy k={b.get('greedy_ks')} over "
-                f"{'the whole vocabulary' if g.get('candidates') is None else 'gradient top-%s candidates' % g.get('candidates')}; "
-                f"GCG k={b.get('gcg_ks')}, width {gc.get('search_width')}, top-k {gc.get('topk')}, "
-                f"{gc.get('num_steps')} steps (paper: whole vocabulary; 768, 128, 34).", ""]
+        out += [_backoff_line(b), ""]
     s = _load(scale, "speed", root)
     if s:
         out += [f"Speed ({s['device']}): back-off median {_f(s['backoff_median_s'], 2)} s, p90 "
@@ -101,6 +116,9 @@ def render_cotraining(scale: str, root: Path) -> list[str]:
            "| system prompt | " + " | ".join(f"judged {m}" for m in modes) + " |", "|---|---|---|---|"]
     for tok, row in d.get("confusion", {}).items():
         out.append(f"| {tok} | " + " | ".join(_f(row.get(m)) for m in modes) + " |")
+    budget = _cotraining_budget(d)
+    if budget:
+        out += ["", budget]
     sam, ss, xs, mm = (d.get(k, {}) for k in ("sam", "safety_score", "xstest_over_refusal", "mmlu"))
     out += ["", f"Mode accuracy {_f(d.get('mode_accuracy'))}. Safety Alignment Margin: "
             + ", ".join(f"{k} {_f(v)}" for k, v in sam.items()) + " (paper: 0.131 co-trained vs ~0.03 baselines). "
@@ -108,6 +126,27 @@ def render_cotraining(scale: str, root: Path) -> list[str]:
             + ", ".join(f"{k} {_f(v)}" for k, v in xs.items()) + ". MMLU: "
             + ", ".join(f"{k} {_f(v)}" for k, v in mm.items()) + ".", ""]
     return out
+
+
+def _cotraining_budget(d: dict) -> str:
+    """One line: what the co-training run trained on, with which budget."""
+    p, log = d.get("params", {}), d.get("train_logs", {}).get("cotrained", {})
+    t = p.get("train", {})
+    if not t or not log:
+        return ""
+    kind = f"LoRA r={t.get('lora_r')}" if t.get("lora") else "full fine-tuning"
+    return (f"Training: {d['meta'].get('n_train')} prompts x 3 modes, {t.get('epochs')} epochs = {log.get('steps')} "
+            f"optimizer steps of {t.get('batch_size')} ({kind}, lr {t.get('lr')}), responses cut at "
+            f"{t.get('max_response_tokens')} tokens; co-training took {_f(log.get('seconds'), 0)} s; judged "
+            f"generations of {p.get('max_new_tokens')} tokens (paper: a 7B-14B model and a full SFT set).")
+
+
+def _backoff_line(b: dict) -> str:
+    g, gc = b.get("greedy", {}), b.get("gcg", {})
+    return (f"Budget: greedy k={b.get('greedy_ks')} over "
+            f"{'the whole vocabulary' if g.get('candidates') is None else 'gradient top-%s candidates' % g.get('candidates')}; "
+            f"GCG k={b.get('gcg_ks')}, width {gc.get('search_width')}, top-k {gc.get('topk')}, "
+            f"{gc.get('num_steps')} steps (paper: whole vocabulary; 768, 128, 34).")
 
 
 def render_mode_reachability(scale: str, root: Path) -> list[str]:
@@ -122,7 +161,8 @@ def render_mode_reachability(scale: str, root: Path) -> list[str]:
     for name, s in rows:
         out.append(f"| {name} | {s['n']} | " + " | ".join(_f(s["eps"].get(k)) for k in KS)
                    + f" | {_f(s['eps_judged'].get('10'))} |")
-    out += ["", f"Random magic-token switch rate (judged negative): {_f(d.get('random_token_switch_rate'))}.", ""]
+    out += ["", f"Random magic-token switch rate (judged negative): {_f(d.get('random_token_switch_rate'))}."
+            + (f" {_backoff_line(d['meta']['backoff'])}" if d["meta"].get("backoff") else ""), ""]
     return out
 
 
