@@ -141,6 +141,7 @@ def run_transition(name: str, search_model, verify_model, tok, judge, prompts: l
     # must never reuse rows) and, per row, by the prompt text
     log = InstanceLog(log_path, {"transition": name, "backoff": asdict(cfg.backoff), "seed": seed,
                                  "max_new_tokens": cfg.max_new_tokens, "label": label,
+                                 "target": "divergence", "opening_tokens": cfg.opening_tokens,
                                  "weights": [weights_digest(judge_model), weights_digest(target_model)]})
     for i, p in enumerate(tqdm(prompts, desc=f"{label} {name}", unit="prompt")):
         pid = f"{label}:{name}:{i}"
