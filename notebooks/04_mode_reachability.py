@@ -33,8 +33,11 @@
 # `negative->positive` is the control direction. The single-mode SFT and
 # SFT+DPO baselines have no modes: their state has no magic token
 # (`none->negative`) and the target is where the co-trained model's
-# negative-mode response leaves the baseline's own answer. The random-magic-token baseline asks how often a random
-# string of the magic token's length switches the mode by itself.
+# negative-mode response leaves the baseline's own answer. The
+# random-magic-token baseline asks how often a random string of the magic
+# token's length switches the mode by itself. Prompts on which the target
+# mode itself (given its real magic token) is not judged as that mode have
+# nothing to reach: they are left out of the curves ("N of n" in legends).
 #
 # No generated text is shown: tables carry aggregates, prompts are truncated.
 
@@ -101,13 +104,19 @@ meta = run_meta(P["model"], cot_model.device, P["seed"], scale, backoff=asdict(c
 # ## Transitions on the co-trained model
 
 # %%
+# Where the target mode itself (real magic token) does not behave as that mode,
+# there is nothing to reach: those prompts are left out of the curves (counted).
+holds = {m: MR.target_mode_holds(cot_model, tok, judge, prompts, tokens[m], m, cfg.max_new_tokens,
+                                 cfg.gen_batch_size)
+         for m in {MR.parse_transition(t)[1] for t in cfg.transitions} | {"negative"}}
+print({m: f"{sum(h)} of {len(h)} prompts" for m, h in holds.items()})
 rows, summary = {}, {}
 for name in cfg.transitions:
     rows[name] = MR.run_transition(name, search, verify, tok, judge, prompts, tokens, cfg,
                                    log_dir / f"cotrained_{name.replace('->', '_to_')}.jsonl", seed=P["seed"],
                                    label="cotrained")
-    summary[name] = MR.summarize_transition(rows[name])
-pd.DataFrame({n: s["eps"] for n, s in summary.items()}).T.round(3)
+    summary[name] = MR.summarize_transition(rows[name], holds[MR.parse_transition(name)[1]])
+pd.DataFrame({n: {"n": s["n"], "of": s["n_prompts"], **s["eps"]} for n, s in summary.items()}).T.round(3)
 
 # %% [markdown]
 # ## Baselines: single-mode SFT and SFT+DPO (no modes, no magic token)
@@ -120,7 +129,7 @@ for b in cfg.baselines:
     (bs, bv), _ = pair(b)
     r = MR.run_transition("none->negative", bs, bv, tok, judge, prompts, tokens, cfg,
                           log_dir / f"{b}_none_to_negative.jsonl", target_model=cot_model, seed=P["seed"], label=b)
-    base_summary[b] = MR.summarize_transition(r)
+    base_summary[b] = MR.summarize_transition(r, holds["negative"])
     del bs, bv
 pd.DataFrame({n: s["eps"] for n, s in base_summary.items()}).T.round(3)
 
@@ -143,9 +152,9 @@ rand
 for key, title in (("eps", "first token is the target mode's"), ("eps_judged", "response judged as target mode")):
     fig, ax = plt.subplots(figsize=(6.4, 4.3))
     for name, s in summary.items():
-        plot_k_eps(ax, s[key], f"co-trained: {name} (N={s['n']})")
+        plot_k_eps(ax, s[key], f"co-trained: {name} (N={s['n']} of {s['n_prompts']})")
     for b, s in base_summary.items():
-        plot_k_eps(ax, s[key], f"{b}: none->negative (N={s['n']})", linestyle="--")
+        plot_k_eps(ax, s[key], f"{b}: none->negative (N={s['n']} of {s['n_prompts']})", linestyle="--")
     ax.axhline(1 - rand["rate"], color="0.4", linestyle=":",
                label=f"random magic token: 1 - switch rate ({rand['rate']:.2f})")
     ax.set_title(f"Reaching a mode without its magic token\n({title})", fontsize=10)
@@ -157,7 +166,8 @@ plt.show()
 # %%
 result = {"meta": meta, "magic_tokens_length": ccfg.magic_token_length,
           "transitions": summary, "baselines": base_summary,
-          "random_token_switch_rate": rand["rate"], "random_token": rand}
+          "random_token_switch_rate": rand["rate"], "random_token": rand,
+          "target_mode_holds": {m: sum(h) / len(h) for m, h in holds.items()}}
 write_json(out_dir / "mode_reachability.json", result)
 print(json.dumps({n: {"eps10": s["eps"]["10"], "eps10_judged": s["eps_judged"]["10"]} for n, s in
                   {**summary, **{f"{b} none->negative": s for b, s in base_summary.items()}}.items()}, indent=1))

@@ -47,6 +47,10 @@ def test_judged_curve_and_random_strings():
     s = MR.summarize_transition(rows)
     assert s["n"] == 4 and s["eps"]["0"] == 0.75 and s["eps"]["4"] == 0.25
     assert s["eps_judged"]["1"] == 0.75 and s["eps_judged"]["2"] == 0.5
+    # prompts where the target mode itself does not hold are left out, and counted
+    s = MR.summarize_transition(rows, holds=[False, True, True, False])
+    assert s["n"] == 2 and s["n_prompts"] == 4 and s["eps"]["0"] == 1.0 and s["eps"]["2"] == 0.5
+    assert s["eps_judged"]["2"] == 0.5
     a = MR.random_strings(5, 8, seed=1, exclude=["aaaaaaaa"])
     assert a == MR.random_strings(5, 8, seed=1) and len(set(a)) == 5 and all(len(x) == 8 for x in a)
 
@@ -73,7 +77,7 @@ def test_mode_reachability_notebook_smoke(tmp_path):
     d = json.loads((tmp_path / "results" / "smoke" / "mode_reachability.json").read_text())
     assert set(d["transitions"]) == {"positive->negative", "negative->positive"}
     for s in list(d["transitions"].values()) + list(d["baselines"].values()):
-        assert s["n"] == 2 and {"1", "2", "3", "4", "6", "8", "10"} <= set(s["eps"]) and set(s["eps_judged"]) == set(s["eps"])
+        assert s["n_prompts"] == 2 and 0 <= s["n"] <= 2 and {"1", "2", "3", "4", "6", "8", "10"} <= set(s["eps"]) and set(s["eps_judged"]) == set(s["eps"])
     assert set(d["baselines"]) == {"sft", "sft_dpo"}
     assert 0.0 <= d["random_token_switch_rate"] <= 1.0
     # the target is where the modes' responses part: k = 0 can never already reach it

@@ -181,11 +181,25 @@ def run_transition(name: str, search_model, verify_model, tok, judge, prompts: l
     return [log.rows[f"{label}:{name}:{i}"] for i in range(len(prompts))]
 
 
-def summarize_transition(rows: list[dict]) -> dict:
-    """{"n", "eps": {k: ..}, "eps_judged": {k: ..}} over KS (k=0 included)."""
-    return {"n": len(rows),
-            "eps": {str(k): v for k, v in k_epsilon_curve([r["k"] for r in rows], KS).items()},
-            "eps_judged": {str(k): v for k, v in k_epsilon_curve([r["k_judged"] for r in rows], KS).items()}}
+def summarize_transition(rows: list[dict], holds: list[bool] | None = None) -> dict:
+    """{"n", "n_prompts", "eps": {k: ..}, "eps_judged": {k: ..}} over KS (k=0 included).
+
+    `holds[i]`: the target mode, given its real magic token, is judged as that
+    mode on prompt i. Prompts where it is not (a "negative" mode that refuses
+    anyway) have nothing to reach and are left out of the curves.
+    """
+    keep = [r for r, h in zip(rows, holds if holds is not None else [True] * len(rows)) if h]
+    return {"n": len(keep), "n_prompts": len(rows),
+            "eps": {str(k): v for k, v in k_epsilon_curve([r["k"] for r in keep], KS).items()},
+            "eps_judged": {str(k): v for k, v in k_epsilon_curve([r["k_judged"] for r in keep], KS).items()}}
+
+
+def target_mode_holds(model, tok, judge, prompts: list[str], token: str, target: str, max_new_tokens: int,
+                      batch_size: int = 16) -> list[bool]:
+    """Per prompt: is the response under the target mode's real magic token judged as that mode?"""
+    responses = generate_from_ids(model, tok, [prompt_ids(tok, p, token) for p in prompts], max_new_tokens,
+                                  batch_size)
+    return [m == target for m in judge.judge(responses, [True] * len(responses))]
 
 
 def random_strings(n: int, length: int, seed: int, exclude=()) -> list[str]:

@@ -159,7 +159,8 @@ def render_mode_reachability(scale: str, root: Path) -> list[str]:
     rows = [(f"{t} (co-trained)", s) for t, s in d.get("transitions", {}).items()]
     rows += [(f"none->negative ({b})", s) for b, s in d.get("baselines", {}).items()]
     for name, s in rows:
-        out.append(f"| {name} | {s['n']} | " + " | ".join(_f(s["eps"].get(k)) for k in KS)
+        n = f"{s['n']} of {s['n_prompts']}" if "n_prompts" in s else str(s["n"])
+        out.append(f"| {name} | {n} | " + " | ".join(_f(s["eps"].get(k)) for k in KS)
                    + f" | {_f(s['eps_judged'].get('10'))} |")
     out += ["", f"Random magic-token switch rate (judged negative): {_f(d.get('random_token_switch_rate'))}."
             + (f" {_backoff_line(d['meta']['backoff'])}" if d["meta"].get("backoff") else ""), ""]
