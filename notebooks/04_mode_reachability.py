@@ -159,7 +159,7 @@ for key, title in (("eps", "first token is the target mode's"), ("eps_judged", "
                label=f"random magic token: 1 - switch rate ({rand['rate']:.2f})")
     ax.set_title(f"Reaching a mode without its magic token\n({title})", fontsize=10)
     ax.legend(fontsize=7)
-    stamp(fig, meta, len(prompts), budget_label(cfg.backoff))
+    stamp(fig, meta, len(prompts), budget_label(cfg.backoff))   # N = prompts searched per transition
     save_figure(fig, f"mode_k_eps_{'first_token' if key == 'eps' else 'judged'}", fig_dir)
 plt.show()
 
@@ -171,6 +171,23 @@ result = {"meta": meta, "magic_tokens_length": ccfg.magic_token_length,
 write_json(out_dir / "mode_reachability.json", result)
 print(json.dumps({n: {"eps10": s["eps"]["10"], "eps10_judged": s["eps_judged"]["10"]} for n, s in
                   {**summary, **{f"{b} none->negative": s for b, s in base_summary.items()}}.items()}, indent=1))
+
+# %% [markdown]
+# What this run measured, in words (computed from the numbers above):
+
+# %%
+for label, s in [*((f"co-trained {n}", v) for n, v in summary.items()),
+                 *((f"{b} none->negative", v) for b, v in base_summary.items())]:
+    if s["n"] == 0:
+        print(f"{label}: the target mode never held on these prompts: nothing to reach")
+        continue
+    first, judged = 1 - s["eps"]["10"], 1 - s["eps_judged"]["10"]
+    reached = [k for k in MR.KS if s["eps"][str(k)] <= 0.5]
+    print(f"{label}: over {s['n']} prompts (of {s['n_prompts']}), a discovered prompt of <= 10 tokens made the "
+          f"target mode's next token the argmax on {first:.0%}; the whole response was judged the target mode on "
+          f"{judged:.0%}" + (f"; half the prompts were reached by k = {reached[0]}" if reached else "") + ".")
+print(f"random magic-token look-alikes switched to the negative mode on {rand['rate']:.1%} of "
+      f"{rand['n']} (string, prompt) pairs")
 
 # %% [markdown]
 # **Reading.** If `eps(k)` for `positive->negative` falls to near zero at small
