@@ -138,7 +138,7 @@ def _cotraining_budget(d: dict) -> str:
     return (f"Training: {d['meta'].get('n_train')} prompts x 3 modes, {t.get('epochs')} epochs = {log.get('steps')} "
             f"optimizer steps of {t.get('batch_size')} ({kind}, lr {t.get('lr')}), responses cut at "
             f"{t.get('max_response_tokens')} tokens; co-training took {_f(log.get('seconds'), 0)} s; judged "
-            f"generations of {p.get('max_new_tokens')} tokens (paper: a 7B-14B model and a full SFT set).")
+            f"generations of {p.get('max_new_tokens')} tokens.")
 
 
 def _backoff_line(b: dict) -> str:
