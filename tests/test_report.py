@@ -7,3 +7,20 @@ def test_readme_numbers_are_the_committed_results():
     text = (REPO_ROOT / "README.md").read_text()
     block = text.split(BEGIN, 1)[1].split(END, 1)[0]
     assert block.strip() == render().strip(), "run `magictokens report` and commit README.md"
+
+
+def test_a_cut_or_resized_run_says_so(tmp_path):
+    """Partial reachability runs and --set overrides are written next to their numbers."""
+    import json
+
+    eps = {k: 0.5 for k in ("0", "1", "2", "3", "4", "6", "8", "10")}
+    fam = {"n": 3, "eps": eps, "ci95": {}}
+    d = {"meta": {"model": "m", "seed": 0, "device": "cpu", "versions": {},
+                  "overrides": {"reachability": {"search_minutes": 0, "true_token": {"n_per_len": 2}}}},
+         "true_token": fam, "top75": {**fam, "n": 0}, "uniform_rank": {**fam, "n": 0},
+         "correlations": {}, "partial": True, "n_planned": {"true_token": 10, "top75": 4, "uniform_rank": 2}}
+    (tmp_path / "results" / "paper").mkdir(parents=True)
+    (tmp_path / "results" / "paper" / "reachability.json").write_text(json.dumps(d))
+    out = render(tmp_path)
+    assert "**Partial run**" in out and "3 of 10 true_token, 0 of 4 top75, 0 of 2 uniform_rank" in out
+    assert "`--set reachability.search_minutes=0` `--set reachability.true_token.n_per_len=2`" in out
