@@ -99,3 +99,14 @@ def stage_params(scale: str, section: str, cls, overrides: dict | None = None):
     if section not in params:
         raise MagicTokensError(f"params.yaml has no {section!r} section under 'default'")
     return params, build(cls, params[section], section)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}: the dotted keys `--set` takes (and a run's overrides)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

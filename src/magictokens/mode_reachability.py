@@ -97,12 +97,6 @@ def slot_ids(tok, user: str, source_token: str | None) -> tuple[list[int], list[
 
 
 @torch.inference_mode()
-def first_token(model, ids: list[int]) -> int:
-    dev = next(model.parameters()).device
-    return int(model(input_ids=torch.tensor([ids], device=dev), logits_to_keep=1).logits[0, -1].argmax())
-
-
-@torch.inference_mode()
 def greedy_ids(model, tok, ids: list[int], n: int) -> list[int]:
     """The first `n` greedy response ids after `ids` (stops at end of turn)."""
     from .training import end_of_turn_id, pad_id

@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # headless: CI, papermill
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .config import flatten  # noqa: E402
+
 K_LABEL = "Prompt Length [k]"
 EPS_LABEL = "Portion Incorrect [eps]"
 
@@ -29,9 +31,9 @@ def stamp(fig, meta: dict, n: int | None = None, extra: str = "") -> None:
     if n is not None:
         parts.append(f"N = {n}")
     parts += [f"seed {meta.get('seed')}", f"scale: {meta.get('scale')}", str(meta.get("device", ""))]
-    sets = _leaves(meta.get("overrides") or {})
-    if sets:   # a run resized with --set is not the scale's own budget: say so on the figure
-        parts += [("--set " if i == 0 else "") + f"{k}={v}" for i, (k, v) in enumerate(sets)]
+    sets = flatten(meta.get("overrides") or {})
+    if sets:   # a run resized with --set is not the scale's own budget: say so (knobs by their own names)
+        parts += [("--set " if i == 0 else "") + f"{k.rsplit('.', 1)[-1]}={v}" for i, (k, v) in enumerate(sets.items())]
     if extra:
         parts += extra.split(" | ")
     # wrap on " | " so a long budget string never runs off the figure
@@ -45,14 +47,6 @@ def stamp(fig, meta: dict, n: int | None = None, extra: str = "") -> None:
         cur = cand
     lines.append(cur)
     fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, color="0.35", ha="left", va="bottom")
-
-
-def _leaves(d: dict) -> list[tuple[str, object]]:
-    """{'a': {'b': 1}} -> [('b', 1)]: the overridden knobs, by their own names."""
-    out = []
-    for k, v in d.items():
-        out += _leaves(v) if isinstance(v, dict) else [(k, v)]
-    return out
 
 
 def save_figure(fig, name: str, figdir: str | Path) -> list[Path]:

@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from .config import REPO_ROOT
+from .config import REPO_ROOT, flatten
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 KS = ["0", "1", "2", "3", "4", "6", "8", "10"]
@@ -31,21 +31,11 @@ def _f(x, nd=3):
 
 def _meta_line(meta: dict) -> str:
     v = meta.get("versions", {})
-    sets = _flat(meta.get("overrides") or {})
+    sets = flatten(meta.get("overrides") or {})
     return (f"model `{meta.get('model')}`, seed {meta.get('seed')}, device {meta.get('device')}, "
             f"torch {v.get('torch')}, transformers {v.get('transformers')}"  # the commit is in the JSON
             + (", run with " + " ".join(f"`--set {k}={v}`" for k, v in sets.items()) if sets else ""))
 
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} -> {'a.b': 1}: the --set overrides a run was given."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def render_reachability(scale: str, root: Path) -> list[str]:
