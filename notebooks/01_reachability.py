@@ -79,9 +79,10 @@ print("back-off budget:", json.dumps(asdict(cfg.backoff)))
 # %%
 families = R.build_instances(cfg, tok, judge, P["seed"], read_wikitext(),
                             data_path(AUTHORS_X0) if cfg.true_token.source == "authors_csv" else None)
-inst_true = families["true_token"]
-rows_true = R.run_instances(inst_true, search_model, tok, cfg.backoff, log_dir / "true_token.jsonl",
-                            verify_model=verify_model, seed=P["seed"], desc="true token", deadline=DEADLINE)
+# all three families' searches run here, interleaved (a cut run finishes some of each)
+ROWS = R.run_families(families, search_model, tok, cfg.backoff, log_dir, verify_model=verify_model,
+                      seed=P["seed"], deadline=DEADLINE)
+rows_true = ROWS["true_token"]
 sum_true = R.summarize(rows_true, seed=P["seed"])
 PLANNED = {name: len(v) for name, v in families.items()}
 
@@ -123,9 +124,7 @@ plt.show()
 
 # %%
 t75 = cfg.top75
-inst_75 = families["top75"]
-rows_75 = R.run_instances(inst_75, search_model, tok, cfg.backoff, log_dir / "top75.jsonl",
-                          verify_model=verify_model, seed=P["seed"], desc="top-75", deadline=DEADLINE)
+rows_75 = ROWS["top75"]
 sum_75 = R.summarize(rows_75, seed=P["seed"])
 
 fig, ax = plt.subplots(figsize=(6.2, 4.2))
@@ -146,9 +145,7 @@ plt.show()
 # drawn at "inf".
 
 # %%
-inst_ur = families["uniform_rank"]
-rows_ur = R.run_instances(inst_ur, search_model, tok, cfg.backoff, log_dir / "uniform_rank.jsonl",
-                          verify_model=verify_model, seed=P["seed"], desc="uniform rank", deadline=DEADLINE)
+rows_ur = ROWS["uniform_rank"]
 sum_ur = R.summarize(rows_ur, seed=P["seed"])
 INF = 12  # where "unsolved" is drawn
 

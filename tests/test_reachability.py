@@ -67,6 +67,32 @@ def test_run_instances_resumes_and_survives_a_crash(tiny, tmp_path, monkeypatch)
     assert not InstanceLog(log, {"other": 1}).rows
 
 
+def test_a_cut_run_finishes_some_of_every_family(tiny, tmp_path, monkeypatch):
+    """Families are interleaved round-robin: a deadline after 4 instances leaves 2 + 1 + 1, not 4 + 0 + 0."""
+    import time
+
+    model, tok = tiny
+    fams = {"a": R.sample_wikitext_instances(tok, TEXT, [4], 4, seed=0, kind="a"),
+            "b": R.sample_wikitext_instances(tok, TEXT, [5], 3, seed=1, kind="b"),
+            "c": R.sample_wikitext_instances(tok, TEXT, [6], 3, seed=2, kind="c")}
+    clock = [0.0]
+    real = backoff.run
+
+    def ticking(*a, **k):          # each instance "takes" one second
+        clock[0] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(backoff, "run", ticking)
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    rows = R.run_families(fams, model, tok, CFG, tmp_path, deadline=3.5)
+    assert {n: len(r) for n, r in rows.items()} == {"a": 2, "b": 1, "c": 1}
+    # each family's finished set is the head of its own seeded random order, whatever the other families
+    alone = R.run_instances(fams["a"], model, tok, CFG, tmp_path / "alone" / "a.jsonl", deadline=clock[0] + 1.5)
+    assert [r["id"] for r in alone] == [r["id"] for r in rows["a"]]
+    rest = R.run_families(fams, model, tok, CFG, tmp_path)       # resumes: only the missing 6 run
+    assert {n: len(r) for n, r in rest.items()} == {"a": 4, "b": 3, "c": 3} and clock[0] == 4 + 2 + 6
+
+
 def test_summary_and_histogram(tiny):
     _, tok = tiny
     rows = [{"k": k, "meta": {"length": L}, "base_loss": bl, "base_rank": br, "ids": ids, "seconds": 1.0,

@@ -189,38 +189,52 @@ def build_instances(cfg: ReachabilityConfig, tokenizer, model, seed: int, text: 
             "uniform_rank": uniform_rank_instances(model, x0_ur, ur.n_ranks)}
 
 
-def run_instances(instances: list[Instance], search_model, tokenizer, config: backoff.BackoffConfig,
-                  log_path: str | Path, verify_model=None, seed: int = 0, desc: str = "back-off",
-                  deadline: float | None = None) -> list[dict]:
-    """Back-off search on every instance not yet in the log; returns the finished rows in order.
+def run_families(families: dict[str, list[Instance]], search_model, tokenizer, config: backoff.BackoffConfig,
+                 log_dir: str | Path, verify_model=None, seed: int = 0,
+                 deadline: float | None = None) -> dict[str, list[dict]]:
+    """Back-off search on every instance not yet in its family's log (`log_dir/<family>.jsonl`).
 
-    `deadline` (a time.time() value): start no new instance after it, so a
-    time-limited machine (one GPU call) stops cleanly with everything it
-    finished on disk; the next call resumes.
+    -> {family: finished rows, in instance order}. Families are interleaved
+    round-robin, each in a seeded random order, so a run cut by `deadline` (a
+    time.time() value: start no new instance after it, e.g. one time-limited
+    GPU call) has finished a random subset of *every* family, not all of the
+    first family and none of the rest; the next run resumes.
     """
+    import itertools
     import time
     from .models import fingerprint
 
     weights = fingerprint(verify_model if verify_model is not None else search_model)
-    log = InstanceLog(log_path, {"backoff": asdict(config), "seed": seed, "weights": weights})
+    header = {"backoff": asdict(config), "seed": seed, "weights": weights}
+    logs = {name: InstanceLog(Path(log_dir) / f"{name}.jsonl", header) for name in families}
 
-    def finished(x: Instance) -> bool:  # same id *and* same content (N or seed may have changed)
-        row = log.rows.get(x.id)
+    def finished(name: str, x: Instance) -> bool:  # same id *and* same content (N or seed may have changed)
+        row = logs[name].rows.get(x.id)
         return row is not None and row["x0_ids"] == list(x.x0_ids) and row["target_id"] == x.target_id
 
-    todo = [x for x in instances if not finished(x)]
-    # seeded random order: a run cut by its deadline has finished a random subset of the
-    # family, not its shortest x0 first (results do not depend on the order)
-    random.Random(f"order-{seed}").shuffle(todo)
-    for x in tqdm(todo, desc=desc, unit="inst", disable=not todo):
+    todo = {}
+    for name, insts in families.items():
+        todo[name] = [(name, x) for x in insts if not finished(name, x)]
+        # results do not depend on the order; a cut run's finished set does
+        random.Random(f"order-{seed}").shuffle(todo[name])
+    queue = [job for group in itertools.zip_longest(*todo.values()) for job in group if job is not None]
+    for name, x in tqdm(queue, desc="back-off: " + ", ".join(families), unit="inst", disable=not queue):
         if deadline is not None and time.time() > deadline:
             break
         r = backoff.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model, seed=seed)
-        log.add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
-                       **{k: v for k, v in asdict(r).items()},
-                       # timings depend on what else the machine ran: keep the load beside them
-                       "load_avg_1min": os.getloadavg()[0]})
-    return [log.rows[x.id] for x in instances if finished(x)]
+        logs[name].add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
+                              **asdict(r),
+                              # timings depend on what else the machine ran: keep the load beside them
+                              "load_avg_1min": os.getloadavg()[0]})
+    return {name: [logs[name].rows[x.id] for x in insts if finished(name, x)] for name, insts in families.items()}
+
+
+def run_instances(instances: list[Instance], search_model, tokenizer, config: backoff.BackoffConfig,
+                  log_path: str | Path, verify_model=None, seed: int = 0, deadline: float | None = None) -> list[dict]:
+    """One family: `run_families` with the log at `log_path`."""
+    log_path = Path(log_path)
+    return run_families({log_path.stem: instances}, search_model, tokenizer, config, log_path.parent,
+                        verify_model=verify_model, seed=seed, deadline=deadline)[log_path.stem]
 
 
 def summarize(rows: list[dict], ks=ALL_KS, seed: int = 0) -> dict:
@@ -328,9 +342,6 @@ def search(scale: str = "paper", out_root=None, overrides: dict | None = None, f
     if unknown:
         raise MagicTokensError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {sorted(unknown)}: use {sorted(fams)}")
     log_dir = results_dir(scale, out_root) / "instances" / "reachability"
-    done = {}
-    for name in families or list(fams):
-        rows = run_instances(fams[name], search_model, tok, cfg.backoff, log_dir / f"{name}.jsonl",
-                             verify_model=verify_model, seed=P["seed"], desc=name, deadline=deadline)
-        done[name] = (len(rows), len(fams[name]))
-    return done
+    rows = run_families({name: fams[name] for name in families or fams}, search_model, tok, cfg.backoff, log_dir,
+                        verify_model=verify_model, seed=P["seed"], deadline=deadline)
+    return {name: (len(r), len(fams[name])) for name, r in rows.items()}
