@@ -85,6 +85,9 @@ ROWS = R.run_families(families, search_model, tok, cfg.backoff, log_dir, verify_
 rows_true = ROWS["true_token"]
 sum_true = R.summarize(rows_true, seed=P["seed"])
 PLANNED = {name: len(v) for name, v in families.items()}
+# k = 0 needs no search: one forward per x0 gives eps(0) over *every* planned instance
+CENSUS = {name: R.k0_census(judge, insts, seed=P["seed"]) for name, insts in families.items()}
+print("k=0 over all planned instances:", json.dumps(CENSUS))
 
 
 def budget(rows, planned, ax):
@@ -108,6 +111,10 @@ for log in (False, True):
                color="black", linewidth=2)
     plot_k_eps(ax, {k: v for k, v in PA["gpt2_small_eps"].items()}, "paper: GPT-2 small", log=log,
                color="0.5", linestyle="--")
+    c0 = CENSUS["true_token"]
+    if c0["n"] > sum_true["n"]:  # a cut run: eps(0) is still known over all planned x0
+        ax.errorbar([0.15], [c0["eps0"]], yerr=[[c0["eps0"] - c0["ci95"][0]], [c0["ci95"][1] - c0["eps0"]]],
+                    fmt="o", color="crimson", capsize=3, label=f"k=0, all N={c0['n']} planned (no search)")
     for (name, v), m, dx in zip(PA["eps10"].items(), ("s", "^", "D"), (-0.25, 0, 0.25)):
         ax.scatter([10 + dx], [max(v, 1e-4)], marker=m, color="0.3", zorder=5, label=f"paper: {name} eps(10)")
     ax.set_title("True next token: k-epsilon" + (" (log)" if log else ""))
@@ -222,7 +229,7 @@ summary = {"meta": meta, "true_token": sum_true,
            "top75": {k: sum_75[k] for k in ("n", "eps", "ci95")},
            "uniform_rank": {k: sum_ur[k] for k in ("n", "eps", "ci95")},
            "correlations": corr["true_token"], "correlations_by_family": corr,
-           "n_planned": PLANNED, "partial": len(all_rows) < sum(PLANNED.values()),
+           "n_planned": PLANNED, "partial": len(all_rows) < sum(PLANNED.values()), "k0_census": CENSUS,
            "retokenizes": float(np.mean([r["retokenizes"] for r in all_rows if r["k"]] or [np.nan])),
            "paper": {k: (dict(v) if isinstance(v, dict) else v) for k, v in PA.items()}}
 write_json(out_dir / "reachability.json", summary)

@@ -93,6 +93,19 @@ def test_a_cut_run_finishes_some_of_every_family(tiny, tmp_path, monkeypatch):
     assert {n: len(r) for n, r in rest.items()} == {"a": 4, "b": 3, "c": 3} and clock[0] == 4 + 2 + 6
 
 
+def test_k0_census_matches_the_searched_eps0(tiny, tmp_path):
+    model, tok = tiny
+    x0 = R.sample_wikitext_instances(tok, TEXT, [4, 5], 2, seed=3, kind="x0")
+    top = R.top_n_instances(model, x0, top_n=5, n_targets=5, seed=0)   # rank 0 is one of 5 per x0
+    c = R.k0_census(model, top, batch_size=3)
+    assert c["n"] == 20 and c["eps0"] == pytest.approx(0.8)
+    inst = R.sample_wikitext_instances(tok, TEXT, [3, 4, 6], 4, seed=1)
+    rows = R.run_instances(inst, model, tok, CFG, tmp_path / "x.jsonl")
+    c = R.k0_census(model, inst)
+    assert c["eps0"] == R.summarize(rows)["eps"]["0"]
+    assert c["mean_base_loss"] == pytest.approx(sum(r["base_loss"] for r in rows) / len(rows), rel=1e-4)
+
+
 def test_summary_and_histogram(tiny):
     _, tok = tiny
     rows = [{"k": k, "meta": {"length": L}, "base_loss": bl, "base_rank": br, "ids": ids, "seconds": 1.0,

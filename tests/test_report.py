@@ -18,9 +18,12 @@ def test_a_cut_or_resized_run_says_so(tmp_path):
     d = {"meta": {"model": "m", "seed": 0, "device": "cpu", "versions": {},
                   "overrides": {"reachability": {"search_minutes": 0, "true_token": {"n_per_len": 2}}}},
          "true_token": fam, "top75": {**fam, "n": 0}, "uniform_rank": {**fam, "n": 0},
-         "correlations": {}, "partial": True, "n_planned": {"true_token": 10, "top75": 4, "uniform_rank": 2}}
+         "correlations": {}, "partial": True, "n_planned": {"true_token": 10, "top75": 4, "uniform_rank": 2},
+         "k0_census": {"true_token": {"n": 10, "eps0": 0.7, "ci95": [0.4, 1.0]}},
+         "paper": {"gpt2_small_eps": {"0": 0.753}}}
     (tmp_path / "results" / "paper").mkdir(parents=True)
     (tmp_path / "results" / "paper" / "reachability.json").write_text(json.dumps(d))
     out = render(tmp_path)
     assert "**Partial run**" in out and "3 of 10 true_token, 0 of 4 top75, 0 of 2 uniform_rank" in out
     assert "`--set reachability.search_minutes=0` `--set reachability.true_token.n_per_len=2`" in out
+    assert "eps(0) = 0.700 (95% CI 0.400-1.000, N=10; paper GPT-2 small 0.753)" in out

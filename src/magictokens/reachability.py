@@ -250,6 +250,36 @@ def summarize(rows: list[dict], ks=ALL_KS, seed: int = 0) -> dict:
             "ci95": {str(k): v for k, v in bootstrap_ci(req, ks, seed=seed).items()}}
 
 
+@torch.inference_mode()
+def k0_census(model, instances: list[Instance], batch_size: int = 256, seed: int = 0) -> dict:
+    """k = 0 for *every* planned instance: is y already the unique argmax of P(. | x0)?
+
+    One forward per distinct x0 (the fp32 judge, last-position logits), no
+    search, so even a run cut after a handful of searches gives eps(0) over the
+    whole planned N; on a finished run it equals the searched eps(0) (tested).
+    x0 of one length go through together: (B, |x0|) -> (B, V).
+    -> {"n", "eps0", "ci95", "mean_base_loss"}
+    """
+    # one forward per *distinct* x0 (top-75 and uniform-rank share theirs), x0 of one length together
+    x0s = sorted({tuple(x.x0_ids) for x in instances}, key=len)
+    logits_of: dict[tuple, torch.Tensor] = {}
+    for L in sorted({len(x) for x in x0s}):
+        same = [x for x in x0s if len(x) == L]
+        for i in range(0, len(same), batch_size):
+            ids = torch.tensor(same[i:i + batch_size], device=model.device)
+            out = model(input_ids=ids, logits_to_keep=1).logits[:, -1].float().cpu()   # (B, V)
+            logits_of.update(zip(same[i:i + batch_size], out))
+    req, losses = [], []
+    for x in instances:
+        z = logits_of[tuple(x.x0_ids)]
+        others = z.clone()
+        others[x.target_id] = float("-inf")
+        req.append(0 if z[x.target_id] > others.max() else None)        # a tie is not a success
+        losses.append(float(-torch.log_softmax(z, -1)[x.target_id]))
+    return {"n": len(req), "eps0": k_epsilon_curve(req, [0])[0], "ci95": bootstrap_ci(req, [0], seed=seed)[0],
+            "mean_base_loss": float(np.mean(losses)) if losses else math.nan}
+
+
 def correlations(rows: list[dict]) -> dict:
     """Pearson r of required k with base loss and with base rank (solved instances)."""
     solved = [r for r in rows if r["k"] is not None]

@@ -59,6 +59,11 @@ def render_reachability(scale: str, root: Path) -> list[str]:
     if "gpt2_small_eps" in paper:
         g = paper["gpt2_small_eps"]
         out.append("| paper: GPT-2 small, true token | " + " | ".join(_f(g.get(k)) for k in KS) + " |")
+    c0 = (d.get("k0_census") or {}).get("true_token")
+    if c0 and c0["n"] > d["true_token"]["n"]:
+        out += ["", f"k = 0 needs no search, so it is known over every planned true-token instance: eps(0) = "
+                f"{_f(c0['eps0'])} (95% CI {_f(c0['ci95'][0])}-{_f(c0['ci95'][1])}, N={c0['n']}; paper GPT-2 small "
+                f"{_f(d.get('paper', {}).get('gpt2_small_eps', {}).get('0'))})."]
     ci = d["true_token"].get("ci95", {}).get("10")
     c = d.get("correlations", {})
     out += ["", f"True token eps(10) = {_f(d['true_token']['eps']['10'])}"
