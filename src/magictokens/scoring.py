@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from .errors import MagicTokensError
 
@@ -116,7 +117,10 @@ class Scorer:
         if controls.dim() == 1:
             controls = controls[None]
         outs = []
-        for chunk in controls.split(self.batch_size):
+        chunks = controls.split(self.batch_size)
+        # a whole-vocabulary sweep takes minutes on a CPU: a bar shows up after 5 s, never before
+        for chunk in tqdm(chunks, desc=f"scoring {len(controls)}", unit="batch", leave=False, delay=5,
+                          disable=len(chunks) < 8):
             if self.cache is not None:
                 logits = last_logits(self.model, self.sequences(chunk, False), past=self.cache.expand(len(chunk)))
             else:

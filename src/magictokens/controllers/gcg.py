@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import MagicTokensError
 from ..scoring import Scorer, Verifier, check_ids, onehot_gradient
@@ -98,7 +99,8 @@ def run(model, tokenizer, x0_ids, target_id: int, k: int, config: GCGConfig = GC
         return res
 
     topk = min(config.topk, int(allowed.sum()))
-    for step in range(config.num_steps):
+    # paper budget on a CPU: minutes per length, so a bar (shown only after 5 s)
+    for step in tqdm(range(config.num_steps), desc=f"GCG k={k}", unit="step", leave=False, delay=5):
         grad = onehot_gradient(model, u, scorer.suffix, target_id, scorer.prefix).cpu()  # (k, V)
         grad[:, ~allowed] = float("inf")
         top_ids = torch.topk(-grad, topk, dim=1).indices                               # (k, topk)
