@@ -27,6 +27,26 @@ def brute_force_step(model, tok, prompt, x0, y):
     return t, lp
 
 
+def test_a_shared_k1_sweep_decides_as_each_target_alone(tiny, tiny_ids):
+    """One whole-vocabulary sweep for many targets of one x0 == a sweep per target (k=1 and the k=2 after it)."""
+    model, tok = tiny
+    x0 = tiny_ids("the red car was on the")
+    order = torch.argsort(model(input_ids=torch.tensor([x0])).logits[0, -1], descending=True).tolist()
+    targets = [order[0], order[1], order[5], order[30], order[-1]]
+    cfg = greedy.GreedyConfig(k_max=2, batch_size=7, verify_top=3, stop_on_success=False, init_token="the")
+    steps = greedy.shared_first_steps(model, tok, x0, targets, cfg)
+    n_allowed = int(allowed_token_mask(tok, model.config.vocab_size).sum())
+    for y in targets:
+        alone = greedy.run(model, tok, x0, y, cfg, verify_model=model)
+        shared = greedy.run(model, tok, x0, y, cfg, verify_model=model, first_step=steps[y])
+        assert (shared.ids_by_k, shared.success_by_k) == (alone.ids_by_k, alone.success_by_k)
+        assert shared.loss_by_k == pytest.approx(alone.loss_by_k, abs=1e-6)
+        assert shared.n_candidates == alone.n_candidates == 2 * n_allowed
+        assert len(steps[y].controls) <= cfg.verify_top + 1
+    with pytest.raises(MagicTokensError, match="whole vocabulary"):
+        greedy.shared_first_steps(model, tok, x0, targets, greedy.GreedyConfig(candidates=4, init_token="the"))
+
+
 def test_batched_greedy_equals_brute_force(tiny, tiny_ids):
     model, tok = tiny
     x0, y = tiny_ids("the red car was on the"), tiny_ids("river")[0]

@@ -106,6 +106,25 @@ def test_k0_census_matches_the_searched_eps0(tiny, tmp_path):
     assert c["mean_base_loss"] == pytest.approx(sum(r["base_loss"] for r in rows) / len(rows), rel=1e-4)
 
 
+def test_targets_of_one_x0_share_the_k1_sweep(tiny, tmp_path):
+    """run_families sweeps k=1 once per x0 and finds what each instance's own search finds."""
+    model, tok = tiny
+    x0 = R.sample_wikitext_instances(tok, TEXT, [4, 5], 1, seed=3, kind="x0")
+    inst = R.top_n_instances(model, x0, top_n=20, n_targets=6, seed=0) + R.uniform_rank_instances(model, x0[:1], 4)
+    cfg = backoff.BackoffConfig(greedy_ks=[1, 2], gcg_ks=[3], greedy=greedy.GreedyConfig(init_token="the", batch_size=16),
+                                gcg=gcg.GCGConfig(num_steps=2, search_width=8, topk=4, init_token="the"))
+    rows = R.run_families({"t": inst}, model, tok, cfg, tmp_path)["t"]
+    for x, row in zip(inst, rows):
+        alone = backoff.run(model, tok, x.x0_ids, x.target_id, cfg)
+        assert (row["k"], row["ids"]) == (alone.k, alone.ids)
+    n_allowed = int(allowed_token_mask(tok, model.config.vocab_size).sum())
+    k1 = [r for r in rows if r["k"] != 0]
+    steps = sum(t["method"] == "greedy" for r in k1 for t in r["trace"])
+    reused = len(k1) - len({tuple(r["x0_ids"]) for r in k1})      # k=1 sweeps not run again
+    assert reused > 0
+    assert sum(r["n_candidates"]["greedy"] for r in k1) == (steps - reused) * n_allowed
+
+
 def test_summary_and_histogram(tiny):
     _, tok = tiny
     rows = [{"k": k, "meta": {"length": L}, "base_loss": bl, "base_rank": br, "ids": ids, "seconds": 1.0,

@@ -200,8 +200,11 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
     GPU call) has finished a random subset of *every* family, not all of the
     first family and none of the rest; the next run resumes.
     """
+    import dataclasses
     import itertools
     import time
+
+    from .controllers import greedy
     from .models import fingerprint
 
     weights = fingerprint(verify_model if verify_model is not None else search_model)
@@ -218,10 +221,28 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
         # results do not depend on the order; a cut run's finished set does
         random.Random(f"order-{seed}").shuffle(todo[name])
     queue = [job for group in itertools.zip_longest(*todo.values()) for job in group if job is not None]
+
+    # Whole-vocabulary greedy: the k=1 sweep of an x0 scores every target of that x0 at
+    # once (top-75: 75 targets, uniform rank: 185), computed when the first of them needs it.
+    targets_of: dict[tuple, list[int]] = {}
+    for _, x in queue:
+        targets_of.setdefault(tuple(x.x0_ids), []).append(x.target_id)
+    sweeps: dict[tuple, dict] = {}
+
+    def first_step(x: Instance):
+        key = tuple(x.x0_ids)
+        if key in sweeps:   # reused: its cost was counted by the instance that ran it
+            return dataclasses.replace(sweeps[key][x.target_id], n_scored=0, seconds=0.0)
+        sweeps[key] = greedy.shared_first_steps(search_model, tokenizer, x.x0_ids, targets_of[key], config.greedy)
+        return sweeps[key][x.target_id]
+
+    share = config.greedy.candidates is None and bool(config.greedy_ks)
     for name, x in tqdm(queue, desc="back-off: " + ", ".join(families), unit="inst", disable=not queue):
         if deadline is not None and time.time() > deadline:
             break
-        r = backoff.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model, seed=seed)
+        shared = share and len(targets_of[tuple(x.x0_ids)]) > 1
+        r = backoff.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model, seed=seed,
+                        first_step=(lambda x=x: first_step(x)) if shared else None)
         logs[name].add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
                               **asdict(r),
                               # timings depend on what else the machine ran: keep the load beside them

@@ -58,6 +58,19 @@ def loss_and_margin(logits: torch.Tensor, target: int) -> Scores:
                   argmax=logits.argmax(dim=-1))
 
 
+def loss_and_margin_many(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, V) fp32 logits, (m,) target ids -> loss, margin, each (B, m).
+
+    The same numbers `loss_and_margin` gives target by target: the best
+    other logit is the top-1 unless the top-1 is the target, then the top-2.
+    """
+    logp = torch.log_softmax(logits, dim=-1)
+    top = logits.topk(2, dim=-1)                                            # (B, 2)
+    y_logit = logits[:, targets]                                            # (B, m)
+    other = torch.where(top.indices[:, :1] == targets[None], top.values[:, 1:], top.values[:, :1])
+    return -logp[:, targets], y_logit - other
+
+
 class PrefixCache:
     """Keys/values of a fixed prefix, computed once, expanded per batch.
 
@@ -128,6 +141,31 @@ class Scorer:
             outs.append(loss_and_margin(logits, self.target))
         self.n_scored += int(controls.shape[0])
         return Scores(*(torch.cat([getattr(o, f) for o in outs]).cpu() for f in ("loss", "margin", "argmax")))
+
+
+    @torch.inference_mode()
+    def score_many(self, controls, targets) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, k) controls, (m,) targets -> loss, margin, each (N, m) fp32 on the CPU.
+
+        One forward serves every target that shares this (prefix, suffix): the
+        greedy k=1 sweep of a top-75 or uniform-rank x0 scores all its targets
+        at once. Chunks are the same as `score`'s, so the numbers are too.
+        """
+        controls = torch.as_tensor(controls, dtype=torch.long)
+        targets = torch.as_tensor(targets, dtype=torch.long).to(self.device)
+        losses, margins = [], []
+        chunks = controls.split(self.batch_size)
+        for chunk in tqdm(chunks, desc=f"scoring {len(controls)} x {len(targets)} targets", unit="batch",
+                          leave=False, delay=5, disable=len(chunks) < 8):
+            if self.cache is not None:
+                logits = last_logits(self.model, self.sequences(chunk, False), past=self.cache.expand(len(chunk)))
+            else:
+                logits = last_logits(self.model, self.sequences(chunk, True))
+            loss, margin = loss_and_margin_many(logits, targets)
+            losses.append(loss.cpu())
+            margins.append(margin.cpu())
+        self.n_scored += int(controls.shape[0])
+        return torch.cat(losses), torch.cat(margins)
 
 
 def onehot_gradient(model, control_ids: torch.Tensor, suffix_ids: torch.Tensor, target_id: int,

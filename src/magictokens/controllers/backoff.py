@@ -68,8 +68,13 @@ def base_scores(model, x0_ids, target_id: int, prefix_ids=()) -> tuple[float, in
 
 
 def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = BackoffConfig(),
-        prefix_ids=(), verify_model=None, seed: int = 0) -> BackoffResult:
-    """Algorithm 1. `model` searches (bf16 for speed), `verify_model` (fp32) decides success."""
+        prefix_ids=(), verify_model=None, seed: int = 0, first_step=None) -> BackoffResult:
+    """Algorithm 1. `model` searches (bf16 for speed), `verify_model` (fp32) decides success.
+
+    `first_step`: a zero-argument callable returning greedy's k=1 sweep
+    (`greedy.FirstStep`), called only if k=0 fails: several targets of one x0
+    then share one sweep (reachability.run_families).
+    """
     t0 = time.perf_counter()
     judge = verify_model if verify_model is not None else model
     vocab = judge.get_input_embeddings().weight.shape[0]
@@ -92,7 +97,8 @@ def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = Backof
     best: list[int] = []
     if config.greedy_ks:
         cfg = greedy_mod.GreedyConfig(**{**config.greedy.__dict__, "k_max": max(config.greedy_ks), "stop_on_success": True})
-        g = greedy_mod.run(model, tokenizer, x0, target_id, cfg, prefix_ids=prefix_ids, verify_model=verify_model)
+        g = greedy_mod.run(model, tokenizer, x0, target_id, cfg, prefix_ids=prefix_ids, verify_model=verify_model,
+                           first_step=first_step() if first_step is not None else None)
         n_cand["greedy"] += g.n_candidates
         secs["greedy"] += g.seconds
         for k in sorted(g.ids_by_k):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import MagicTokensError
-from ..scoring import Scorer, Verifier, check_ids, onehot_gradient
+from ..scoring import Scorer, Scores, Verifier, check_ids, onehot_gradient
 from .filters import allowed_token_mask
 
 
@@ -72,9 +72,53 @@ def greedy_step(scorer: Scorer, prompt: torch.Tensor, candidates: torch.Tensor):
     return controls, scorer.score(controls)
 
 
+@dataclass
+class FirstStep:
+    """What greedy's k=1 sweep needs to decide, for one target: the few candidates
+    that can win (the `verify_top` highest margins and the lowest loss), in vocabulary order."""
+    controls: torch.Tensor    # (n, 1)
+    scores: Scores            # (n,) fields
+    n_scored: int             # candidates the shared sweep scored
+    seconds: float            # its wall time
+
+
+def shared_first_steps(model, tokenizer, x0_ids, target_ids, config: GreedyConfig = GreedyConfig(),
+                       prefix_ids=()) -> dict[int, FirstStep]:
+    """The whole-vocabulary k=1 sweep once for many targets of one x0. -> {target: FirstStep}
+
+    u = (t) for every allowed t; one forward per candidate gives P(. | t + x0),
+    so loss and margin of every target come from the same logits: (V_allowed, m).
+    Greedy keeps the verified success with the largest margin, else the lowest
+    loss, so per target only those candidates are kept; `run(first_step=...)`
+    then decides exactly as if it had swept alone (tested).
+    """
+    if config.candidates is not None:
+        raise MagicTokensError("a shared k=1 sweep needs the whole vocabulary (greedy.candidates = null)")
+    t0 = time.perf_counter()
+    vocab = model.get_input_embeddings().weight.shape[0]
+    targets = sorted(set(int(t) for t in target_ids))
+    scorer = Scorer(model, x0_ids, targets[0], prefix_ids, batch_size=config.batch_size)
+    controls = torch.nonzero(allowed_token_mask(tokenizer, vocab, config.ascii_only)).squeeze(1)[:, None]
+    loss, margin = scorer.score_many(controls, targets)                  # (N, m) each
+    seconds = time.perf_counter() - t0
+    out = {}
+    for j, t in enumerate(targets):
+        top = torch.topk(margin[:, j], min(config.verify_top, len(controls))).indices
+        keep = torch.unique(torch.cat([top, torch.argmin(loss[:, j])[None]]))   # sorted: argmin ties resolve alike
+        out[t] = FirstStep(controls[keep], Scores(loss[keep, j], margin[keep, j], torch.full((len(keep),), -1)),
+                           len(controls), seconds)
+    return out
+
+
 def run(model, tokenizer, x0_ids, target_id: int, config: GreedyConfig = GreedyConfig(),
-        prefix_ids=(), start_ids=(), verify_model=None, on_step=None) -> GreedyResult:
-    """Greedy back-generation for k = len(start_ids)+1 ... config.k_max."""
+        prefix_ids=(), start_ids=(), verify_model=None, on_step=None,
+        first_step: FirstStep | None = None) -> GreedyResult:
+    """Greedy back-generation for k = len(start_ids)+1 ... config.k_max.
+
+    `first_step` (from `shared_first_steps`, same x0 and target) replaces the
+    k=1 sweep; its `n_scored` and `seconds` are added to this result (zero them
+    for every user of one sweep but the first, so throughput stays honest).
+    """
     if config.k_max <= 0:
         raise MagicTokensError(f"greedy k_max must be >= 1, got {config.k_max}")
     t0 = time.perf_counter()
@@ -88,16 +132,21 @@ def run(model, tokenizer, x0_ids, target_id: int, config: GreedyConfig = GreedyC
     placeholder = torch.tensor([init_token_id(tokenizer, config.init_token)])
     res = GreedyResult()
     for k in range(len(prompt) + 1, config.k_max + 1):
-        if config.candidates is None:
-            cands = all_allowed
+        if first_step is not None and k == 1:
+            controls, scores = first_step.controls, first_step.scores
+            res.n_candidates += first_step.n_scored
+            t0 -= first_step.seconds          # the shared sweep's time belongs to this result
         else:
-            # rank tokens for the new first position by the one-hot gradient
-            grad = onehot_gradient(model, torch.cat([placeholder, prompt]), scorer.suffix, target_id,
-                                   scorer.prefix)[0].cpu()          # (V,)
-            grad[~allowed] = float("inf")
-            cands = torch.topk(-grad, min(config.candidates, int(allowed.sum()))).indices
-        controls, scores = greedy_step(scorer, prompt, cands)
-        res.n_candidates += len(cands)
+            if config.candidates is None:
+                cands = all_allowed
+            else:
+                # rank tokens for the new first position by the one-hot gradient
+                grad = onehot_gradient(model, torch.cat([placeholder, prompt]), scorer.suffix, target_id,
+                                       scorer.prefix)[0].cpu()          # (V,)
+                grad[~allowed] = float("inf")
+                cands = torch.topk(-grad, min(config.candidates, int(allowed.sum()))).indices
+            controls, scores = greedy_step(scorer, prompt, cands)
+            res.n_candidates += len(cands)
         win, vloss, _ = verifier.first_success(controls, scores)
         best = win if win >= 0 else int(torch.argmin(scores.loss))
         prompt = controls[best].clone()
