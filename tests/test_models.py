@@ -3,7 +3,7 @@ import torch
 
 from magictokens.errors import MagicTokensError
 from magictokens.models import DEFAULT_MODEL, load_model, load_search_pair
-from magictokens.pipeline import main, parse_sets
+from magictokens.pipeline import main, parse_sets, parse_shard
 
 
 def test_unknown_model_is_one_clear_error(monkeypatch, tmp_path):
@@ -36,3 +36,7 @@ def test_cli_errors_are_one_line(capsys):
     with pytest.raises(MagicTokensError, match="key.path=value"):
         parse_sets(["oops"])
     assert parse_sets(["a.b=3", "a.c=[1, 2]", "m=gpt2"]) == {"a": {"b": 3, "c": [1, 2]}, "m": "gpt2"}
+    assert parse_shard("1/4") == (1, 4) and parse_shard(None) is None
+    for bad in ("4/4", "1of4", "-1/2"):
+        with pytest.raises(MagicTokensError, match="--shard"):
+            parse_shard(bad)

@@ -93,6 +93,34 @@ def test_a_cut_run_finishes_some_of_every_family(tiny, tmp_path, monkeypatch):
     assert {n: len(r) for n, r in rest.items()} == {"a": 4, "b": 3, "c": 3} and clock[0] == 4 + 2 + 6
 
 
+def test_shards_split_every_family_and_together_equal_one_run(tiny, tmp_path):
+    """--shard i/n: disjoint, covering, stable across calls; concatenated logs resume like one run."""
+    model, tok = tiny
+    fams = {"a": R.sample_wikitext_instances(tok, TEXT, [4], 5, seed=0, kind="a"),
+            "b": R.sample_wikitext_instances(tok, TEXT, [5], 3, seed=1, kind="b")}
+    solo = R.run_families(fams, model, tok, CFG, tmp_path / "solo")
+    parts = [R.run_families(fams, model, tok, CFG, tmp_path / f"s{i}", shard=(i, 3)) for i in range(3)]
+    for name in fams:
+        ids = [r["id"] for p in parts for r in p[name]]
+        assert sorted(ids) == sorted(r["id"] for r in solo[name]) and len(ids) == len(set(ids))
+        assert all(r["shards"] == 3 for p in parts for r in p[name])
+        # the same shard again finds nothing new to do
+        log = tmp_path / "s1" / f"{name}.jsonl"
+        before = log.read_text() if log.exists() else ""
+        R.run_families(fams, model, tok, CFG, tmp_path / "s1", shard=(1, 3))
+        assert (log.read_text() if log.exists() else "") == before
+        # concatenated shard logs: one log a plain run resumes from without searching
+        (tmp_path / "all").mkdir(exist_ok=True)
+        (tmp_path / "all" / f"{name}.jsonl").write_text(
+            "".join((tmp_path / f"s{i}" / f"{name}.jsonl").read_text()
+                    for i in range(3) if (tmp_path / f"s{i}" / f"{name}.jsonl").exists()))
+    merged = R.run_families(fams, model, tok, CFG, tmp_path / "all")
+    assert {n: [(r["id"], r["k"], r["ids"]) for r in rows] for n, rows in merged.items()} == \
+        {n: [(r["id"], r["k"], r["ids"]) for r in rows] for n, rows in solo.items()}
+    with pytest.raises(MagicTokensError, match="0 <= i < n"):
+        R.run_families(fams, model, tok, CFG, tmp_path, shard=(3, 3))
+
+
 def test_k0_census_matches_the_searched_eps0(tiny, tmp_path):
     model, tok = tiny
     x0 = R.sample_wikitext_instances(tok, TEXT, [4, 5], 2, seed=3, kind="x0")
