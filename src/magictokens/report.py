@@ -83,6 +83,8 @@ def render_reachability(scale: str, root: Path) -> list[str]:
                 f"GCG {_f(s['gcg_candidates_per_s'], 0)} candidates/s; peak memory {_f(s['peak_mem_gb'], 2)} GB"
                 + (f" (machine load average {_f(load, 1)} while it ran: other jobs shared the cores)"
                    if (load := s.get("load_avg_mean", s.get("load_avg_1_5_15_min", [0, 0, 0])[2])) > 1.5 else "")
+                + (f" ({n} searches shared the device: per-instance seconds are shared-device timings)"
+                   if (n := s.get("parallel_searches", 1)) > 1 else "")
                 + ".", ""]
     return out
 
