@@ -91,12 +91,21 @@ print("k=0 over all planned instances:", json.dumps(CENSUS))
 
 
 def budget(rows, planned, ax):
-    """The footer's budget text; a cut run also says so in red on the axes."""
+    """The footer's budget text; a cut run also says so in red, between the title and the axes."""
     if len(rows) >= planned:
         return BUDGET
-    ax.text(0.5, 0.97, f"PARTIAL RUN: {len(rows)} of {planned} planned instances", transform=ax.transAxes,
-            ha="center", va="top", color="crimson", fontsize=8)
+    ax.set_title(ax.get_title(), pad=14)   # room for the red line (legends stay clear of it)
+    ax.text(0.5, 1.005, f"PARTIAL RUN: {len(rows)} of {planned} planned instances searched",
+            transform=ax.transAxes, ha="center", va="bottom", color="crimson", fontsize=8)
     return BUDGET + f" | partial run: {len(rows)} of {planned} instances"
+
+
+def census_point(ax, name, n_searched, x=0.15):
+    """A cut run: eps(0) needs no search, so it is drawn over *every* planned instance."""
+    c0 = CENSUS[name]
+    if c0["n"] > n_searched:
+        ax.errorbar([x], [c0["eps0"]], yerr=[[c0["eps0"] - c0["ci95"][0]], [c0["ci95"][1] - c0["eps0"]]],
+                    fmt="o", color="crimson", capsize=3, label=f"k=0, all N={c0['n']} planned (no search)")
 
 
 pd.DataFrame(sum_true["eps_by_len"]).T.rename_axis("|x0|").round(3)
@@ -111,10 +120,7 @@ for log in (False, True):
                color="black", linewidth=2)
     plot_k_eps(ax, {k: v for k, v in PA["gpt2_small_eps"].items()}, "paper: GPT-2 small", log=log,
                color="0.5", linestyle="--")
-    c0 = CENSUS["true_token"]
-    if c0["n"] > sum_true["n"]:  # a cut run: eps(0) is still known over all planned x0
-        ax.errorbar([0.15], [c0["eps0"]], yerr=[[c0["eps0"] - c0["ci95"][0]], [c0["ci95"][1] - c0["eps0"]]],
-                    fmt="o", color="crimson", capsize=3, label=f"k=0, all N={c0['n']} planned (no search)")
+    census_point(ax, "true_token", sum_true["n"])
     for (name, v), m, dx in zip(PA["eps10"].items(), ("s", "^", "D"), (-0.25, 0, 0.25)):
         ax.scatter([10 + dx], [max(v, 1e-4)], marker=m, color="0.3", zorder=5, label=f"paper: {name} eps(10)")
     ax.set_title("True next token: k-epsilon" + (" (log)" if log else ""))
@@ -138,6 +144,7 @@ fig, ax = plt.subplots(figsize=(6.2, 4.2))
 plot_k_eps(ax, sum_75["eps"], f"ours (N={sum_75['n']})", ci=sum_75["ci95"], color="black")
 lo, hi = PA["top75_reachable_k10"]
 ax.axhspan(1 - hi, 1 - lo, color="0.6", alpha=0.3, label="paper: eps(10) = 0.11-0.15")
+census_point(ax, "top75", sum_75["n"])
 ax.set_title(f"Top-{t75.top_n} targets: k-epsilon")
 ax.legend(fontsize=8)
 stamp(fig, meta, sum_75["n"], budget(rows_75, PLANNED["top75"], ax))
@@ -159,6 +166,7 @@ INF = 12  # where "unsolved" is drawn
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
 plot_k_eps(a1, sum_ur["eps"], f"ours (N={sum_ur['n']})", ci=sum_ur["ci95"], color="black")
 a1.scatter([10], [1 - PA["uniform_reachable_k10"]], marker="s", color="0.3", zorder=5, label="paper: eps(10) = 0.54")
+census_point(a1, "uniform_rank", sum_ur["n"], x=0)
 a1.set_title("Uniform-rank targets: k-epsilon")
 a1.legend(fontsize=8)
 ranks = [r["meta"]["rank"] for r in rows_ur]

@@ -193,3 +193,23 @@ def test_resume_reruns_an_instance_whose_content_changed(tiny, tmp_path):
     rows = R.run_instances(inst, model, tok, CFG, log)
     assert len(log.read_text().splitlines()) == 3
     assert rows[1]["target_id"] == inst[1].target_id
+
+
+def test_batch_size_does_not_key_rows_but_the_budget_does(tiny, tmp_path, monkeypatch):
+    """A GPU run at 8192 candidates per forward resumes CPU rows made at 256; a wider GCG does not."""
+    import dataclasses
+
+    model, tok = tiny
+    inst = R.sample_wikitext_instances(tok, TEXT, [4], 3, seed=0)
+    small = dataclasses.replace(CFG, greedy=dataclasses.replace(CFG.greedy, batch_size=7),
+                                gcg=dataclasses.replace(CFG.gcg, batch_size=3))
+    rows = R.run_instances(inst, model, tok, small, tmp_path / "x.jsonl")
+    assert all(r["batch_sizes"] == {"greedy": 7, "gcg": 3} for r in rows)
+    calls = []
+    real = backoff.run
+    monkeypatch.setattr(backoff, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = R.run_instances(inst, model, tok, CFG, tmp_path / "x.jsonl")       # default batch sizes
+    assert not calls and [r["id"] for r in again] == [r["id"] for r in rows]
+    wider = dataclasses.replace(CFG, gcg=dataclasses.replace(CFG.gcg, search_width=9))
+    R.run_instances(inst, model, tok, wider, tmp_path / "x.jsonl")
+    assert len(calls) == len(inst)                                             # the budget keys rows

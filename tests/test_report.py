@@ -26,7 +26,11 @@ def test_a_cut_or_resized_run_says_so(tmp_path):
     out = render(tmp_path)
     assert "**Partial run**" in out and "3 of 10 true_token, 0 of 4 top75, 0 of 2 uniform_rank" in out
     assert "`--set reachability.search_minutes=0` `--set reachability.true_token.n_per_len=2`" in out
-    assert "eps(0) = 0.700 (95% CI 0.400-1.000, N=10; paper GPT-2 small 0.753)" in out
+    assert "true_token 0.700 (95% CI 0.400-1.000, N=10) (paper GPT-2 small, true token: 0.753)" in out
+    # a family the cut run never reached shows no numbers, not its placeholder eps
+    assert "| ours: top-75 targets, N=0 (not searched) | - |" in out
+    assert "Top-75 reachable at k <= 10: - (paper" in out and "uniform-rank: - (paper" in out
+    assert "| ours: true next token, N=3 | 0.500 |" in out
     # shared-device timings are labelled as such
     s = {"device": "gpu", "backoff_median_s": 1.0, "backoff_p90_s": 2.0, "greedy_candidates_per_s": 1e5,
          "gcg_candidates_per_s": 1e4, "peak_mem_gb": 3.0, "parallel_searches": 6}

@@ -189,6 +189,20 @@ def build_instances(cfg: ReachabilityConfig, tokenizer, model, seed: int, text: 
             "uniform_rank": uniform_rank_instances(model, x0_ur, ur.n_ranks)}
 
 
+def resume_header(config: backoff.BackoffConfig, seed: int, weights: str) -> dict:
+    """What keys a finished row (`InstanceLog`): the back-off budget, the seed and the weights.
+
+    Batch sizes are left out: they only chunk the candidates of a step into
+    forwards, so they change speed and memory, not the search. A GPU run at
+    8192 candidates per forward thus resumes rows a CPU run made at 256 (each
+    row still records its own batch sizes, beside its timings).
+    """
+    b = asdict(config)
+    for part in ("greedy", "gcg"):
+        b[part].pop("batch_size", None)
+    return {"backoff": b, "seed": seed, "weights": weights}
+
+
 def run_families(families: dict[str, list[Instance]], search_model, tokenizer, config: backoff.BackoffConfig,
                  log_dir: str | Path, verify_model=None, seed: int = 0,
                  deadline: float | None = None, shard: tuple[int, int] | None = None) -> dict[str, list[dict]]:
@@ -213,7 +227,8 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
     from .models import fingerprint
 
     weights = fingerprint(verify_model if verify_model is not None else search_model)
-    header = {"backoff": asdict(config), "seed": seed, "weights": weights}
+    header = resume_header(config, seed, weights)
+    batch_sizes = {"greedy": config.greedy.batch_size, "gcg": config.gcg.batch_size}
     logs = {name: InstanceLog(Path(log_dir) / f"{name}.jsonl", header) for name in families}
 
     def finished(name: str, x: Instance) -> bool:  # same id *and* same content (N or seed may have changed)
@@ -256,7 +271,7 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
         logs[name].add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
                               **asdict(r),
                               # timings depend on what else the machine ran: keep the load beside them
-                              "load_avg_1min": os.getloadavg()[0], "shards": n_shards})
+                              "load_avg_1min": os.getloadavg()[0], "shards": n_shards, "batch_sizes": batch_sizes})
     return {name: [logs[name].rows[x.id] for x in insts if finished(name, x)] for name, insts in families.items()}
 
 

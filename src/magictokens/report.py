@@ -45,7 +45,7 @@ def render_reachability(scale: str, root: Path) -> list[str]:
     partial = ""
     if d.get("partial"):
         planned = d.get("n_planned", {})
-        partial = (" **Partial run**: the searches were cut by `search_minutes`; finished "
+        partial = (" **Partial run**: the searches were cut by a time limit; finished "
                    + ", ".join(f"{d[f]['n']} of {planned.get(f)} {f}" for f in ("true_token", "top75", "uniform_rank"))
                    + " instances (a seeded random subset; figures marked).")
     out = [f"**Paper A, reachability ({scale} scale)** - {_meta_line(d['meta'])}.{partial}", "",
@@ -54,23 +54,31 @@ def render_reachability(scale: str, root: Path) -> list[str]:
             ("top-75 targets, N=%d" % d["top75"]["n"], d["top75"]["eps"]),
             ("uniform-rank targets, N=%d" % d["uniform_rank"]["n"], d["uniform_rank"]["eps"])]
     for name, eps in fams:
-        out.append(f"| ours: {name} | " + " | ".join(_f(eps.get(k)) for k in KS) + " |")
+        if name.endswith("N=0"):   # a cut run may not have reached a family at all
+            out.append(f"| ours: {name} (not searched) | " + " | ".join("-" for _ in KS) + " |")
+        else:
+            out.append(f"| ours: {name} | " + " | ".join(_f(eps.get(k)) for k in KS) + " |")
     paper = d.get("paper", {})
     if "gpt2_small_eps" in paper:
         g = paper["gpt2_small_eps"]
         out.append("| paper: GPT-2 small, true token | " + " | ".join(_f(g.get(k)) for k in KS) + " |")
-    c0 = (d.get("k0_census") or {}).get("true_token")
-    if c0 and c0["n"] > d["true_token"]["n"]:
-        out += ["", f"k = 0 needs no search, so it is known over every planned true-token instance: eps(0) = "
-                f"{_f(c0['eps0'])} (95% CI {_f(c0['ci95'][0])}-{_f(c0['ci95'][1])}, N={c0['n']}; paper GPT-2 small "
-                f"{_f(d.get('paper', {}).get('gpt2_small_eps', {}).get('0'))})."]
+    census = d.get("k0_census") or {}
+    cut = [(f, c0) for f, c0 in census.items() if c0["n"] > d[f]["n"]]
+    if cut:
+        out += ["", "k = 0 needs no search, so eps(0) is known over every planned instance: "
+                + "; ".join(f"{f} {_f(c0['eps0'])} (95% CI {_f(c0['ci95'][0])}-{_f(c0['ci95'][1])}, N={c0['n']})"
+                            for f, c0 in cut)
+                + f" (paper GPT-2 small, true token: {_f(d.get('paper', {}).get('gpt2_small_eps', {}).get('0'))})."]
+
+    def reached(f):   # portion reachable at k <= 10, or "-" for a family the run never reached
+        return _f(1 - d[f]["eps"]["10"]) if d[f]["n"] else "-"
     ci = d["true_token"].get("ci95", {}).get("10")
     c = d.get("correlations", {})
-    out += ["", f"True token eps(10) = {_f(d['true_token']['eps']['10'])}"
-            + (f" (95% bootstrap CI {_f(ci[0])}-{_f(ci[1])})" if ci else "")
+    out += ["", f"True token eps(10) = {_f(d['true_token']['eps']['10']) if d['true_token']['n'] else '-'}"
+            + (f" (95% bootstrap CI {_f(ci[0])}-{_f(ci[1])})" if ci and d["true_token"]["n"] else "")
             + "; paper: Falcon-7b 0.028, Llama-7b 0.014, Falcon-40b 0.030. "
-            f"Top-75 reachable at k <= 10: {_f(1 - d['top75']['eps']['10'])} (paper 0.85-0.89); "
-            f"uniform-rank: {_f(1 - d['uniform_rank']['eps']['10'])} (paper 0.46). "
+            f"Top-75 reachable at k <= 10: {reached('top75')} (paper 0.85-0.89); "
+            f"uniform-rank: {reached('uniform_rank')} (paper 0.46). "
             f"Pearson r(base loss, k) = {_f(c.get('loss_k'), 2)}, r(base rank, k) = {_f(c.get('rank_k'), 2)} "
             f"over {c.get('n_solved')} solved true-token instances (paper 0.59-0.70 and 0.12-0.21).", ""]
     b = d["meta"].get("backoff", {})
