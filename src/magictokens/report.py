@@ -50,14 +50,12 @@ def render_reachability(scale: str, root: Path) -> list[str]:
                    + " instances (a seeded random subset; figures marked).")
     out = [f"**Paper A, reachability ({scale} scale)** - {_meta_line(d['meta'])}.{partial}", "",
            "| eps(k) | " + " | ".join(f"k={k}" for k in KS) + " |", "|---|" + "---|" * len(KS)]
-    fams = [("true next token, N=%d" % d["true_token"]["n"], d["true_token"]["eps"]),
-            ("top-75 targets, N=%d" % d["top75"]["n"], d["top75"]["eps"]),
-            ("uniform-rank targets, N=%d" % d["uniform_rank"]["n"], d["uniform_rank"]["eps"])]
-    for name, eps in fams:
-        if name.endswith("N=0"):   # a cut run may not have reached a family at all
-            out.append(f"| ours: {name} (not searched) | " + " | ".join("-" for _ in KS) + " |")
-        else:
-            out.append(f"| ours: {name} | " + " | ".join(_f(eps.get(k)) for k in KS) + " |")
+    def eps(f, k):   # "-" for a family a cut run never reached (its eps are placeholders)
+        return _f(d[f]["eps"].get(k)) if d[f]["n"] else "-"
+    for f, label in (("true_token", "true next token"), ("top75", "top-75 targets"),
+                     ("uniform_rank", "uniform-rank targets")):
+        out.append(f"| ours: {label}, N={d[f]['n']}{'' if d[f]['n'] else ' (not searched)'} | "
+                   + " | ".join(eps(f, k) for k in KS) + " |")
     paper = d.get("paper", {})
     if "gpt2_small_eps" in paper:
         g = paper["gpt2_small_eps"]
@@ -70,11 +68,11 @@ def render_reachability(scale: str, root: Path) -> list[str]:
                             for f, c0 in cut)
                 + f" (paper GPT-2 small, true token: {_f(d.get('paper', {}).get('gpt2_small_eps', {}).get('0'))})."]
 
-    def reached(f):   # portion reachable at k <= 10, or "-" for a family the run never reached
+    def reached(f):   # portion reachable at k <= 10
         return _f(1 - d[f]["eps"]["10"]) if d[f]["n"] else "-"
     ci = d["true_token"].get("ci95", {}).get("10")
     c = d.get("correlations", {})
-    out += ["", f"True token eps(10) = {_f(d['true_token']['eps']['10']) if d['true_token']['n'] else '-'}"
+    out += ["", f"True token eps(10) = {eps('true_token', '10')}"
             + (f" (95% bootstrap CI {_f(ci[0])}-{_f(ci[1])})" if ci and d["true_token"]["n"] else "")
             + "; paper: Falcon-7b 0.028, Llama-7b 0.014, Falcon-40b 0.030. "
             f"Top-75 reachable at k <= 10: {reached('top75')} (paper 0.85-0.89); "
