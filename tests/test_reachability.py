@@ -143,7 +143,7 @@ def test_targets_of_one_x0_share_the_k1_sweep(tiny, tmp_path):
                                 gcg=gcg.GCGConfig(num_steps=2, search_width=8, topk=4, init_token="the"))
     rows = R.run_families({"t": inst}, model, tok, cfg, tmp_path)["t"]
     for x, row in zip(inst, rows):
-        alone = backoff.run(model, tok, x.x0_ids, x.target_id, cfg)
+        alone = backoff.run(model, tok, x.x0_ids, x.target_id, cfg, seed=R.instance_seed(0, x.id))
         assert (row["k"], row["ids"]) == (alone.k, alone.ids)
     n_allowed = int(allowed_token_mask(tok, model.config.vocab_size).sum())
     k1 = [r for r in rows if r["k"] != 0]

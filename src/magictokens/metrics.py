@@ -40,6 +40,29 @@ def bootstrap_ci(required_k, ks, n_boot: int = 2000, seed: int = 0, level: float
     return out
 
 
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> list[float]:
+    """Wilson score interval of a proportion successes/n. -> [lo, hi]; [nan, nan] when n = 0.
+
+    Unlike a bootstrap, it is not degenerate at 0 or n: eps = 0 of N = 8 gives
+    [0, 0.32], not [0, 0]. z = Phi^-1(1 - (1 - level)/2).
+    """
+    if n <= 0:
+        return [float("nan"), float("nan")]
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def wilson_ci(required_k, ks, level: float = 0.95) -> dict[int, list[float]]:
+    """Wilson interval of eps(k) for each k. -> {k: [lo, hi]}"""
+    req = np.array([math.inf if r is None else r for r in required_k], dtype=float)
+    return {int(k): wilson_interval(int((req > k).sum()), int(req.size), level) for k in ks}
+
+
 def pearson(x, y) -> float:
     """Pearson correlation; nan when fewer than 3 points or a constant input."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)

@@ -191,6 +191,15 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "aut
     return model, tok
 
 
+def model_note(name: str) -> str:
+    """What a figure should say the model is: packaged aliases name their original and quantisation."""
+    if name in _GGUF_PACKAGES:
+        pkg, fname, _, hub = _GGUF_PACKAGES[name]
+        quant = fname.rsplit(".", 2)[-2]          # e.g. Q4_1
+        return f"{hub.split('/')[-1]} dequantised from {quant} (PyPI {pkg.replace('_', '-')})"
+    return name
+
+
 def model_info(name: str, model) -> ModelInfo:
     return ModelInfo(name=name, source=str(getattr(model.config, "_name_or_path", name)),
                      n_params=sum(p.numel() for p in model.parameters()),

@@ -27,7 +27,7 @@ def set_theme() -> None:
 
 def stamp(fig, meta: dict, n: int | None = None, extra: str = "") -> None:
     """Footer: model, N, seed, scale, device."""
-    parts = [f"model: {meta.get('model')}"]
+    parts = [f"model: {meta.get('model_note') or meta.get('model')}"]
     if n is not None:
         parts.append(f"N = {n}")
     parts += [f"seed {meta.get('seed')}", f"scale: {meta.get('scale')}", str(meta.get("device", ""))]
@@ -63,15 +63,23 @@ def save_figure(fig, name: str, figdir: str | Path) -> list[Path]:
     return paths
 
 
-def plot_k_eps(ax, eps: dict, label: str, ci: dict | None = None, log: bool = False, **kw):
-    """One k-epsilon curve: eps = {k: value} (keys str or int); ci = {k: [lo, hi]}."""
+def log_floor(n: int) -> float:
+    """Where a log axis draws eps = 0: half the smallest non-zero eps that N instances can show."""
+    return 0.5 / max(int(n), 1)
+
+
+def plot_k_eps(ax, eps: dict, label: str, ci: dict | None = None, log: bool = False, floor: float = 1e-4, **kw):
+    """One k-epsilon curve: eps = {k: value} (keys str or int); ci = {k: [lo, hi]}.
+
+    On a log axis zeros are drawn at `floor` (give `log_floor(N)`, so the floor follows N).
+    """
     ks = sorted(int(k) for k in eps)
     ys = [eps[str(k)] if str(k) in eps else eps[k] for k in ks]
-    if log:  # a zero has no log: draw it at the floor of 1/(10 N) via clipping
-        ys = [max(y, 1e-4) for y in ys]
+    if log:  # a zero has no log: draw it at the floor
+        ys = [max(y, floor) for y in ys]
     line, = ax.plot(ks, ys, marker="o", label=label, **kw)
     if ci:
-        lo = [max(ci[str(k)][0], 1e-4 if log else 0) for k in ks]
+        lo = [max(ci[str(k)][0], floor if log else 0) for k in ks]
         hi = [ci[str(k)][1] for k in ks]
         ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel(K_LABEL)

@@ -7,14 +7,19 @@ families (paper A, Sec. 5):
 * ``top75``        y = one of the model's own `top_n` most likely next tokens
 * ``uniform_rank`` y = the tokens at ranks 0, V/n, 2V/n, ... of P(. | x0)
 
-Each instance runs the back-off search (controllers/backoff.py); its row is
-appended to a JSONL log as soon as it finishes, so a rerun resumes.
+Each instance runs a back-off search, `method: fast` (controllers/fast.py, the
+CPU method of record) or `method: paper` (controllers/backoff.py, the authors'
+Algorithm 1 and budget, for a GPU); its row is appended to a JSONL log
+(`instances/reachability/<method>/<family>.jsonl`) as soon as it finishes, so a
+rerun resumes. Each instance searches with its own seed (`instance_seed`).
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,12 +27,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .controllers import backoff
+from .controllers import backoff, fast
 from .errors import MagicTokensError
-from .metrics import bootstrap_ci, k_epsilon_curve, pearson
+from .metrics import k_epsilon_curve, pearson, wilson_ci
 from .results import InstanceLog
 
 ALL_KS = [0, 1, 2, 3, 4, 6, 8, 10]
+HEADING = re.compile(r"^\s*=+ .* =+\s*$")
 
 
 @dataclass
@@ -42,14 +48,14 @@ class Top75Config:
     n_x0_per_len: int = 5               # paper: 25 x0
     lengths: list[int] = field(default_factory=lambda: [8, 10, 16, 22, 32])
     top_n: int = 75
-    n_targets: int = 75
+    n_targets: int = 75                 # < top_n: one rank from each of n_targets equal strata of 0..top_n-1
 
 
 @dataclass
 class UniformRankConfig:
-    n_x0: int = 20
-    length: int = 16
-    n_ranks: int = 185                  # every ~265th rank of a 49k vocabulary
+    n_x0_per_len: int = 4               # 20 x0 over the five lengths
+    lengths: list[int] = field(default_factory=lambda: [8, 10, 16, 22, 32])
+    n_ranks: int = 185                  # ranks 0, V/n, 2V/n, ...: every ~265th rank of a 49k vocabulary
 
 
 @dataclass
@@ -57,7 +63,9 @@ class ReachabilityConfig:
     true_token: TrueTokenConfig = field(default_factory=TrueTokenConfig)
     top75: Top75Config = field(default_factory=Top75Config)
     uniform_rank: UniformRankConfig = field(default_factory=UniformRankConfig)
-    backoff: backoff.BackoffConfig = field(default_factory=backoff.BackoffConfig)
+    method: str = "fast"                # fast (CPU method of record) | paper (the authors' Algorithm 1 budget)
+    backoff: backoff.BackoffConfig = field(default_factory=backoff.BackoffConfig)   # method: paper
+    fast: fast.FastConfig = field(default_factory=fast.FastConfig)                  # method: fast
     hist_top: int = 40
     # Start no new instance after this many minutes of the stage's searches (null: run
     # them all). A cut run aggregates the finished instances, a seeded random subset of
@@ -65,8 +73,10 @@ class ReachabilityConfig:
     search_minutes: float | None = None
 
     def __post_init__(self):
+        if self.method not in ("fast", "paper"):
+            raise MagicTokensError(f"reachability.method={self.method!r}: use 'fast' or 'paper'")
         for name, lengths in (("true_token", self.true_token.lengths), ("top75", self.top75.lengths),
-                              ("uniform_rank", [self.uniform_rank.length])):
+                              ("uniform_rank", self.uniform_rank.lengths)):
             if not lengths or any(int(n) <= 0 for n in lengths):
                 raise MagicTokensError(f"reachability.{name}: x0 lengths must be positive integers, got {lengths}")
 
@@ -83,20 +93,38 @@ class Instance:
 # ----------------------------------------------------------------------------- instances
 
 
+def paragraphs(text: str) -> list[str]:
+    """Wikitext body paragraphs: one per line, headings (`` = Title = ``) and blank lines dropped."""
+    return [line for line in text.splitlines() if line.strip() and not HEADING.match(line)]
+
+
 def sample_wikitext_instances(tokenizer, text: str, lengths, n_per_len: int, seed: int,
                               kind: str = "true_token") -> list[Instance]:
-    """Seeded random Wikitext spans: x0 = ids[s:s+L], y = ids[s+L]."""
+    """Seeded random spans inside one Wikitext paragraph: x0 = p[s:s+L], y = p[s+L].
+
+    As the authors sampled within single rows of Wikitext-103: x0 and y never
+    straddle a heading or a line break. Every (paragraph, start) with room for
+    L + 1 tokens is equally likely; `meta` records the paragraph and the start.
+    """
     if not text.strip():
         raise MagicTokensError("the Wikitext source is empty: run `magictokens data`")
-    ids = tokenizer(text, add_special_tokens=False).input_ids
+    paras = [tokenizer(p, add_special_tokens=False).input_ids for p in paragraphs(text)]
     rng = np.random.default_rng(seed)
     out = []
     for L in lengths:
-        if len(ids) < L + 2:
-            raise MagicTokensError(f"Wikitext holds {len(ids)} tokens, too few for |x0| = {L}")
-        starts = rng.choice(len(ids) - L - 1, size=min(n_per_len, len(ids) - L - 1), replace=False)
-        for j, s in enumerate(sorted(int(x) for x in starts)):
-            out.append(Instance(f"{kind}-L{L}-{j}", ids[s:s + L], ids[s + L], kind, {"length": L, "start": s}))
+        # every valid start, as (paragraph, offset) pairs in text order
+        sizes = np.array([max(0, len(p) - L) for p in paras])               # starts with a next token
+        total = int(sizes.sum())
+        if total == 0:
+            raise MagicTokensError(f"no Wikitext paragraph holds {L + 1} tokens, too few for |x0| = {L}")
+        flat = np.sort(rng.choice(total, size=min(n_per_len, total), replace=False))
+        bounds = np.cumsum(sizes)
+        for j, f in enumerate(int(v) for v in flat):
+            pi = int(np.searchsorted(bounds, f, side="right"))
+            s = f - (int(bounds[pi - 1]) if pi else 0)
+            ids = paras[pi]
+            out.append(Instance(f"{kind}-L{L}-{j}", ids[s:s + L], ids[s + L], kind,
+                                {"length": L, "paragraph": pi, "start": s}))
     return out
 
 
@@ -141,14 +169,15 @@ def next_token_logits(model, x0_ids) -> torch.Tensor:
 
 
 def top_n_instances(model, x0s: list[Instance], top_n: int, n_targets: int, seed: int) -> list[Instance]:
-    """Targets among the model's own `top_n` next tokens (n_targets sampled, seeded)."""
-    if n_targets > top_n:
-        raise MagicTokensError(f"top75.n_targets={n_targets} exceeds top_n={top_n}")
+    """Targets among the model's own `top_n` next tokens: one seeded rank from each of
+    `n_targets` equal strata of 0..top_n-1 (all of them when n_targets = top_n)."""
+    if not 0 < n_targets <= top_n:
+        raise MagicTokensError(f"top75.n_targets={n_targets}: want 1 <= n_targets <= top_n={top_n}")
     rng = np.random.default_rng(seed)
     out = []
     for x in x0s:
         order = torch.argsort(next_token_logits(model, x.x0_ids), descending=True)[:top_n]
-        ranks = np.sort(rng.choice(top_n, size=n_targets, replace=False))
+        ranks = [int(rng.choice(stratum)) for stratum in np.array_split(np.arange(top_n), n_targets)]
         for r in ranks:
             out.append(Instance(f"top75-{x.id}-r{int(r)}", x.x0_ids, int(order[r]), "top75",
                                 {"length": len(x.x0_ids), "rank": int(r)}))
@@ -183,14 +212,29 @@ def build_instances(cfg: ReachabilityConfig, tokenizer, model, seed: int, text: 
     else:
         raise MagicTokensError(f"reachability.true_token.source={tt.source!r}: use 'wikitext' or 'authors_csv'")
     x0_75 = sample_wikitext_instances(tokenizer, text, t75.lengths, t75.n_x0_per_len, seed + 1, kind="x0")
-    x0_ur = sample_wikitext_instances(tokenizer, text, [ur.length], ur.n_x0, seed + 2, kind="x0")
+    x0_ur = sample_wikitext_instances(tokenizer, text, ur.lengths, ur.n_x0_per_len, seed + 2, kind="x0")
     return {"true_token": true,
             "top75": top_n_instances(model, x0_75, t75.top_n, t75.n_targets, seed),
             "uniform_rank": uniform_rank_instances(model, x0_ur, ur.n_ranks)}
 
 
-def resume_header(config: backoff.BackoffConfig, seed: int, weights: str) -> dict:
-    """What keys a finished row (`InstanceLog`): the back-off budget, the seed and the weights.
+def instance_seed(seed: int, instance_id: str) -> int:
+    """Each instance's own search seed: a hash of the run seed and its id (stable across runs and shards)."""
+    return int(hashlib.sha256(f"{seed}:{instance_id}".encode()).hexdigest()[:8], 16)
+
+
+def method_config(cfg: ReachabilityConfig):
+    """The search config of the chosen method: FastConfig or BackoffConfig."""
+    return cfg.fast if cfg.method == "fast" else cfg.backoff
+
+
+def log_dir(out_dir: str | Path, method: str) -> Path:
+    """Where a method's per-instance rows live: <results>/instances/reachability/<method>/."""
+    return Path(out_dir) / "instances" / "reachability" / method
+
+
+def resume_header(config, seed: int, weights: str) -> dict:
+    """What keys a finished row (`InstanceLog`): the method and its budget, the seed, the weights.
 
     Batch sizes are left out: they only chunk the candidates of a step into
     forwards, so they change speed and memory, not the search. A GPU run at
@@ -198,21 +242,32 @@ def resume_header(config: backoff.BackoffConfig, seed: int, weights: str) -> dic
     row still records its own batch sizes, beside its timings).
     """
     b = asdict(config)
+    if isinstance(config, fast.FastConfig):
+        b["coordinate"].pop("batch_size", None)
+        return {"method": "fast", "fast": b, "seed": seed, "seeding": "per_instance", "weights": weights}
     for part in ("greedy", "gcg"):
         b[part].pop("batch_size", None)
-    return {"backoff": b, "seed": seed, "weights": weights}
+    return {"backoff": b, "seed": seed, "seeding": "per_instance", "weights": weights}
 
 
-def run_families(families: dict[str, list[Instance]], search_model, tokenizer, config: backoff.BackoffConfig,
+def batch_sizes_of(config) -> dict:
+    if isinstance(config, fast.FastConfig):
+        return {"coordinate": config.coordinate.batch_size}
+    return {"greedy": config.greedy.batch_size, "gcg": config.gcg.batch_size}
+
+
+def run_families(families: dict[str, list[Instance]], search_model, tokenizer, config,
                  log_dir: str | Path, verify_model=None, seed: int = 0,
                  deadline: float | None = None, shard: tuple[int, int] | None = None) -> dict[str, list[dict]]:
     """Back-off search on every instance not yet in its family's log (`log_dir/<family>.jsonl`).
 
-    -> {family: finished rows, in instance order}. Families are interleaved
-    round-robin, each in a seeded random order, so a run cut by `deadline` (a
-    time.time() value: start no new instance after it, e.g. one time-limited
-    GPU call) has finished a random subset of *every* family, not all of the
-    first family and none of the rest; the next run resumes.
+    `config`: a `fast.FastConfig` (fast search) or a `backoff.BackoffConfig`
+    (the authors' Algorithm 1). -> {family: finished rows, in instance order}.
+    Families are interleaved round-robin, each in a seeded random order, so a
+    run cut by `deadline` (a time.time() value: start no new instance after it,
+    e.g. one time-limited GPU call) has finished a random subset of *every*
+    family, not all of the first family and none of the rest; the next run
+    resumes.
 
     `shard=(i, n)`: search only every n-th instance of each family's seeded
     order, starting at i, so n processes (own log dirs, rows concatenated
@@ -228,7 +283,8 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
 
     weights = fingerprint(verify_model if verify_model is not None else search_model)
     header = resume_header(config, seed, weights)
-    batch_sizes = {"greedy": config.greedy.batch_size, "gcg": config.gcg.batch_size}
+    batch_sizes = batch_sizes_of(config)
+    is_fast = isinstance(config, fast.FastConfig)
     logs = {name: InstanceLog(Path(log_dir) / f"{name}.jsonl", header) for name in families}
 
     def finished(name: str, x: Instance) -> bool:  # same id *and* same content (N or seed may have changed)
@@ -261,21 +317,26 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
         sweeps[key] = greedy.shared_first_steps(search_model, tokenizer, x.x0_ids, targets_of[key], config.greedy)
         return sweeps[key][x.target_id]
 
-    share = config.greedy.candidates is None and bool(config.greedy_ks)
+    share = not is_fast and config.greedy.candidates is None and bool(config.greedy_ks)
     for name, x in tqdm(queue, desc="back-off: " + ", ".join(families), unit="inst", disable=not queue):
         if deadline is not None and time.time() > deadline:
             break
-        shared = share and len(targets_of[tuple(x.x0_ids)]) > 1
-        r = backoff.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model, seed=seed,
-                        first_step=(lambda x=x: first_step(x)) if shared else None)
+        x_seed = instance_seed(seed, x.id)
+        if is_fast:
+            r = fast.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model, seed=x_seed)
+        else:
+            shared = share and len(targets_of[tuple(x.x0_ids)]) > 1
+            r = backoff.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model,
+                            seed=x_seed, first_step=(lambda x=x: first_step(x)) if shared else None)
         logs[name].add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
-                              **asdict(r),
+                              **asdict(r), "instance_seed": x_seed,
                               # timings depend on what else the machine ran: keep the load beside them
-                              "load_avg_1min": os.getloadavg()[0], "shards": n_shards, "batch_sizes": batch_sizes})
+                              "load_avg_1min": os.getloadavg()[0], "shards": n_shards, "batch_sizes": batch_sizes,
+                              "threads": torch.get_num_threads()})
     return {name: [logs[name].rows[x.id] for x in insts if finished(name, x)] for name, insts in families.items()}
 
 
-def run_instances(instances: list[Instance], search_model, tokenizer, config: backoff.BackoffConfig,
+def run_instances(instances: list[Instance], search_model, tokenizer, config,
                   log_path: str | Path, verify_model=None, seed: int = 0, deadline: float | None = None) -> list[dict]:
     """One family: `run_families` with the log at `log_path`."""
     log_path = Path(log_path)
@@ -284,7 +345,7 @@ def run_instances(instances: list[Instance], search_model, tokenizer, config: ba
 
 
 def summarize(rows: list[dict], ks=ALL_KS, seed: int = 0) -> dict:
-    """n, eps(k), eps by |x0|, bootstrap 95% intervals."""
+    """n, eps(k), eps by |x0| (with their n), Wilson 95% intervals."""
     req = [r["k"] for r in rows]
     by_len: dict[str, list] = {}
     for r in rows:
@@ -293,7 +354,8 @@ def summarize(rows: list[dict], ks=ALL_KS, seed: int = 0) -> dict:
             "eps": {str(k): v for k, v in k_epsilon_curve(req, ks).items()},
             "eps_by_len": {L: {str(k): v for k, v in k_epsilon_curve(v_, ks).items()}
                            for L, v_ in sorted(by_len.items(), key=lambda kv: int(kv[0]))},
-            "ci95": {str(k): v for k, v in bootstrap_ci(req, ks, seed=seed).items()}}
+            "n_by_len": {L: len(v_) for L, v_ in sorted(by_len.items(), key=lambda kv: int(kv[0]))},
+            "ci95": {str(k): v for k, v in wilson_ci(req, ks).items()}, "interval": "wilson"}
 
 
 @torch.inference_mode()
@@ -322,7 +384,7 @@ def k0_census(model, instances: list[Instance], batch_size: int = 256, seed: int
         others[x.target_id] = float("-inf")
         req.append(0 if z[x.target_id] > others.max() else None)        # a tie is not a success
         losses.append(float(-torch.log_softmax(z, -1)[x.target_id]))
-    return {"n": len(req), "eps0": k_epsilon_curve(req, [0])[0], "ci95": bootstrap_ci(req, [0], seed=seed)[0],
+    return {"n": len(req), "eps0": k_epsilon_curve(req, [0])[0], "ci95": wilson_ci(req, [0])[0],
             "mean_base_loss": float(np.mean(losses)) if losses else math.nan}
 
 
@@ -344,10 +406,17 @@ def speed_stats(rows: list[dict]) -> dict:
         out["load_avg_mean"] = float(np.mean(loads))
     # n parallel searches on one device: each instance's seconds are ~n times its solo time
     out["parallel_searches"] = max((r.get("shards", 1) for r in rows), default=1)
-    for m in ("greedy", "gcg"):
-        n = sum(r["n_candidates"][m] for r in rows)
-        t = sum(r["seconds_by_method"][m] for r in rows)
+    methods = sorted({m for r in rows for m in r["n_candidates"]})
+    for m in methods:
+        n = sum(r["n_candidates"].get(m, 0) for r in rows)
+        t = sum(r["seconds_by_method"].get(m, 0.0) for r in rows)
         out[f"{m}_candidates_per_s"] = n / t if t > 0 else math.nan
+    evals = np.array([sum(r["n_candidates"].values()) for r in rows if r["k"] != 0], dtype=float)
+    out["evals_per_searched_median"] = float(np.median(evals)) if evals.size else math.nan
+    out["evals_per_searched_mean"] = float(np.mean(evals)) if evals.size else math.nan
+    secs_s = np.array([r["seconds"] for r in rows if r["k"] != 0], dtype=float)
+    out["seconds_per_searched_median"] = float(np.median(secs_s)) if secs_s.size else math.nan
+    out["n_searched"] = int(evals.size)
     return out
 
 
@@ -386,8 +455,13 @@ def encode_target(tokenizer, text: str) -> int:
     return ids[0]
 
 
-def budget_label(cfg: backoff.BackoffConfig) -> str:
+def budget_label(cfg) -> str:
     """Short budget string for figure stamps, e.g. 'greedy k<=3 (all vocab) | GCG 768x128x34'."""
+    if isinstance(cfg, fast.FastConfig):
+        c = cfg.coordinate
+        return (f"fast search: k=1 grad top-{cfg.k1_candidates}; coordinate k=2,3 x{cfg.short_steps} steps, "
+                f"k={','.join(str(k) for k in cfg.ks if k > 3)} x{c.max_steps} (width {c.width}-{c.width_max}, "
+                f"top-k {c.topk}, {c.objective} loss); any fp32-verified candidate stops")
     g, c = cfg.greedy, cfg.gcg
     cands = "all vocab" if g.candidates is None else f"grad top-{g.candidates}"
     return (f"greedy k<={max(cfg.greedy_ks) if cfg.greedy_ks else 0} ({cands}) | "
@@ -419,7 +493,7 @@ def search(scale: str = "paper", out_root=None, overrides: dict | None = None, f
     unknown = set(families or []) - set(fams)
     if unknown:
         raise MagicTokensError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {sorted(unknown)}: use {sorted(fams)}")
-    log_dir = results_dir(scale, out_root) / "instances" / "reachability"
-    rows = run_families({name: fams[name] for name in families or fams}, search_model, tok, cfg.backoff, log_dir,
+    logs = log_dir(results_dir(scale, out_root), cfg.method)
+    rows = run_families({name: fams[name] for name in families or fams}, search_model, tok, method_config(cfg), logs,
                         verify_model=verify_model, seed=P["seed"], deadline=deadline, shard=shard)
     return {name: (len(r), len(fams[name])) for name, r in rows.items()}

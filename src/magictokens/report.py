@@ -68,25 +68,35 @@ def render_reachability(scale: str, root: Path) -> list[str]:
                             for f, c0 in cut)
                 + f" (paper GPT-2 small, true token: {_f(d.get('paper', {}).get('gpt2_small_eps', {}).get('0'))})."]
 
-    def reached(f):   # portion reachable at k <= 10
-        return _f(1 - d[f]["eps"]["10"]) if d[f]["n"] else "-"
+    def reached(f):   # portion reachable at k <= 10, with its interval
+        if not d[f]["n"]:
+            return "-"
+        lo, hi = d[f].get("ci95", {}).get("10", [None, None])
+        return _f(1 - d[f]["eps"]["10"]) + (f" (95% CI {_f(1 - hi)}-{_f(1 - lo)}, N={d[f]['n']})" if lo is not None else "")
     ci = d["true_token"].get("ci95", {}).get("10")
     c = d.get("correlations", {})
     out += ["", f"True token eps(10) = {eps('true_token', '10')}"
-            + (f" (95% bootstrap CI {_f(ci[0])}-{_f(ci[1])})" if ci and d["true_token"]["n"] else "")
+            + (f" (95% {d['true_token'].get('interval', 'bootstrap')} CI {_f(ci[0])}-{_f(ci[1])})"
+               if ci and d["true_token"]["n"] else "")
             + "; paper: Falcon-7b 0.028, Llama-7b 0.014, Falcon-40b 0.030. "
             f"Top-75 reachable at k <= 10: {reached('top75')} (paper 0.85-0.89); "
             f"uniform-rank: {reached('uniform_rank')} (paper 0.46). "
             f"Pearson r(base loss, k) = {_f(c.get('loss_k'), 2)}, r(base rank, k) = {_f(c.get('rank_k'), 2)} "
             f"over {c.get('n_solved')} solved true-token instances (paper 0.59-0.70 and 0.12-0.21).", ""]
     b = d["meta"].get("backoff", {})
-    if b:
+    if d["meta"].get("budget"):
+        out += [f"Search: {d['meta']['budget']}. {d['meta'].get('success_rule', '')}", ""]
+    elif b:
         out += [_backoff_line(b), ""]
     s = _load(scale, "speed", root)
     if s:
+        rates = " and ".join(f"{m} {_f(s[f'{m}_candidates_per_s'], 0)}" for m in ("greedy", "gcg", "k1", "coordinate")
+                             if f"{m}_candidates_per_s" in s)
+        evals = (f"; per searched instance (k > 0, N={s['n_searched']}): median {_f(s['evals_per_searched_median'], 0)} "
+                 f"candidate evaluations, {_f(s['seconds_per_searched_median'], 1)} s" if s.get("n_searched") else "")
         out += [f"Speed ({s['device']}): back-off median {_f(s['backoff_median_s'], 2)} s, p90 "
-                f"{_f(s['backoff_p90_s'], 2)} s per instance; greedy {_f(s['greedy_candidates_per_s'], 0)} and "
-                f"GCG {_f(s['gcg_candidates_per_s'], 0)} candidates/s; peak memory {_f(s['peak_mem_gb'], 2)} GB"
+                f"{_f(s['backoff_p90_s'], 2)} s per instance{evals}; {rates} candidates/s; "
+                f"peak memory {_f(s['peak_mem_gb'], 2)} GB"
                 + (f" (machine load average {_f(load, 1)} while it ran: other jobs shared the cores)"
                    if (load := s.get("load_avg_mean", s.get("load_avg_1_5_15_min", [0, 0, 0])[2])) > 1.5 else "")
                 + (f" ({n} searches shared the device: per-instance seconds are shared-device timings)"

@@ -169,8 +169,12 @@ class Scorer:
 
 
 def onehot_gradient(model, control_ids: torch.Tensor, suffix_ids: torch.Tensor, target_id: int,
-                    prefix_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Gradient of the target's cross-entropy w.r.t. the one-hot control prompt.
+                    prefix_ids: torch.Tensor | None = None, objective: str = "ce") -> torch.Tensor:
+    """Gradient of the target's loss w.r.t. the one-hot control prompt.
+
+    ``objective``: ``ce`` = -log P(y | .) (paper A, GCG); ``margin`` =
+    max_{v != y} logit_v - logit_y, whose sign is exactly failure/success
+    (Carlini-Wagner; what the fast search minimises).
 
     One backward through ``onehot @ W_E``: (k, V) @ (V, d) -> (k, d). The
     linearisation ``loss(u with u_i := v) ~ loss(u) + grad[i, v] - grad[i, u_i]``
@@ -189,7 +193,12 @@ def onehot_gradient(model, control_ids: torch.Tensor, suffix_ids: torch.Tensor, 
         parts.insert(0, W[prefix_ids.to(dev)])
     with torch.enable_grad():
         logits = last_logits(model, None, inputs_embeds=torch.cat(parts)[None])
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([target_id], device=dev))
+        if objective == "margin":
+            others = logits.clone()
+            others[:, target_id] = float("-inf")
+            loss = others.max(dim=-1).values.sum() - logits[:, target_id].sum()
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([target_id], device=dev))
         (grad,) = torch.autograd.grad(loss, onehot)
     return grad.float()
 
@@ -203,10 +212,13 @@ class Verifier:
     scores decide.
     """
 
-    def __init__(self, verify: Scorer | None, top: int = 16):
+    def __init__(self, verify: Scorer | None, top: int = 16, near: float = -0.5):
         self.verify = verify
         self.top = max(1, int(top))
+        self.near = float(near)       # search margins below this are not worth an fp32 look
         self.n_checked = 0
+        self.n_false_positive = 0     # search said success (margin > 0), fp32 said no
+        self.n_unchecked_near = 0     # near candidates (margin > near) left off the `top` shortlist
 
     def first_success(self, controls: torch.Tensor, search: Scores) -> tuple[int, float, float]:
         """-> (index of a verified success or -1, its verified loss, its verified margin)."""
@@ -214,13 +226,16 @@ class Verifier:
             i = int(search.margin.argmax())
             ok = bool(search.margin[i] > 0)
             return (i if ok else -1), float(search.loss[i]), float(search.margin[i])
-        order = torch.argsort(search.margin, descending=True)[: self.top]
+        order = torch.argsort(search.margin, descending=True)
         # only near-successes are worth an fp32 look: far losers cannot flip
-        order = order[search.margin[order] > -0.5]
+        near = order[search.margin[order] > self.near]
+        self.n_unchecked_near += max(0, int(near.numel()) - self.top)
+        order = near[: self.top]
         if order.numel() == 0:
             return -1, float("nan"), float("nan")
         s = self.verify.score(controls[order])
         self.n_checked += int(order.numel())
+        self.n_false_positive += int(((search.margin[order] > 0) & (s.margin <= 0)).sum())
         best = int(torch.argmax(s.margin))
         if s.margin[best] > 0:
             return int(order[best]), float(s.loss[best]), float(s.margin[best])

@@ -47,13 +47,15 @@ class BackoffResult:
     k: int | None                 # shortest successful length; None = unsolved
     ids: list[int]                # the prompt at k (or the best unsuccessful one at max k)
     text: str
-    retokenizes: bool             # decode(ids) encodes back to ids
+    retokenizes: bool             # decode(u + x0) encodes back to u + x0 (a prompt a user could type)
     base_loss: float              # -log P(y | x0), fp32
     base_rank: int                # rank of y under P(. | x0); 0 = argmax
     trace: list[dict] = field(default_factory=list)  # per k: method, loss, success, seconds, n_candidates, ids
     seconds: float = 0.0
     n_candidates: dict = field(default_factory=lambda: {"greedy": 0, "gcg": 0})
     seconds_by_method: dict = field(default_factory=lambda: {"greedy": 0.0, "gcg": 0.0})
+    n_gradients: int | None = None   # backward passes (fast search; None = not counted)
+    verify: dict = field(default_factory=dict)  # fp32 verifier: checked, false_positive, unchecked_near
 
 
 @torch.inference_mode()
@@ -86,7 +88,7 @@ def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = Backof
 
     def result(k, ids):
         ids = list(ids)
-        return BackoffResult(k=k, ids=ids, text=tokenizer.decode(ids), retokenizes=retokenizes(tokenizer, ids) if ids else True,
+        return BackoffResult(k=k, ids=ids, text=tokenizer.decode(ids), retokenizes=retokenizes(tokenizer, ids + x0.tolist()),
                              base_loss=base_loss, base_rank=base_rank, trace=trace,
                              seconds=time.perf_counter() - t0, n_candidates=n_cand, seconds_by_method=secs)
 
