@@ -5,9 +5,11 @@
 # installs `gguf`, and dequantizes once; then NSHARDS resumable searches share the GPU.
 # Rows accumulate in /tmp/mt (kept while the machine stays warm), and every call copies
 # all of them, flat, into $OUT (at most 8 files come back).
-#   usage: bash scripts/gpu_search.sh SECONDS NSHARDS [bench]
+#   usage: [METHOD=fast|paper] bash scripts/gpu_search.sh SECONDS NSHARDS [bench]
+#   METHOD=paper replicates the authors' budget (rows in instances/reachability/paper/);
+#   the default, fast, continues the CPU run of record (instances/reachability/fast/).
 set -uo pipefail
-secs=${1:-400}; n=${2:-4}; bench=${3:-}
+secs=${1:-400}; n=${2:-4}; bench=${3:-}; method=${METHOD:-fast}
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 MAGICTOKENS_CACHE=/tmp/mtcache OMP_NUM_THREADS=2
 M=/tmp/smollm2.gguf
 if [ ! -f $M ]; then
@@ -26,14 +28,14 @@ mins=$(python3 -c "print(max(0.5, ($left - 40) / 60))")
 pids=()
 for i in $(seq 0 $((n-1))); do
   timeout -s INT $left python3 -m magictokens.pipeline search --scale paper --minutes $mins \
-    --out-root /tmp/mt/s$i --shard $i/$n --set model=$M > /tmp/mt_shard$i.log 2>&1 &
+    --out-root /tmp/mt/s$i --shard $i/$n --set model=$M --set reachability.method=$method > /tmp/mt_shard$i.log 2>&1 &
   pids+=($!)
 done
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 60 > /tmp/mt_smi.log 2>&1 &
 smi=$!
 wait "${pids[@]}"; kill $smi 2>/dev/null
 for f in true_token top75 uniform_rank; do
-  cat /tmp/mt/s*/results/paper/instances/reachability/$f.jsonl > $OUT/$f.jsonl 2>/dev/null
+  cat /tmp/mt/s*/results/paper/instances/reachability/$method/$f.jsonl > $OUT/$f.jsonl 2>/dev/null
 done
 for i in $(seq 0 $((n-1))); do echo "== shard $i"; tail -c 1500 /tmp/mt_shard$i.log | tr '\r' '\n' | tail -5; done > $OUT/shards.log
 cat /tmp/mt_smi.log >> $OUT/shards.log

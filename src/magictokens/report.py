@@ -202,12 +202,55 @@ def render_bench(root: Path) -> list[str]:
     return out
 
 
+def render_fast_bench(root: Path) -> list[str]:
+    """`benchmarks/bench_fast.py report`: the fast search against the authors' budget and the old default."""
+    p = root / "results" / "bench" / "fast.json"
+    if not p.exists():
+        return []
+    b = json.loads(p.read_text())
+    out = [f"**The fast search, `benchmarks/bench_fast.py`** ({b['meta']['device']}, {b['meta']['model']}; "
+           "evaluations = candidate prompts scored, one forward each):", ""]
+    if h := b.get("head2head"):
+        out.append(f"- Against the authors' budget, on the {h['n']} instances with a paper-budget row "
+                   f"({h['n_searched']} need a search): required k no larger on {_f(h['share_k_fast_le_paper'], 2)} "
+                   f"(lower on {h['n_k_fast_lt_paper']}, higher on {h['n_k_fast_gt_paper']}); median "
+                   f"{_f(h['evals_paper_median'], 0)} -> {_f(h['evals_fast_median'], 0)} evaluations and "
+                   f"{_f(h['seconds_paper_median'], 0)} -> {_f(h['seconds_fast_median'], 1)} s per searched instance.")
+    if v := b.get("vs_default"):
+        f, d = v["fast"], v["default"]
+        out.append(f"- Against the previous default search (greedy top-128, GCG 128x64x6), same {v['n']} true-token "
+                   f"instances that k = 0 does not solve: eps(4) {_f(f['eps']['4'])} "
+                   f"(95% CI {_f(f['ci95']['4'][0])}-{_f(f['ci95']['4'][1])}) vs {_f(d['eps']['4'])} "
+                   f"({_f(d['ci95']['4'][0])}-{_f(d['ci95']['4'][1])}); eps(10) {_f(f['eps']['10'])} "
+                   f"({_f(f['ci95']['10'][0])}-{_f(f['ci95']['10'][1])}) vs {_f(d['eps']['10'])} "
+                   f"({_f(d['ci95']['10'][0])}-{_f(d['ci95']['10'][1])}); required k no larger on "
+                   f"{_f(v['k_fast_le_default'], 2)}; median {_f(v['evals_median']['fast'], 0)} vs "
+                   f"{_f(v['evals_median']['default'], 0)} evaluations, {_f(v['seconds_median']['fast'], 1)} vs "
+                   f"{_f(v['seconds_median']['default'], 1)} s (threads {v['threads']}, load {_f(v['load_avg_mean'], 1)}).")
+    if c := b.get("calibration"):
+        r = c["recall_within_top_n"]["ce_at_y"]
+        out.append(f"- Calibration of k = 1: {c['n']} exhaustive sweeps (|x0| in {c['lengths']}), {c['n_k1_solvable']} "
+                   f"solvable at k = 1; share found within the gradient top-N: "
+                   + ", ".join(f"N={n} {_f(r[n], 2)}" for n in ("256", "1024", "8192"))
+                   + f"; the authors' check (lowest-loss token only) solves {_f(c['authors_check_share_of_solvable'], 2)} of them.")
+    if t := b.get("paper_scale_run"):
+        out.append(f"- The paper-scale run so far: {t['n_searched']} searched instances, median "
+                   f"{_f(t['evals_median'], 0)} evaluations (mean {_f(t['evals_mean'], 0)}) and {_f(t['seconds_median'], 1)} s "
+                   f"(threads {t['threads']}, load {_f(t['load_avg_mean'], 1)}).")
+    if g := b.get("targets"):
+        out.append("- Targets (median <= 5,000 evaluations, <= 60 s per searched instance, k <= paper k on >= 90%): "
+                   + ", ".join(f"{k} {'met' if v else 'missed' if v is not None else 'not measured'}" for k, v in g.items())
+                   + ".")
+    return out + [""]
+
+
 def render(root: str | Path | None = None) -> str:
     root = Path(root or REPO_ROOT)
     lines: list[str] = []
     for scale in ("paper", "default"):
         for fn in (render_reachability, render_theorem, render_cotraining, render_mode_reachability):
             lines += fn(scale, root)
+    lines += render_fast_bench(root)
     lines += render_bench(root)
     if not lines:
         lines = ["(no results yet: run `dvc repro`)", ""]

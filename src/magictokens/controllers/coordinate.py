@@ -8,7 +8,9 @@ I-GCG, ARCA; see shared/SEARCH-NOTES.md). Each step, for the prompt u (k tokens)
    L = margin loss  max_{v != y} logit_v - logit_y  (< 0 <=> success), or CE
 2. top-k     C_i = the `topk` allowed tokens with most negative G[i]     (k, topk)
 3. sample    `width(step)` candidates, `n_replace(step)` positions each,
-             minus every prompt already scored (visited set)       (B, k)
+             minus every prompt already scored (visited set)       (B, k);
+             a `random_share` of them take any allowed token instead of a
+             top-k one (the gradient ranks many strong tokens far down)
 4. score     in chunks of `chunk`; after each chunk the near-successes are
              re-checked in fp32 and the search stops at the first verified one
 5. move      u <- the best candidate of the step; keep the best ever.
@@ -33,12 +35,13 @@ from .filters import allowed_token_mask
 
 @dataclass
 class CoordinateConfig:
-    max_steps: int = 12         # gradient steps at one k
+    max_steps: int = 16         # gradient steps at one k
     width: int = 64             # candidates at the first step ...
-    width_max: int = 256        # ... doubling every `grow_every` steps up to this (ACG)
+    width_max: int = 512        # ... doubling every `grow_every` steps up to this (ACG)
     grow_every: int = 3
-    topk: int = 64              # swap tokens per position, by gradient
+    topk: int = 128             # swap tokens per position, by gradient (paper A: 128)
     multi_steps: int = 2        # first steps swap 2 positions per candidate (ACG / I-GCG), then 1
+    random_share: float = 0.25  # share of candidates whose swap token is any allowed token, not a gradient top-k one
     chunk: int = 64             # success checked after every chunk of scored candidates
     objective: str = "ce"       # ce | margin (what the gradient and the move minimise)
     batch_size: int = 64        # candidates per forward (memory knob only)
@@ -52,6 +55,8 @@ class CoordinateConfig:
         for name in ("max_steps", "width", "width_max", "grow_every", "topk", "chunk", "batch_size", "verify_top"):
             if int(getattr(self, name)) <= 0:
                 raise MagicTokensError(f"coordinate.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= float(self.random_share) <= 1.0:
+            raise MagicTokensError(f"coordinate.random_share must be in [0, 1], got {self.random_share}")
 
     def width_at(self, step: int) -> int:
         return min(self.width_max, self.width * 2 ** (step // self.grow_every))
@@ -76,20 +81,28 @@ def objective(scores: Scores, kind: str) -> torch.Tensor:
 
 
 def sample_swaps(u: torch.Tensor, top_ids: torch.Tensor, width: int, n_replace: int, visited: set,
-                 gen: torch.Generator) -> torch.Tensor:
+                 gen: torch.Generator, allowed_ids: torch.Tensor | None = None, random_share: float = 0.0) -> torch.Tensor:
     """(k,) prompt, (k, topk) swap tokens -> (<= width, k) new candidates, none of them in `visited`.
 
     Draws 2x width with replacement, drops duplicates and visited prompts, keeps
     the first `width` in draw order (so the draw, not the id order, decides).
+    A `random_share` of the draws take their token from all of `allowed_ids`:
+    the one-hot gradient ranks some of the strongest single tokens (code
+    punctuation that resets the context) tens of thousands deep.
     """
     k, topk = top_ids.shape
     n_draw = 2 * width
     cands = u.repeat(n_draw, 1)                                             # (2B, k)
     rows = torch.arange(n_draw)
+    wild = torch.rand(n_draw, generator=gen) < random_share if allowed_ids is not None else None
     for _ in range(min(n_replace, k)):
         pos = torch.randint(0, k, (n_draw,), generator=gen)                  # (2B,)
         pick = torch.randint(0, topk, (n_draw,), generator=gen)              # (2B,)
-        cands[rows, pos] = top_ids[pos, pick]
+        new = top_ids[pos, pick]
+        if wild is not None and random_share > 0:
+            any_tok = allowed_ids[torch.randint(0, len(allowed_ids), (n_draw,), generator=gen)]
+            new = torch.where(wild, any_tok, new)
+        cands[rows, pos] = new
     out, seen = [], set()
     for row in cands.tolist():
         t = tuple(row)
@@ -156,7 +169,8 @@ def run(model, tokenizer, x0_ids, target_id: int, k: int, config: CoordinateConf
         grad[:, ~allowed] = float("inf")
         top_ids = torch.topk(-grad, topk, dim=1).indices                                          # (k, topk)
         n_rep = 2 if step < config.multi_steps and k > 1 else 1
-        cands = sample_swaps(u, top_ids, config.width_at(step), n_rep, visited, gen)
+        cands = sample_swaps(u, top_ids, config.width_at(step), n_rep, visited, gen,
+                             torch.nonzero(allowed).squeeze(1), config.random_share)
         if len(cands) == 0:            # every reachable swap already scored: nothing left to try here
             break
         scores, win, n = score_until_success(scorer, verifier, cands, config.chunk)

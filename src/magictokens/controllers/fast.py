@@ -40,7 +40,7 @@ from .filters import allowed_token_mask, retokenizes
 @dataclass
 class FastConfig:
     ks: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 10])   # paper A's grid
-    k1_candidates: int = 256          # gradient top-N scored at k = 1 (calibration: results/bench/)
+    k1_candidates: int = 1024         # gradient top-N scored at k = 1 (calibration: results/bench/)
     short_steps: int = 6              # coordinate steps for k <= 3 (paper: whole-vocabulary sweeps)
     coordinate: coordinate.CoordinateConfig = field(default_factory=coordinate.CoordinateConfig)
     pad: str = "target"               # new left slots: target = y then random tokens | random
