@@ -5,9 +5,11 @@
 # (fsynced), so a stop loses at most the instance in flight; commit them often:
 #   git add results/paper/instances/reachability/fast && git commit -m "paper-scale rows"
 # When every family is done: magictokens run reachability --scale paper && magictokens report
-#   usage: [THREADS=1] bash scripts/cpu_search.sh [MINUTES]
+# Figure 1 first (true-token instances are mostly solved at k=0, uniform-rank ones mostly
+# cost the whole budget): --family true_token, then top75, then uniform_rank.
+#   usage: [THREADS=1] bash scripts/cpu_search.sh [--minutes M] [--family F ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${THREADS:-1}
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
-exec .venv/bin/magictokens search --scale paper ${1:+--minutes $1}
+exec .venv/bin/magictokens search --scale paper "$@"

@@ -36,3 +36,18 @@ def test_a_cut_or_resized_run_says_so(tmp_path):
          "gcg_candidates_per_s": 1e4, "peak_mem_gb": 3.0, "parallel_searches": 6}
     (tmp_path / "results" / "paper" / "speed.json").write_text(json.dumps(s))
     assert "(6 searches shared the device" in render(tmp_path)
+
+
+def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
+    import json
+
+    b = {"meta": {"device": "cpu", "model": "m"},
+         "head2head": {"n": 15, "n_searched": 14, "share_k_fast_le_paper": 0.8, "n_k_fast_lt_paper": 3,
+                       "n_k_fast_gt_paper": 3, "evals_paper_median": 150000, "evals_fast_median": 3000,
+                       "seconds_paper_median": 900, "seconds_fast_median": 20.0},
+         "targets": {"evals_median_le_5000": True, "seconds_median_le_60": True, "k_le_paper_on_90pct": False}}
+    (tmp_path / "results" / "bench").mkdir(parents=True)
+    (tmp_path / "results" / "bench" / "fast.json").write_text(json.dumps(b))
+    out = render(tmp_path)
+    assert "no larger on 0.80 (lower on 3, higher on 3); median 150000 -> 3000 evaluations" in out
+    assert "evals_median_le_5000 met" in out and "k_le_paper_on_90pct missed" in out

@@ -240,3 +240,26 @@ class Verifier:
         if s.margin[best] > 0:
             return int(order[best]), float(s.loss[best]), float(s.margin[best])
         return -1, float(s.loss[best]), float(s.margin[best])
+
+
+@torch.inference_mode()
+def base_scores(model, x0_ids, target_id: int, prefix_ids=()) -> tuple[float, int, float]:
+    """-> (base loss, base rank of y, margin) for the uncontrolled state, fp32."""
+    scorer = Scorer(model, x0_ids, target_id, prefix_ids, batch_size=1)
+    ids = scorer.sequences(torch.zeros(1, 0, dtype=torch.long), True)
+    logits = model(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
+    rank = int((logits > logits[target_id]).sum())
+    s = scorer.score(torch.zeros(1, 0, dtype=torch.long))
+    return float(s.loss[0]), rank, float(s.margin[0])
+
+
+def k0_state(model, verify_model, x0_ids, target_id: int, prefix_ids=()):
+    """Check x0 and score it alone with the fp32 judge (k = 0 of every back-off search).
+
+    -> (x0 as a (|x0|,) tensor, base loss -log P(y | x0), base rank of y, margin).
+    """
+    judge = verify_model if verify_model is not None else model
+    x0 = check_ids(x0_ids, judge.get_input_embeddings().weight.shape[0], "x0")
+    if x0.numel() == 0:
+        raise MagicTokensError("x0 is empty: give at least one state token")
+    return (x0, *base_scores(judge, x0, target_id, prefix_ids))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import MagicTokensError
-from ..scoring import Scorer, check_ids
+from ..scoring import k0_state
 from . import gcg as gcg_mod
 from . import greedy as greedy_mod
 from .filters import retokenizes
@@ -58,17 +58,6 @@ class BackoffResult:
     verify: dict = field(default_factory=dict)  # fp32 verifier: checked, false_positive, unchecked_near
 
 
-@torch.inference_mode()
-def base_scores(model, x0_ids, target_id: int, prefix_ids=()) -> tuple[float, int, float]:
-    """-> (base loss, base rank of y, margin) for the uncontrolled state, fp32."""
-    scorer = Scorer(model, x0_ids, target_id, prefix_ids, batch_size=1)
-    ids = scorer.sequences(torch.zeros(1, 0, dtype=torch.long), True)
-    logits = model(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
-    rank = int((logits > logits[target_id]).sum())
-    s = scorer.score(torch.zeros(1, 0, dtype=torch.long))
-    return float(s.loss[0]), rank, float(s.margin[0])
-
-
 def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = BackoffConfig(),
         prefix_ids=(), verify_model=None, seed: int = 0, first_step=None) -> BackoffResult:
     """Algorithm 1. `model` searches (bf16 for speed), `verify_model` (fp32) decides success.
@@ -78,12 +67,7 @@ def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = Backof
     then share one sweep (reachability.run_families).
     """
     t0 = time.perf_counter()
-    judge = verify_model if verify_model is not None else model
-    vocab = judge.get_input_embeddings().weight.shape[0]
-    x0 = check_ids(x0_ids, vocab, "x0")
-    if x0.numel() == 0:
-        raise MagicTokensError("x0 is empty: give at least one state token")
-    base_loss, base_rank, margin = base_scores(judge, x0, target_id, prefix_ids)
+    x0, base_loss, base_rank, margin = k0_state(model, verify_model, x0_ids, target_id, prefix_ids)
     trace = [dict(k=0, method="none", loss=base_loss, success=margin > 0, seconds=0.0, n_candidates=1, ids=[])]
 
     def result(k, ids):

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import MagicTokensError
-from ..scoring import Scorer, Verifier, check_ids, onehot_gradient
+from ..scoring import Scorer, Verifier, k0_state, onehot_gradient
 from . import coordinate
-from .backoff import BackoffResult, base_scores
+from .backoff import BackoffResult
 from .filters import allowed_token_mask, retokenizes
 
 
@@ -84,12 +84,8 @@ def run(model, tokenizer, x0_ids, target_id: int, config: FastConfig = FastConfi
         seed: int = 0, prefix_ids=()) -> BackoffResult:
     """The fast back-off. `model` searches (bf16 for speed), `verify_model` (fp32) decides success."""
     t0 = time.perf_counter()
-    judge = verify_model if verify_model is not None else model
-    vocab = judge.get_input_embeddings().weight.shape[0]
-    x0 = check_ids(x0_ids, vocab, "x0")
-    if x0.numel() == 0:
-        raise MagicTokensError("x0 is empty: give at least one state token")
-    base_loss, base_rank, margin = base_scores(judge, x0, target_id, prefix_ids)
+    x0, base_loss, base_rank, margin = k0_state(model, verify_model, x0_ids, target_id, prefix_ids)
+    vocab = model.get_input_embeddings().weight.shape[0]
     trace = [dict(k=0, method="none", loss=base_loss, success=margin > 0, seconds=0.0, n_candidates=1, ids=[])]
     n_cand = {"k1": 0, "coordinate": 0, "shorten": 0}
     secs = {"k1": 0.0, "coordinate": 0.0, "shorten": 0.0}
