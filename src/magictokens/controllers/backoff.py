@@ -16,8 +16,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import torch
-
 from ..errors import MagicTokensError
 from ..scoring import k0_state
 from . import gcg as gcg_mod
