@@ -139,10 +139,12 @@ for log in (False, True):
         plot_k_eps(ax, sum_true["eps"], f"all (ours, N={sum_true['n']})", ci=sum_true["ci95"], log=log,
                    floor=floor, color="black", linewidth=2)
     plot_k_eps(ax, {k: v for k, v in PA["gpt2_small_eps"].items()}, "paper: GPT-2 small (N=5000)", log=log,
-               floor=floor, color="0.5", linestyle="--")
+               color="0.5", linestyle="--")
+    if log:   # our zeros sit on this line; the paper's small eps are drawn where they are
+        ax.axhline(floor, color="0.6", linestyle=":", linewidth=1, label="ours: eps = 0 drawn at 1/(2N)")
     census_point(ax, "true_token", sum_true["n"])
     for (name, v), m, dx in zip(PA["eps10"].items(), ("s", "^", "D"), (-0.25, 0, 0.25)):
-        ax.scatter([10 + dx], [max(v, floor)], marker=m, color="0.3", zorder=5, label=f"paper: {name} eps(10)")
+        ax.scatter([10 + dx], [v], marker=m, color="0.3", zorder=5, label=f"paper: {name} eps(10)")
     ax.set_title("True next token: k-epsilon" + (" (log)" if log else ""))
     ax.legend(fontsize=7, ncol=2)
     stamp(fig, meta, sum_true["n"], budget(rows_true, PLANNED["true_token"], ax))
