@@ -265,6 +265,9 @@ summary = {"meta": meta, "true_token": sum_true,
            "correlations": corr["true_token"], "correlations_by_family": corr,
            "n_planned": PLANNED, "partial": len(all_rows) < sum(PLANNED.values()), "k0_census": CENSUS,
            "retokenizes": float(np.mean([r["retokenizes"] for r in all_rows if r["k"]] or [np.nan])),
+           # the fp32 verifier: candidates re-checked, search-dtype successes it rejected, near ones it never saw
+           "verify": {key: int(sum(r.get("verify", {}).get(key, 0) for r in all_rows))
+                      for key in ("checked", "false_positive", "unchecked_near")},
            "paper": {k: (dict(v) if isinstance(v, dict) else v) for k, v in PA.items()}}
 write_json(out_dir / "reachability.json", summary)
 write_json(out_dir / "speed.json", speed)

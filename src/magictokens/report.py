@@ -84,6 +84,10 @@ def render_reachability(scale: str, root: Path) -> list[str]:
             f"Pearson r(base loss, k) = {_f(c.get('loss_k'), 2)}, r(base rank, k) = {_f(c.get('rank_k'), 2)} "
             f"over {c.get('n_solved')} solved true-token instances (paper 0.59-0.70 and 0.12-0.21).", ""]
     b = d["meta"].get("backoff", {})
+    if v := d.get("verify"):
+        out += [f"fp32 verification: {v['checked']} candidates re-checked, {v['false_positive']} bf16 successes rejected, "
+                f"{v['unchecked_near']} near candidates (bf16 margin > -0.5) left off the shortlist; u + x0 "
+                f"re-tokenizes to itself for {_f(d.get('retokenizes'), 3)} of the solved prompts.", ""]
     if d["meta"].get("budget"):
         out += [f"Search: {d['meta']['budget']}. {d['meta'].get('success_rule', '')}", ""]
     elif b:
