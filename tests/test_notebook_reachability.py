@@ -70,3 +70,17 @@ def test_cut_run_aggregates_finished_instances_and_says_partial(tmp_path):
     run_stage("reachability", "smoke", out_root=tmp_path)                 # no cut: completes, not partial
     d = json.loads((tmp_path / "results" / "smoke" / "reachability.json").read_text())
     assert d["partial"] is False and d["top75"]["n"] == 2
+
+
+def test_method_paper_runs_the_authors_search_into_its_own_rows(tmp_path):
+    """reachability.method=paper: Algorithm 1 at the scale's `backoff` budget, rows apart from the fast ones."""
+    run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"method": "paper"}})
+    res = tmp_path / "results" / "smoke"
+    d = json.loads((res / "reachability.json").read_text())
+    assert d["meta"]["method"] == "paper" and d["meta"]["budget"].startswith("greedy k<=2")
+    rows = [json.loads(line) for line in (res / "instances" / "reachability" / "paper" / "true_token.jsonl")
+            .read_text().splitlines()]
+    assert len(rows) == 4 and all("greedy" in r["n_candidates"] for r in rows)
+    assert not (res / "instances" / "reachability" / "fast").exists()
+    with pytest.raises(MagicTokensError, match="method"):
+        run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"method": "slow"}})
