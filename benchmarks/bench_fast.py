@@ -64,11 +64,15 @@ def deadline_of(minutes):
     return time.time() + 60 * minutes if minutes is not None else None
 
 
+def paper_budget_rows() -> list[dict]:
+    """The CPU rows searched at the authors' budget (method: paper), every family."""
+    return [json.loads(line) for f in sorted((REPO_ROOT / "results/paper/instances/reachability/paper").glob("*.jsonl"))
+            for line in f.read_text().splitlines() if line.strip()]
+
+
 def head2head(a, sm, vm, tok):
     fast_cfg, _, _ = configs()
-    rows = [json.loads(line) for f in sorted((REPO_ROOT / "results/paper/instances/reachability/paper").glob("*.jsonl"))
-            for line in f.read_text().splitlines()]
-    insts = [R.Instance(r["id"], r["x0_ids"], r["target_id"], r["kind"], r["meta"]) for r in rows]
+    insts = [R.Instance(r["id"], r["x0_ids"], r["target_id"], r["kind"], r["meta"]) for r in paper_budget_rows()]
     R.run_families({"head2head": insts}, sm, tok, fast_cfg, ROWS, verify_model=vm, deadline=deadline_of(a.minutes))
 
 
@@ -179,9 +183,7 @@ def report(a):
     lines = []
 
     # head to head against the authors' budget
-    paper_rows = {json.loads(line)["id"]: json.loads(line)
-                  for f in sorted((REPO_ROOT / "results/paper/instances/reachability/paper").glob("*.jsonl"))
-                  for line in f.read_text().splitlines()}
+    paper_rows = {r["id"]: r for r in paper_budget_rows()}
     h = [(paper_rows[r["id"]], r) for r in read_rows("head2head") if r["id"] in paper_rows]
     searched = [(p, f) for p, f in h if p["k"] != 0]
     inf = lambda k: math.inf if k is None else k     # noqa: E731

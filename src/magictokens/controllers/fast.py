@@ -24,6 +24,7 @@ rule can only give the same or a lower eps at equal candidates).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -129,8 +130,7 @@ def run(model, tokenizer, x0_ids, target_id: int, config: FastConfig = FastConfi
             step = dict(steps=1, n_candidates=n, n_gradients=1)
             method = "k1_top"
         else:
-            cfg = coordinate.CoordinateConfig(**{**cc.__dict__, "max_steps": config.short_steps if k <= 3
-                                                 else cc.max_steps})
+            cfg = dataclasses.replace(cc, max_steps=config.short_steps if k <= 3 else cc.max_steps)
             init = pad_left(best, k, target_id, allowed_ids, config.pad, gen)
             r = coordinate.run(model, tokenizer, x0, target_id, k, cfg, init_ids=init, verify_model=verify_model,
                                seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)), prefix_ids=prefix_ids,
