@@ -30,12 +30,13 @@ from magictokens.config import build, load_params
 from magictokens.data import read_wikitext
 from magictokens.metrics import k_epsilon_curve, wilson_ci
 from magictokens.models import DEFAULT_MODEL, fingerprint, load_search_pair
+from magictokens.papers import K_GRID
 from magictokens.results import REPO_ROOT, InstanceLog, device_name, versions, write_json
 from magictokens.scoring import Scorer, Verifier, onehot_gradient
 
 OUT = REPO_ROOT / "results" / "bench"
 ROWS = OUT / "fast"
-KS = R.ALL_KS
+KS = list(K_GRID)
 CAL_NS = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 
 

@@ -40,49 +40,30 @@
 scale = "default"
 out_root = None
 overrides = {}
+redraw = False   # True: draw the committed result of this scale from results/ (no model, no training)
 
 # %%
 import json
-import time
-from dataclasses import asdict
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 
-from magictokens import training as T
-from magictokens.config import REPO_ROOT, stage_params
-from magictokens.judges import LABELS, build_judge
-from magictokens.models import load_model
+from magictokens.judges import LABELS
 from magictokens.plotting import save_figure, set_theme, stamp
-from magictokens.results import figures_dir, results_dir, run_meta, write_json
-from magictokens.safety_data import build_safety_data, magic_tokens
+from magictokens.results import figures_dir, results_dir
+from magictokens.stages import cotraining as stage
 
-t_start = time.time()
-P, cfg = stage_params(scale, "cotraining", T.CoTrainingConfig, overrides)
-torch.manual_seed(P["seed"])
-model, tok = load_model(P["model"], dtype="float32", device=P["device"])
-tokens = cfg.magic_tokens or magic_tokens(P["seed"], length=cfg.magic_token_length)
-out_dir, fig_dir = results_dir(scale, out_root), figures_dir(scale, "cotraining", out_root)
-model_dir = Path(out_root or REPO_ROOT) / "results" / scale / "models" / "cotraining"
+# the stage builds the data and the judge, self-distils, trains, and judges every model
+res = (stage.CoTrainingStageResult.load(results_dir(scale, out_root)) if redraw
+       else stage.run(scale, out_root, overrides))
+meta, fig_dir = res.meta, figures_dir(scale, "cotraining", out_root)
+n_harm, n_ben = res.data["n_eval_harmful"], res.data["n_eval_benign"]
 set_theme()
-print("magic tokens:", tokens)
-print("train budget:", json.dumps(asdict(cfg.train)))
-
-# %% [markdown]
-# ## Data
-#
-# Every prompt is in exactly one split; training sources and evaluation sources
-# are disjoint, and a text that appears in both is kept for evaluation only.
-
-# %%
-data = build_safety_data(cfg.n_train_harmful, cfg.n_train_benign, cfg.n_eval_harmful, cfg.n_eval_benign,
-                         cfg.n_xstest, seed=P["seed"], max_chars=cfg.max_prompt_chars)
-manifest = data.manifest()
-print(json.dumps(manifest, indent=1))
+print("magic tokens:", res.tokens)
+print("train budget:", json.dumps(res.params["train"]))
+print(json.dumps(res.data, indent=1))
 
 # %% [markdown]
 # ## The judge, and how far to trust it
@@ -93,39 +74,26 @@ print(json.dumps(manifest, indent=1))
 # unsafe prompt counts as a refusal there.
 
 # %%
-judge, jrep = build_judge(P["seed"], cfg.judge_n_alpaca, n_xstest=cfg.judge_n_xstest,
-                          max_length=cfg.judge_max_length)
-print(f"refusal accuracy {jrep.refusal_accuracy:.3f} (n={jrep.n_refusal}); 3-class accuracy "
-      f"{jrep.accuracy3:.3f} (refusal phrases alone: {jrep.phrase_only_accuracy3:.3f})")
-jconf = pd.DataFrame(jrep.confusion).T.loc[list(LABELS), list(LABELS)]
+j = res.judge
+print(f"refusal accuracy {j.refusal_accuracy:.3f}; 3-class accuracy {j.accuracy3:.3f} (n={j.n}; "
+      f"refusal phrases alone: {j.phrase_only_accuracy3:.3f})")
+jconf = pd.DataFrame(j.confusion).T.loc[list(LABELS), list(LABELS)]
 jconf.index.name, jconf.columns.name = "true", "judged"
 jconf
 
 # %% [markdown]
 # ## Self-distillation, co-training, baselines, evaluation
 #
-# `training.run` self-distils the missing targets, co-trains (all three modes,
+# `cotraining.run` self-distils the missing targets, co-trains (all three modes,
 # magic token as the system prompt), trains SFT and SFT+DPO with the same number
 # of optimizer steps, then judges greedy generations.
 
 # %%
-meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], scale,
-                n_train=manifest["n_train"], n_eval=manifest["n_eval_harmful"] + manifest["n_eval_benign"],
-                magic_tokens=tokens, overrides=overrides)
-res = T.run(model, tok, data, judge, cfg, tokens, seed=P["seed"], save_dir=model_dir)
-data.to_jsonl(model_dir / "data.jsonl")   # derived set, beside the weights (gitignored, DVC out)
 print(json.dumps(res.train_logs, indent=1))
 print(json.dumps(res.seconds))
-
-# %%
-out = {"meta": meta, "judge_accuracy": jrep.accuracy3,
-       "judge": {"refusal_accuracy": jrep.refusal_accuracy, "accuracy3": jrep.accuracy3,
-                 "phrase_only_accuracy3": jrep.phrase_only_accuracy3, "n": jrep.n3, "confusion": jrep.confusion},
-       **{k: v for k, v in T.result_dict(res).items() if k not in ("examples",)},
-       "data": manifest, "params": P["cotraining"], "seconds_total": round(time.time() - t_start, 1)}
-write_json(out_dir / "cotraining.json", out)
-print(json.dumps({k: out[k] for k in ("judge_accuracy", "mode_accuracy", "sam", "safety_score",
-                                      "xstest_over_refusal", "mmlu")}, indent=1))
+print(json.dumps({"judge_accuracy": res.judge_accuracy, "mode_accuracy": res.mode_accuracy, "sam": res.sam,
+                  "safety_score": res.safety_score, "xstest_over_refusal": res.xstest_over_refusal,
+                  "mmlu": res.mmlu}, indent=1))
 
 # %% [markdown]
 # ## 1. Mode controllability
@@ -138,20 +106,20 @@ print(json.dumps({k: out[k] for k in ("judge_accuracy", "mode_accuracy", "sam", 
 # %%
 conds = ["positive", "negative", "rejective", "random", "none"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-for ax, (title, conf, n) in zip(axes, [("held-out harmful prompts", res.confusion, len(data.eval_harmful)),
-                                        ("held-out benign prompts", res.confusion_benign, len(data.eval_benign))]):
+for ax, (title, conf, n) in zip(axes, [("held-out harmful prompts", res.confusion, n_harm),
+                                        ("held-out benign prompts", res.confusion_benign, n_ben)]):
     df = pd.DataFrame(conf).T.loc[conds, list(LABELS)]
     sns.heatmap(df, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", cbar=False, ax=ax)
     ax.set_xlabel("Judged behaviour")
     ax.set_ylabel("System prompt (magic token)")
     ax.set_title(f"{title} (n={n})")
-stamp(fig, meta, len(data.eval_harmful) + len(data.eval_benign), f"mode accuracy {res.mode_accuracy:.2f}")
+stamp(fig, meta, n_harm + n_ben, f"mode accuracy {res.mode_accuracy:.2f}")
 save_figure(fig, "fig1_mode_controllability", fig_dir)
 print("mode accuracy (mean diagonal, harmful):", round(res.mode_accuracy, 3))
 pd.DataFrame(res.confusion).T.loc[conds]
 
 # %% [markdown]
-# Benign examples (truncated to 60 characters):
+# Benign examples (truncated to 60 characters; a redraw has none, texts are never saved):
 
 # %%
 pd.DataFrame([{"token": c, **e} for c, ex in res.examples.items() for e in ex])
@@ -160,7 +128,8 @@ pd.DataFrame([{"token": c, **e} for c, ex in res.examples.items() for e in ex])
 # ## 2. Safety Alignment Margin
 #
 # Silhouette of the first-response-token distributions grouped by the mode
-# token, on the same held-out prompts (paper: 0.131 co-trained vs about 0.03).
+# token, on the same held-out prompts (paper: 0.131 co-trained vs about 0.03,
+# `papers.PAPER_B`).
 # Baselines were never trained with magic tokens: their margin says how far the
 # tokens alone move them.
 
@@ -171,12 +140,15 @@ axes[0].bar(names, [res.sam[n] for n in names], color=sns.color_palette()[: len(
 axes[0].set_ylabel("Safety Alignment Margin (silhouette)")
 axes[0].tick_params(axis="x", rotation=30)
 for ax, n in zip(axes[1:], names):
+    if n not in res.projection:   # results written before the projection was saved (cotraining_projection.csv)
+        ax.set_title(f"{n}: SAM {res.sam[n]:.3f} (no projection saved)")
+        continue
     xy = np.array(res.projection[n]["xy"])
     sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=res.projection[n]["mode"], hue_order=list(LABELS), s=14, ax=ax,
                     legend=(n == names[-1]))
     ax.set_title(f"{n}: SAM {res.sam[n]:.3f}")
     ax.set_xlabel("PC 1"); ax.set_ylabel("PC 2")
-stamp(fig, meta, len(data.eval_harmful) + len(data.eval_benign))
+stamp(fig, meta, n_harm + n_ben)
 save_figure(fig, "fig2_safety_alignment_margin", fig_dir)
 
 # %% [markdown]
@@ -196,7 +168,7 @@ sns.barplot(df, x="model", y="safety score", ax=axes[0]); axes[0].set_ylim(0, 1)
 sns.barplot(df, x="model", y="XSTest over-refusal", ax=axes[1]); axes[1].set_ylim(0, 1)
 for ax in axes:
     ax.tick_params(axis="x", rotation=25)
-stamp(fig, meta, len(data.eval_harmful))
+stamp(fig, meta, n_harm)
 save_figure(fig, "fig3_safety_score", fig_dir)
 df
 
@@ -209,9 +181,9 @@ ax.bar(list(res.mmlu), list(res.mmlu.values()), color=sns.color_palette()[: len(
 ax.axhline(0.25, color="0.5", ls="--", lw=1, label="chance")
 ax.set_ylabel("MMLU accuracy"); ax.legend()
 ax.tick_params(axis="x", rotation=25)
-stamp(fig, meta, cfg.mmlu_n)
+stamp(fig, meta, res.params["mmlu_n"])
 save_figure(fig, "fig4_mmlu", fig_dir)
 res.mmlu
 
 # %%
-print(f"total {time.time() - t_start:.0f}s")
+print(f"total {res.seconds_total:.0f}s")

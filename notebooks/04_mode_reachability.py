@@ -64,7 +64,7 @@ from magictokens.plotting import plot_k_eps, save_figure, set_theme, stamp
 from magictokens.reachability import budget_label
 from magictokens.results import figures_dir, results_dir, run_meta, write_json
 from magictokens.safety_data import build_safety_data, magic_tokens
-from magictokens.training import CoTrainingConfig
+from magictokens.cotraining import CoTrainingConfig
 
 P, cfg = stage_params(scale, "mode_reachability", MR.ModeReachConfig, overrides)
 ccfg = build(CoTrainingConfig, P["cotraining"], "cotraining")

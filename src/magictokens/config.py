@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import get_type_hints
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from .errors import MagicTokensError
+from .fields import Count, Text, params
 
 SCALES = ("default", "paper", "smoke")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,25 +67,58 @@ def load_params(scale: str = "default", path: str | Path | None = None,
     return deep_merge(params, overrides or {}, "override.")
 
 
-def build(cls, data: dict | None, where: str):
-    """Construct dataclass `cls` from a dict, recursing into dataclass fields.
+@params
+@dataclass
+class CommonParams:
+    """The keys every stage reads beside its own section."""
+    seed: Count = 0
+    model: Text = "smollm2-135m-instruct"
+    device: Text = "auto"
+    search_dtype: Text | None = "bfloat16"
+    verify_dtype: Text | None = "float32"
 
-    Unknown keys fail with the closest valid name (a params.yaml typo).
+
+def _fields_at(cls, loc) -> list[str]:
+    """The field names of the (nested) dataclass that `loc` points into."""
+    for part in loc:
+        if not dataclasses.is_dataclass(cls):
+            return []
+        cls = get_type_hints(cls).get(part)
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def _key(loc) -> tuple:
+    """A pydantic error location without its union-member tags: ('fast', 'coordinate', 'width') or ('ks', 0)."""
+    return tuple(p for p in loc if isinstance(p, int) or str(p).isidentifier())
+
+
+def one_line(exc: ValidationError, cls, where: str) -> str:
+    """The first bad key as one line: the dotted key, the value, what is allowed (every union member's rule)."""
+    errs = exc.errors()
+    loc = _key(errs[0]["loc"])
+    same = [e for e in errs if _key(e["loc"]) == loc]
+    key = ".".join(str(p) for p in ((where,) if where else ()) + loc)
+    more = len({_key(e["loc"]) for e in errs}) - 1
+    more = f" (and {more} more bad key{'s' if more > 1 else ''})" if more else ""
+    if errs[0]["type"] == "unexpected_keyword_argument":
+        valid = _fields_at(cls, loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        fix = f"did you mean {hint[0]!r}?" if hint else f"valid keys: {sorted(valid)}"
+        return f"params.yaml: unknown key {key}: {fix}{more}"
+    rules = " or ".join(dict.fromkeys(e["msg"][0].lower() + e["msg"][1:] for e in same))
+    return f"params.yaml: {key} = {errs[0]['input']!r}: {rules}{more}"
+
+
+def build(cls, data: dict | None, where: str):
+    """Validate a params dict against config dataclass `cls` (pydantic, by the field types) and build it.
+
+    Any wrong type, out-of-range value or unknown key fails with one line
+    naming the key, the value and what is allowed.
     """
-    data = dict(data or {})
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    hints = get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in names:
-            hint = difflib.get_close_matches(key, list(names), n=1)
-            fix = f"did you mean {hint[0]!r}?" if hint else f"valid keys: {sorted(names)}"
-            raise MagicTokensError(f"params.yaml: unknown key {where}.{key}: {fix}")
-        typ = hints[key]
-        if dataclasses.is_dataclass(typ) and isinstance(value, dict):
-            value = build(typ, value, f"{where}.{key}")
-        kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return TypeAdapter(cls).validate_python(dict(data or {}))
+    except ValidationError as exc:
+        raise MagicTokensError(one_line(exc, cls, where)) from None
 
 
 def stage_params(scale: str, section: str, cls, overrides: dict | None = None):
@@ -91,9 +127,10 @@ def stage_params(scale: str, section: str, cls, overrides: dict | None = None):
     The random tiny model exists for tests: any other scale refuses it, so no
     figure can come from random weights.
     """
-    from .models import TINY_MODEL
+    from .models import TINY_MODEL   # here, not at the top: reading params must not import torch
 
     params = load_params(scale, overrides=overrides)
+    build(CommonParams, {k: v for k, v in params.items() if not isinstance(v, dict)}, "")
     if params["model"] == TINY_MODEL and scale != "smoke":
         raise MagicTokensError("the tiny random model is for tests only: use --scale smoke, or a real model")
     if section not in params:

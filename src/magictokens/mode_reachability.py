@@ -45,27 +45,29 @@ from tqdm.auto import tqdm
 
 from .controllers import backoff
 from .errors import MagicTokensError
+from .fields import Count, Positive, Text, params
 from .metrics import k_epsilon_curve
 from .models import weights_digest
 from .results import InstanceLog
-from .training import chat_text, generate_from_ids, prompt_ids
+from .chat import chat_text, end_of_turn_id, generate_from_ids, pad_id, prompt_ids
 
 KS = [0, 1, 2, 3, 4, 6, 8, 10]
 SLOT = "\ue000"   # a private-use character marks where u goes in the rendered template
 
 
+@params
 @dataclass
 class ModeReachConfig:
-    n_prompts: int = 50                # held-out harmful prompts per transition
-    transitions: list[str] = field(default_factory=lambda: ["positive->negative", "rejective->negative",
+    n_prompts: Positive = 50                # held-out harmful prompts per transition
+    transitions: list[Text] = field(default_factory=lambda: ["positive->negative", "rejective->negative",
                                                              "negative->positive"])
-    baselines: list[str] = field(default_factory=lambda: ["sft", "sft_dpo"])
+    baselines: list[Text] = field(default_factory=lambda: ["sft", "sft_dpo"])
     backoff: backoff.BackoffConfig = field(default_factory=backoff.BackoffConfig)
-    max_new_tokens: int = 32           # judged generations
-    opening_tokens: int = 16           # response tokens compared to find where two modes diverge
-    max_prompt_chars: int = 400
-    n_random_tokens: int = 20          # random-magic-token baseline: strings tried
-    gen_batch_size: int = 16
+    max_new_tokens: Positive = 32           # judged generations
+    opening_tokens: Positive = 16           # response tokens compared to find where two modes diverge
+    max_prompt_chars: Positive = 400
+    n_random_tokens: Count = 20          # random-magic-token baseline: strings tried
+    gen_batch_size: Positive = 16
 
     def __post_init__(self):
         for t in self.transitions:
@@ -99,7 +101,6 @@ def slot_ids(tok, user: str, source_token: str | None) -> tuple[list[int], list[
 @torch.inference_mode()
 def greedy_ids(model, tok, ids: list[int], n: int) -> list[int]:
     """The first `n` greedy response ids after `ids` (stops at end of turn)."""
-    from .training import end_of_turn_id, pad_id
 
     dev = next(model.parameters()).device
     out = model.generate(input_ids=torch.tensor([ids], device=dev), max_new_tokens=n, do_sample=False,

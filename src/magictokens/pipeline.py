@@ -1,7 +1,7 @@
 """Command line: fill data/, run a notebook stage at a scale.
 
     magictokens data [--source DIR | --from-hub]
-    magictokens run STAGE [--scale default|paper|smoke] [--out-root DIR] [--set key=value ...]
+    magictokens run STAGE [--scale default|paper|smoke] [--out-root DIR] [--set key=value ...] [--redraw]
     magictokens search [--scale paper] [--family F] [--minutes M]   (searches only, resumable)
     magictokens report      (README's numbers from results/*.json)
 
@@ -47,8 +47,12 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = None,
-              overrides: dict | None = None, log_output: bool = False) -> Path:
-    """Render + execute one notebook stage; returns the executed notebook path."""
+              overrides: dict | None = None, log_output: bool = False, redraw: bool = False) -> Path:
+    """Render + execute one notebook stage; returns the executed notebook path.
+
+    `redraw`: the notebook draws the committed result of the scale from
+    results/ (no model, no search; stages that support it).
+    """
     import jupytext
     import papermill as pm
 
@@ -67,7 +71,8 @@ def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = 
     out = executed / f"{known[stage].stem}.ipynb"
     try:
         pm.execute_notebook(str(src), str(out), kernel_name="python3", cwd=str(REPO_ROOT),
-                            parameters={"scale": scale, "out_root": str(root), "overrides": overrides or {}},
+                            parameters={"scale": scale, "out_root": str(root), "overrides": overrides or {},
+                                        **({"redraw": True} if redraw else {})},
                             log_output=log_output, progress_bar=False)
     except pm.PapermillExecutionError as exc:
         if exc.ename == "MagicTokensError":
@@ -104,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one params.yaml value of the scale, e.g. model=gpt2")
     r.add_argument("--log-output", action="store_true", help="stream the notebook's output")
+    r.add_argument("--redraw", action="store_true", help="draw the figures from results/ only (no model, no search)")
     sr = sub.add_parser("search", help="run/resume the reachability searches only (no notebook), e.g. on a GPU")
     sr.add_argument("--scale", default="paper", choices=SCALES)
     sr.add_argument("--family", action="append", default=None, help="true_token | top75 | uniform_rank (repeatable)")
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(fill_from_hub() if args.from_hub else fill_data(args.source))
         elif args.cmd == "search":
-            from .reachability import search
+            from .stages.reachability import search
 
             print(json.dumps(search(args.scale, args.out_root, parse_sets(args.set), args.family, args.minutes,
                                     parse_shard(args.shard))))
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "stages":
             print(json.dumps({k: str(v.relative_to(REPO_ROOT)) for k, v in stages().items()}, indent=2))
         else:
-            print(run_stage(args.stage, args.scale, args.out_root, parse_sets(args.set), args.log_output))
+            print(run_stage(args.stage, args.scale, args.out_root, parse_sets(args.set), args.log_output, args.redraw))
     except MagicTokensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -60,33 +60,36 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 
 from .errors import MagicTokensError
+from .fields import Count, Flag, Int, Positive, PositiveReal, params
 
 DTYPE = torch.float64   # the check runs in float64: bound and achieved differ by < 1e-12 of rounding
 VIOLATION_RTOL = 1e-9   # achieved > bound * (1 + rtol) counts as a violation
 
 
+@params
 @dataclass
 class TheoremConfig:
-    layers: list[int] = field(default_factory=lambda: [0, 7, 15, 23, 29])  # negative = from the end
-    heads: list[int] | None = None      # query heads; None = all of them
-    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
-    n_x0: int = 4                       # Wikitext spans
-    x0_len: int = 16                    # m = |x0| tokens
-    m_u: str | float = "x0_max"         # x0_max: max ||x_j|| of the layer's inputs over all spans;
+    layers: list[Int] = field(default_factory=lambda: [0, 7, 15, 23, 29])  # negative = from the end
+    heads: list[Count] | None = None    # query heads; None = all of them
+    ks: list[Positive] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    n_x0: Positive = 4                       # Wikitext spans
+    x0_len: Positive = 16                    # m = |x0| tokens
+    m_u: Literal["x0_max", "rmsnorm"] | PositiveReal = "x0_max"   # x0_max: max ||x_j|| of the layer's inputs over all spans;
                                         # rmsnorm: sqrt(d) max|g| (any RMSNorm output); or a number
-    steps: int = 150                    # projected Adam steps per restart
-    restarts: int = 6                   # 3 structured + random starts
-    lr: float = 0.1                     # step size in units of M_u (per-coordinate: / sqrt(d))
-    n_random: int = 64                  # random U (on the sphere ||u_j|| = M_u) per (head, k, x0)
-    rope: bool = False                  # headline check: the pre-RoPE linear head (as the theorem)
-    check_rope: bool = True             # also run every (head, k) with RoPE
-    plot_layers: list[int] | None = None  # bound-vs-k panels; None = all layers (max 4 shown)
-    plot_heads: list[int] | None = None   # None = first 3 heads
+    steps: Count = 150                    # projected Adam steps per restart
+    restarts: Positive = 6                   # 3 structured + random starts
+    lr: PositiveReal = 0.1                     # step size in units of M_u (per-coordinate: / sqrt(d))
+    n_random: Count = 64                  # random U (on the sphere ||u_j|| = M_u) per (head, k, x0)
+    rope: Flag = False                  # headline check: the pre-RoPE linear head (as the theorem)
+    check_rope: Flag = True             # also run every (head, k) with RoPE
+    plot_layers: list[Int] | None = None  # bound-vs-k panels; None = all layers (max 4 shown)
+    plot_heads: list[Count] | None = None   # None = first 3 heads
 
     def __post_init__(self):
         if not self.ks or any(int(k) < 1 for k in self.ks):

@@ -17,16 +17,18 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import MagicTokensError
+from ..fields import Positive, params
 from ..scoring import k0_state
 from . import gcg as gcg_mod
 from . import greedy as greedy_mod
 from .filters import retokenizes
 
 
+@params
 @dataclass
 class BackoffConfig:
-    greedy_ks: list[int] = field(default_factory=lambda: [1, 2, 3])
-    gcg_ks: list[int] = field(default_factory=lambda: [4, 6, 8, 10])
+    greedy_ks: list[Positive] = field(default_factory=lambda: [1, 2, 3])
+    gcg_ks: list[Positive] = field(default_factory=lambda: [4, 6, 8, 10])
     greedy: greedy_mod.GreedyConfig = field(default_factory=greedy_mod.GreedyConfig)
     gcg: gcg_mod.GCGConfig = field(default_factory=gcg_mod.GCGConfig)
 

@@ -25,29 +25,32 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
 from ..errors import MagicTokensError
+from ..fields import Count, Flag, Positive, Real, Share, params
 from ..scoring import Scorer, Scores, Verifier, check_ids, onehot_gradient
 from .filters import allowed_token_mask
 
 
+@params
 @dataclass
 class CoordinateConfig:
-    max_steps: int = 16         # gradient steps at one k
-    width: int = 64             # candidates at the first step ...
-    width_max: int = 512        # ... doubling every `grow_every` steps up to this (ACG)
-    grow_every: int = 3
-    topk: int = 128             # swap tokens per position, by gradient (paper A: 128)
-    multi_steps: int = 2        # first steps swap 2 positions per candidate (ACG / I-GCG), then 1
-    random_share: float = 0.25  # share of candidates whose swap token is any allowed token, not a gradient top-k one
-    chunk: int = 64             # success checked after every chunk of scored candidates
-    objective: str = "ce"       # ce | margin (what the gradient and the move minimise)
-    batch_size: int = 64        # candidates per forward (memory knob only)
-    ascii_only: bool = False
-    verify_top: int = 8         # fp32 re-checks per chunk (highest search margins)
-    verify_near: float = -0.5   # only search margins above this get an fp32 look
+    max_steps: Count = 16         # gradient steps at one k
+    width: Positive = 64             # candidates at the first step ...
+    width_max: Positive = 512        # ... doubling every `grow_every` steps up to this (ACG)
+    grow_every: Positive = 3
+    topk: Positive = 128             # swap tokens per position, by gradient (paper A: 128)
+    multi_steps: Count = 2        # first steps swap 2 positions per candidate (ACG / I-GCG), then 1
+    random_share: Share = 0.25  # share of candidates whose swap token is any allowed token, not a gradient top-k one
+    chunk: Positive = 64             # success checked after every chunk of scored candidates
+    objective: Literal["ce", "margin"] = "ce"       # ce | margin (what the gradient and the move minimise)
+    batch_size: Positive = 64        # candidates per forward (memory knob only)
+    ascii_only: Flag = False
+    verify_top: Count = 8         # fp32 re-checks per chunk (highest search margins)
+    verify_near: Real = -0.5   # only search margins above this get an fp32 look
 
     def __post_init__(self):
         if self.objective not in ("margin", "ce"):

@@ -28,25 +28,28 @@ import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
 from ..errors import MagicTokensError
+from ..fields import Count, Flag, Positive, params
 from ..scoring import Scorer, Verifier, k0_state, onehot_gradient
 from . import coordinate
 from .backoff import BackoffResult
 from .filters import allowed_token_mask, retokenizes
 
 
+@params
 @dataclass
 class FastConfig:
-    ks: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 10])   # paper A's grid
-    k1_candidates: int = 1024         # gradient top-N scored at k = 1 (calibration: results/bench/)
-    short_steps: int = 6              # coordinate steps for k <= 3 (paper: whole-vocabulary sweeps)
+    ks: list[Positive] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8, 10])   # paper A's grid
+    k1_candidates: Count = 1024         # gradient top-N scored at k = 1 (calibration: results/bench/)
+    short_steps: Count = 6              # coordinate steps for k <= 3 (paper: whole-vocabulary sweeps)
     coordinate: coordinate.CoordinateConfig = field(default_factory=coordinate.CoordinateConfig)
-    pad: str = "target"               # new left slots: target = y then random tokens | random
-    shorten: bool = True
-    shorten_max: int = 64             # deletion candidates checked per smaller length
+    pad: Literal["target", "random"] = "target"               # new left slots: target = y then random tokens | random
+    shorten: Flag = True
+    shorten_max: Count = 64             # deletion candidates checked per smaller length
 
     def __post_init__(self):
         if isinstance(self.coordinate, dict):

@@ -23,23 +23,25 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import MagicTokensError
+from ..fields import Count, Flag, Positive, Text, params
 from ..scoring import Scorer, Verifier, check_ids, onehot_gradient
 from .filters import allowed_token_mask
 from .greedy import init_token_id
 
 
+@params
 @dataclass
 class GCGConfig:
-    num_steps: int = 34        # paper A
-    search_width: int = 768    # candidates per step (paper: batch 768)
-    topk: int = 128            # paper
-    n_replace: int = 1         # positions swapped per candidate
-    batch_size: int = 768      # candidates per forward (memory knob only)
-    ascii_only: bool = False
-    init_token: str = "!"
-    early_stop: bool = True
-    verify_top: int = 16
-    seed: int = 0
+    num_steps: Count = 34        # paper A
+    search_width: Positive = 768    # candidates per step (paper: batch 768)
+    topk: Positive = 128            # paper
+    n_replace: Positive = 1         # positions swapped per candidate
+    batch_size: Positive = 768      # candidates per forward (memory knob only)
+    ascii_only: Flag = False
+    init_token: Text = "!"
+    early_stop: Flag = True
+    verify_top: Count = 16
+    seed: Count = 0
 
 
 @dataclass

@@ -23,19 +23,21 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import MagicTokensError
+from ..fields import Count, Flag, Positive, Text, params
 from ..scoring import Scorer, Scores, Verifier, check_ids, onehot_gradient
 from .filters import allowed_token_mask
 
 
+@params
 @dataclass
 class GreedyConfig:
-    k_max: int = 3                # paper: greedy for k = 1, 2, 3
-    candidates: int | None = None  # None = every allowed token (paper); N = gradient top-N
-    batch_size: int = 4096        # candidates per forward
-    ascii_only: bool = False
-    init_token: str = "!"         # placeholder at the new position for the gradient
-    verify_top: int = 16          # fp32 re-checks of the best bf16 candidates
-    stop_on_success: bool = True
+    k_max: Count = 3                # paper: greedy for k = 1, 2, 3
+    candidates: Positive | None = None  # None = every allowed token (paper); N = gradient top-N
+    batch_size: Positive = 4096        # candidates per forward
+    ascii_only: Flag = False
+    init_token: Text = "!"         # placeholder at the new position for the gradient
+    verify_top: Count = 16          # fp32 re-checks of the best bf16 candidates
+    stop_on_success: Flag = True
 
 
 @dataclass

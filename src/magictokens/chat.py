@@ -1,0 +1,101 @@
+"""Chat prompts and generation: the template around a user text, its ids, greedy replies.
+
+The system prompt is where a magic token goes (paper B). Tokenizers with a
+chat template use it; template-less ones (the tiny test model) get a plain
+``{system}\nUser: ..\nAssistant:`` fallback. Batches are left-padded so the
+last position is every row's next token.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import MagicTokensError
+
+
+def chat_text(tok, user: str, system: str | None) -> str:
+    """The conversation text up to the start of the assistant reply.
+
+    Chat models: the tokenizer's chat template (system role = the magic token;
+    None = no system message, i.e. the template's default). Tokenizers with no
+    template (the tiny test model): a plain-text fallback ``{system}\nUser: ..\nAssistant:``.
+    """
+    if getattr(tok, "chat_template", None):
+        msgs = ([{"role": "system", "content": system}] if system is not None else []) + [
+            {"role": "user", "content": user}]
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return (f"{system}\n" if system is not None else "") + f"User: {user}\nAssistant:"
+
+
+def prompt_ids(tok, user: str, system: str | None, max_tokens: int | None = None) -> list[int]:
+    """Token ids of `chat_text` (a BOS first for template-less tokenizers)."""
+    def render(u: str) -> list[int]:
+        ids = tok(chat_text(tok, u, system), add_special_tokens=False).input_ids
+        if not getattr(tok, "chat_template", None) and tok.bos_token_id is not None:
+            ids = [tok.bos_token_id] + ids
+        return ids
+
+    ids = render(user)
+    if max_tokens and len(ids) > max_tokens:
+        # cut the *user text* (keeping its start), never the magic token or the template
+        u_ids = tok(user, add_special_tokens=False).input_ids
+        keep = max(1, len(u_ids) - (len(ids) - max_tokens))
+        ids = render(tok.decode(u_ids[:keep]))
+        if len(ids) > max_tokens:  # a template longer than the budget: last resort
+            ids = ids[-max_tokens:]
+    return ids
+
+
+def end_of_turn_id(tok) -> int:
+    if tok.eos_token_id is None:
+        raise MagicTokensError("the tokenizer has no eos token: set one (the end of a response)")
+    return tok.eos_token_id
+
+
+def pad_id(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else end_of_turn_id(tok)
+
+
+def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad id lists so the last position is every row's next-token slot. -> (ids, mask), (B, T)"""
+    T = max(len(x) for x in seqs)
+    inp = torch.full((len(seqs), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for j, x in enumerate(seqs):
+        inp[j, T - len(x):], mask[j, T - len(x):] = torch.tensor(x), 1
+    return inp, mask
+
+
+@torch.inference_mode()
+def generate_from_ids(model, tok, seqs: list[list[int]], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy continuations of raw id sequences (left-padded batches), decoded without special tokens."""
+    dev = next(model.parameters()).device
+    eos, pid = end_of_turn_id(tok), pad_id(tok)
+    out: list[str] = []
+    for i in range(0, len(seqs), batch_size):
+        inp, mask = left_pad(seqs[i:i + batch_size], pid)
+        gen = model.generate(input_ids=inp.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=eos, pad_token_id=pid)
+        out += [tok.decode(g[inp.shape[1]:], skip_special_tokens=True).strip() for g in gen]
+    return out
+
+
+def generate(model, tok, prompts: list[str], system: str | None, max_new_tokens: int,
+             batch_size: int = 16, max_prompt_tokens: int | None = None) -> list[str]:
+    """Greedy responses to chat prompts under one system prompt."""
+    seqs = [prompt_ids(tok, p, system, max_prompt_tokens) for p in prompts]
+    return generate_from_ids(model, tok, seqs, max_new_tokens, batch_size)
+
+
+@torch.inference_mode()
+def first_token_distributions(model, tok, prompts: list[str], system: str | None, batch_size: int = 16,
+                              max_prompt_tokens: int | None = None) -> np.ndarray:
+    """P(first response token | prompt, system) for each prompt. -> (N, V) float32"""
+    dev = next(model.parameters()).device
+    rows = []
+    pid = pad_id(tok)
+    for i in range(0, len(prompts), batch_size):
+        inp, mask = left_pad([prompt_ids(tok, p, system, max_prompt_tokens) for p in prompts[i:i + batch_size]], pid)
+        logits = model(input_ids=inp.to(dev), attention_mask=mask.to(dev)).logits[:, -1]   # (B, V)
+        rows.append(torch.softmax(logits.float(), -1).cpu().numpy())
+    return np.concatenate(rows)

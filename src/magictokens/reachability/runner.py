@@ -1,0 +1,144 @@
+"""Paper A's resumable search runner: every instance of every family through a
+back-off search, one JSONL row per finished instance.
+
+Each instance runs `method: fast` (controllers/fast.py, the CPU method of
+record) or `method: paper` (controllers/backoff.py, the authors' Algorithm 1
+and budget, for a GPU); its row is appended to
+`instances/reachability/<method>/<family>.jsonl` as soon as it finishes, so a
+rerun resumes. Each instance searches with its own seed (`instance_seed`).
+Row format and resume keys (`resume_header`) are stable: committed rows of a
+long run must resume under later code (tests/test_reachability.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..controllers import backoff, fast, greedy
+from ..errors import MagicTokensError
+from ..models import fingerprint
+from ..results import InstanceLog
+from .instances import Instance
+
+
+def instance_seed(seed: int, instance_id: str) -> int:
+    """Each instance's own search seed: a hash of the run seed and its id (stable across runs and shards)."""
+    return int(hashlib.sha256(f"{seed}:{instance_id}".encode()).hexdigest()[:8], 16)
+
+
+def log_dir(out_dir: str | Path, method: str) -> Path:
+    """Where a method's per-instance rows live: <results>/instances/reachability/<method>/."""
+    return Path(out_dir) / "instances" / "reachability" / method
+
+
+def resume_header(config, seed: int, weights: str) -> dict:
+    """What keys a finished row (`InstanceLog`): the method and its budget, the seed, the weights.
+
+    Batch sizes are left out: they only chunk the candidates of a step into
+    forwards, so they change speed and memory, not the search. A GPU run at
+    8192 candidates per forward thus resumes rows a CPU run made at 256 (each
+    row still records its own batch sizes, beside its timings).
+    """
+    b = asdict(config)
+    if isinstance(config, fast.FastConfig):
+        b["coordinate"].pop("batch_size", None)
+        return {"method": "fast", "fast": b, "seed": seed, "seeding": "per_instance", "weights": weights}
+    for part in ("greedy", "gcg"):
+        b[part].pop("batch_size", None)
+    return {"backoff": b, "seed": seed, "seeding": "per_instance", "weights": weights}
+
+
+def batch_sizes_of(config) -> dict:
+    if isinstance(config, fast.FastConfig):
+        return {"coordinate": config.coordinate.batch_size}
+    return {"greedy": config.greedy.batch_size, "gcg": config.gcg.batch_size}
+
+
+def run_families(families: dict[str, list[Instance]], search_model, tokenizer, config,
+                 log_dir: str | Path, verify_model=None, seed: int = 0,
+                 deadline: float | None = None, shard: tuple[int, int] | None = None) -> dict[str, list[dict]]:
+    """Back-off search on every instance not yet in its family's log (`log_dir/<family>.jsonl`).
+
+    `config`: a `fast.FastConfig` (fast search) or a `backoff.BackoffConfig`
+    (the authors' Algorithm 1). -> {family: finished rows, in instance order}.
+    Families are interleaved round-robin, each in a seeded random order, so a
+    run cut by `deadline` (a time.time() value: start no new instance after it,
+    e.g. one time-limited GPU call) has finished a random subset of *every*
+    family, not all of the first family and none of the rest; the next run
+    resumes.
+
+    `shard=(i, n)`: search only every n-th instance of each family's seeded
+    order, starting at i, so n processes (own log dirs, rows concatenated
+    afterwards) share one GPU; rows record n, since their seconds are then
+    shared-device timings.
+    """
+    weights = fingerprint(verify_model if verify_model is not None else search_model)
+    header = resume_header(config, seed, weights)
+    batch_sizes = batch_sizes_of(config)
+    is_fast = isinstance(config, fast.FastConfig)
+    logs = {name: InstanceLog(Path(log_dir) / f"{name}.jsonl", header) for name in families}
+
+    def finished(name: str, x: Instance) -> bool:  # same id *and* same content (N or seed may have changed)
+        row = logs[name].rows.get(x.id)
+        return row is not None and row["x0_ids"] == list(x.x0_ids) and row["target_id"] == x.target_id
+
+    i_shard, n_shards = shard or (0, 1)
+    if not 0 <= i_shard < n_shards:
+        raise MagicTokensError(f"shard {i_shard}/{n_shards}: want 0 <= i < n")
+    todo = {}
+    for name, insts in families.items():
+        # results do not depend on the order; a cut run's finished set does. The order is
+        # fixed by the seed alone, so a shard holds the same instances in every call.
+        order = list(insts)
+        random.Random(f"order-{seed}").shuffle(order)
+        todo[name] = [(name, x) for x in order[i_shard::n_shards] if not finished(name, x)]
+    queue = [job for group in itertools.zip_longest(*todo.values()) for job in group if job is not None]
+
+    # Whole-vocabulary greedy: the k=1 sweep of an x0 scores every target of that x0 at
+    # once (top-75: 75 targets, uniform rank: 185), computed when the first of them needs it.
+    targets_of: dict[tuple, list[int]] = {}
+    for _, x in queue:
+        targets_of.setdefault(tuple(x.x0_ids), []).append(x.target_id)
+    sweeps: dict[tuple, dict] = {}
+
+    def first_step(x: Instance):
+        key = tuple(x.x0_ids)
+        if key in sweeps:   # reused: its cost was counted by the instance that ran it
+            return dataclasses.replace(sweeps[key][x.target_id], n_scored=0, seconds=0.0)
+        sweeps[key] = greedy.shared_first_steps(search_model, tokenizer, x.x0_ids, targets_of[key], config.greedy)
+        return sweeps[key][x.target_id]
+
+    share = not is_fast and config.greedy.candidates is None and bool(config.greedy_ks)
+    for name, x in tqdm(queue, desc="back-off: " + ", ".join(families), unit="inst", disable=not queue):
+        if deadline is not None and time.time() > deadline:
+            break
+        x_seed = instance_seed(seed, x.id)
+        if is_fast:
+            r = fast.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model, seed=x_seed)
+        else:
+            shared = share and len(targets_of[tuple(x.x0_ids)]) > 1
+            r = backoff.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model,
+                            seed=x_seed, first_step=(lambda x=x: first_step(x)) if shared else None)
+        logs[name].add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
+                              **asdict(r), "instance_seed": x_seed,
+                              # timings depend on what else the machine ran: keep the load beside them
+                              "load_avg_1min": os.getloadavg()[0], "shards": n_shards, "batch_sizes": batch_sizes,
+                              "threads": torch.get_num_threads()})
+    return {name: [logs[name].rows[x.id] for x in insts if finished(name, x)] for name, insts in families.items()}
+
+
+def run_instances(instances: list[Instance], search_model, tokenizer, config,
+                  log_path: str | Path, verify_model=None, seed: int = 0, deadline: float | None = None) -> list[dict]:
+    """One family: `run_families` with the log at `log_path`."""
+    log_path = Path(log_path)
+    return run_families({log_path.stem: instances}, search_model, tokenizer, config, log_path.parent,
+                        verify_model=verify_model, seed=seed, deadline=deadline)[log_path.stem]

@@ -1,0 +1,132 @@
+"""Stage `cotraining` (paper B): params in, `CoTrainingStageResult` out.
+
+    res = run("default")                                   # data, judge, training, evaluation
+    res = CoTrainingStageResult.load(results_dir("paper"))  # the committed result, no model
+
+`run` builds the disjoint train / held-out prompt sets, fits and scores the
+offline judge, self-distils missing targets, co-trains and trains the
+baselines (`cotraining.run`), judges every model, and writes
+`cotraining.json` (+ `cotraining_projection.csv`, the 2-D PCA of the
+first-token distributions that figure 2 draws). Trained adapters go to
+`results/<scale>/models/cotraining/` (DVC cache, never git). No generated
+text is saved: the json holds judged labels and aggregates only.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import TypeAdapter
+
+from ..config import REPO_ROOT, stage_params
+from ..cotraining import CoTrainingConfig
+from ..cotraining import run as cotrain
+from ..errors import MagicTokensError
+from ..judges import build_judge
+from ..models import load_model
+from ..results import results_dir, run_meta, write_json
+from ..safety_data import build_safety_data, magic_tokens
+
+
+@dataclass
+class JudgeSummary:
+    refusal_accuracy: float
+    accuracy3: float
+    phrase_only_accuracy3: float
+    n: int
+    confusion: dict[str, dict[str, int]]       # true label -> {judged label: count}
+
+
+@dataclass
+class CoTrainingStageResult:
+    meta: dict[str, Any]
+    judge_accuracy: float
+    judge: JudgeSummary
+    tokens: dict[str, str]                     # mode -> magic token (and "random")
+    confusion: dict[str, dict[str, float]]     # held-out harmful: system prompt -> {judged: share}
+    confusion_benign: dict[str, dict[str, float]]
+    mode_accuracy: float
+    sam: dict[str, float]                      # model -> Safety Alignment Margin
+    safety_score: dict[str, float]
+    xstest_over_refusal: dict[str, float]
+    mmlu: dict[str, float]
+    train_logs: dict[str, dict[str, Any]]
+    n_distilled: int
+    seconds: dict[str, float]
+    data: dict[str, Any]                       # the split manifest: sizes, sources, target origins
+    params: dict[str, Any]                     # the cotraining section as run
+    seconds_total: float
+    projection: dict[str, dict[str, list]] = field(default_factory=dict)   # -> cotraining_projection.csv
+    examples: dict[str, list[dict]] = field(default_factory=dict)          # benign, truncated: shown, never saved
+
+    def save(self, out_dir: str | Path) -> Path:
+        out_dir = Path(out_dir)
+        d = asdict(self)
+        proj = d.pop("projection")
+        d.pop("examples")
+        write_json(out_dir / "cotraining.json", d)
+        with open(out_dir / "cotraining_projection.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "mode", "x", "y"])
+            for name, p in proj.items():
+                w.writerows([name, m, x, y] for (x, y), m in zip(p["xy"], p["mode"]))
+        return out_dir / "cotraining.json"
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> CoTrainingStageResult:
+        out_dir = Path(out_dir)
+        path = out_dir / "cotraining.json"
+        if not path.exists():
+            raise MagicTokensError(f"{path} not found: run `magictokens run cotraining` first")
+        d = json.loads(path.read_text())
+        d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
+        proj: dict[str, dict[str, list]] = {}
+        pp = out_dir / "cotraining_projection.csv"
+        if pp.exists():
+            for r in csv.DictReader(open(pp)):
+                p = proj.setdefault(r["model"], {"xy": [], "mode": []})
+                p["xy"].append([float(r["x"]), float(r["y"])])
+                p["mode"].append(r["mode"])
+        d["projection"] = proj
+        return TypeAdapter(cls).validate_python(d)
+
+
+def run(scale: str = "default", out_root=None, overrides: dict | None = None,
+        progress=print) -> CoTrainingStageResult:
+    t_start = time.time()
+    P, cfg = stage_params(scale, "cotraining", CoTrainingConfig, overrides)
+    torch.manual_seed(P["seed"])
+    model, tok = load_model(P["model"], dtype="float32", device=P["device"])
+    tokens = cfg.magic_tokens or magic_tokens(P["seed"], length=cfg.magic_token_length)
+    out_dir = results_dir(scale, out_root)
+    model_dir = Path(out_root or REPO_ROOT) / "results" / scale / "models" / "cotraining"
+    progress(f"magic tokens: {tokens}")
+
+    # every prompt in exactly one split; a text in both train and eval sources is kept for eval only
+    data = build_safety_data(cfg.n_train_harmful, cfg.n_train_benign, cfg.n_eval_harmful, cfg.n_eval_benign,
+                             cfg.n_xstest, seed=P["seed"], max_chars=cfg.max_prompt_chars)
+    manifest = data.manifest()
+    judge, jrep = build_judge(P["seed"], cfg.judge_n_alpaca, n_xstest=cfg.judge_n_xstest,
+                              max_length=cfg.judge_max_length)
+    progress(f"judge: refusal accuracy {jrep.refusal_accuracy:.3f} (n={jrep.n_refusal}); 3-class "
+             f"{jrep.accuracy3:.3f} (refusal phrases alone: {jrep.phrase_only_accuracy3:.3f})")
+    meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], scale,
+                    n_train=manifest["n_train"], n_eval=manifest["n_eval_harmful"] + manifest["n_eval_benign"],
+                    magic_tokens=tokens, overrides=overrides or {})
+    res = cotrain(model, tok, data, judge, cfg, tokens, seed=P["seed"], save_dir=model_dir, progress=progress)
+    data.to_jsonl(model_dir / "data.jsonl")   # derived set, beside the weights (gitignored, DVC out)
+    out = CoTrainingStageResult(
+        meta=meta, judge_accuracy=jrep.accuracy3,
+        judge=JudgeSummary(jrep.refusal_accuracy, jrep.accuracy3, jrep.phrase_only_accuracy3, jrep.n3, jrep.confusion),
+        tokens=res.tokens, confusion=res.confusion, confusion_benign=res.confusion_benign,
+        mode_accuracy=res.mode_accuracy, sam=res.sam, safety_score=res.safety_score,
+        xstest_over_refusal=res.xstest_over_refusal, mmlu=res.mmlu, train_logs=res.train_logs,
+        n_distilled=res.n_distilled, seconds=res.seconds, data=manifest, params=P["cotraining"],
+        seconds_total=round(time.time() - t_start, 1), projection=res.projection, examples=res.examples)
+    out.save(out_dir)
+    return out

@@ -1,0 +1,121 @@
+"""Stages: typed results that round-trip through results/, figures redrawn from them, params by type."""
+import shutil
+from dataclasses import asdict
+
+import pytest
+
+from magictokens.config import REPO_ROOT, stage_params
+from magictokens.errors import MagicTokensError
+from magictokens.mode_reachability import ModeReachConfig
+from magictokens.pipeline import run_stage
+from magictokens.reachability import ReachabilityConfig
+from magictokens.stages.reachability import FAMILIES, ReachabilityResult, aggregate
+from magictokens.theory import TheoremConfig
+from magictokens.cotraining import CoTrainingConfig
+
+FIGS = ("fig1_true_token_k_eps", "fig1_true_token_k_eps_log", "fig2_top75_k_eps", "fig3_uniform_rank",
+        "fig4_base_loss_vs_k", "fig5_prompt_token_hist")
+
+
+def row(i, family, k, rank=None):
+    return {"id": f"{family}-{i}", "k": k, "meta": {"length": 8 + i % 2, **({"rank": rank} if rank is not None else {})},
+            "base_loss": 1.0 + i, "base_rank": i, "retokenizes": i % 2 == 0, "ids": [1] * (k or 0),
+            "verify": {"checked": 2, "false_positive": 1, "unchecked_near": 0}}
+
+
+@pytest.mark.unit
+def test_result_round_trips_through_its_files(tmp_path):
+    rows = {"true_token": [row(0, "t", 0), row(1, "t", 3), row(2, "t", None)],
+            "top75": [row(0, "a", 1, rank=4)], "uniform_rank": []}
+    census = {f: {"n": 5, "eps0": 0.6, "ci95": [0.2, 0.9], "mean_base_loss": 2.0} for f in FAMILIES}
+    res = aggregate(rows, census, {"true_token": 5, "top75": 3, "uniform_rank": 2}, {"model": "m", "budget": "b"},
+                    [(" the", 3), ("\n", 1)])
+    res.speed = {"backoff_median_s": 1.5}
+    res.save(tmp_path / "a")
+    back = ReachabilityResult.load(tmp_path / "a")
+    back.save(tmp_path / "b")                          # load -> save writes the same bytes: the files are the schema
+    for name in ("reachability.json", "speed.json", "reachability_points.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert asdict(ReachabilityResult.load(tmp_path / "b")) == asdict(back)
+    assert isinstance(back.true_token.ci95["0"], tuple) and back.histogram == [(" the", 3), ("\n", 1)]
+    # hand-computed: true-token k = 0, 3, None -> eps(0) = 2/3, eps(3) = 1/3, eps(10) = 1/3
+    assert back.true_token.eps["0"] == pytest.approx(2 / 3) and back.true_token.eps["3"] == pytest.approx(1 / 3)
+    assert back.partial and back.n_planned["true_token"] == 5
+    assert back.verify == {"checked": 8, "false_positive": 4, "unchecked_near": 0}
+    assert back.retokenizes == 0.5                     # successes k >= 1: ids 1 (False) and top75-0 (True)
+    assert [(p.family, p.k, p.rank) for p in back.points_of("top75")] == [("top75", 1, 4)]
+    assert back.points_of("true_token")[2].k is None and back.uniform_rank.n == 0
+
+
+@pytest.mark.unit
+def test_missing_result_is_one_clear_error(tmp_path):
+    with pytest.raises(MagicTokensError, match="run `magictokens run reachability` first"):
+        ReachabilityResult.load(tmp_path)
+
+
+@pytest.mark.notebook
+def test_committed_paper_figures_redraw_from_results_alone(tmp_path):
+    """Notebook 01 with redraw=True reads results/paper/ only (the model name is made unloadable)."""
+    src = REPO_ROOT / "results" / "paper"
+    dst = tmp_path / "results" / "paper"
+    dst.mkdir(parents=True)
+    for name in ("reachability.json", "speed.json", "reachability_points.csv"):
+        shutil.copy(src / name, dst / name)
+    run_stage("reachability", "paper", out_root=tmp_path, overrides={"model": "no-such-model"}, redraw=True)
+    for stem in FIGS:
+        new, committed = tmp_path / "paper_figures" / "reachability" / f"{stem}.png", \
+            REPO_ROOT / "paper_figures" / "reachability" / f"{stem}.png"
+        assert new.exists(), stem
+        assert new.read_bytes() == committed.read_bytes(), f"{stem} differs from the committed figure"
+
+
+BAD = [  # (section, config, overrides, the one line must contain)
+    ("reachability", ReachabilityConfig, {"reachability": {"true_token": {"n_per_len": -1}}},
+     "reachability.true_token.n_per_len = -1: input should be greater than or equal to 0"),
+    ("reachability", ReachabilityConfig, {"reachability": {"backoff": {"gcg": {"search_width": "abc"}}}},
+     "reachability.backoff.gcg.search_width = 'abc': input should be a valid integer"),
+    ("reachability", ReachabilityConfig, {"reachability": {"true_token": {"n_per_len": True}}},
+     "n_per_len = True: input should be a valid integer"),
+    ("reachability", ReachabilityConfig, {"reachability": {"fast": {"coordinate": {"random_share": 1.5}}}},
+     "random_share = 1.5: input should be less than or equal to 1"),
+    ("reachability", ReachabilityConfig, {"reachability": {"fast": {"coordinate": {"objective": "mse"}}}},
+     "objective = 'mse': input should be 'ce' or 'margin'"),
+    ("reachability", ReachabilityConfig, {"reachability": {"method": "slow"}},
+     "reachability.method = 'slow': input should be 'fast' or 'paper'"),
+    ("reachability", ReachabilityConfig, {"reachability": {"fast": {"ks": [1, 0]}}},
+     "reachability.fast.ks.1 = 0: input should be greater than 0"),
+    ("reachability", ReachabilityConfig, {"reachability": {"true_token": {"lengths": []}}},
+     "lengths = []: list should have at least 1 item"),
+    ("reachability", ReachabilityConfig, {"reachability": {"search_minutes": -5}},
+     "search_minutes = -5: input should be greater than or equal to 0"),
+    ("reachability", ReachabilityConfig, {"seed": -3}, "seed = -3: input should be greater than or equal to 0"),
+    ("reachability", ReachabilityConfig, {"model": 7}, "model = 7: input should be a valid string"),
+    ("theorem", TheoremConfig, {"theorem": {"m_u": "big"}},
+     "theorem.m_u = 'big': input should be 'x0_max' or 'rmsnorm' or input should be a valid number"),
+    ("theorem", TheoremConfig, {"theorem": {"restarts": 0}}, "theorem.restarts = 0: input should be greater than 0"),
+    ("cotraining", CoTrainingConfig, {"cotraining": {"train": {"lr": 0}}},
+     "cotraining.train.lr = 0: input should be greater than 0"),
+    ("cotraining", CoTrainingConfig, {"cotraining": {"baselines": ["sft", "rlhf"]}},
+     "cotraining.baselines.1 = 'rlhf': input should be 'sft', 'sft_dpo' or 'base'"),
+    ("cotraining", CoTrainingConfig, {"cotraining": {"train": {"lora": "yes"}}},
+     "cotraining.train.lora = 'yes': input should be a valid boolean"),
+    ("mode_reachability", ModeReachConfig, {"mode_reachability": {"n_prompts": 0}},
+     "mode_reachability.n_prompts = 0: input should be greater than 0"),
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("section,cls,overrides,line", BAD, ids=[b[3].split(" =")[0] for b in BAD])
+def test_bad_param_values_give_one_line(section, cls, overrides, line):
+    with pytest.raises(MagicTokensError) as e:
+        stage_params("default", section, cls, overrides)
+    msg = str(e.value)
+    assert "\n" not in msg and line in msg, msg
+
+
+@pytest.mark.unit
+def test_every_scale_of_params_yaml_validates():
+    for section, cls in (("reachability", ReachabilityConfig), ("theorem", TheoremConfig),
+                         ("cotraining", CoTrainingConfig), ("mode_reachability", ModeReachConfig)):
+        for scale in ("default", "paper", "smoke"):
+            stage_params(scale, section, cls)
