@@ -19,7 +19,6 @@ import math
 import os
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ from magictokens.metrics import k_epsilon_curve, wilson_ci
 from magictokens.models import DEFAULT_MODEL, fingerprint, load_search_pair
 from magictokens.papers import K_GRID
 from magictokens.results import REPO_ROOT, InstanceLog, device_name, versions, write_json
-from magictokens.scoring import Scorer, Verifier, onehot_gradient
+from magictokens.scoring import Scorer, onehot_gradient
 
 OUT = REPO_ROOT / "results" / "bench"
 ROWS = OUT / "fast"
@@ -99,7 +98,7 @@ def vs_default(a, sm, vm, tok):
 def sweep(sm, vm, tok, x: R.Instance, batch: int = 256) -> dict:
     """Every allowed token t as u = (t): which make y the fp32 argmax, and where the gradient ranks them."""
     from magictokens.controllers.filters import allowed_token_mask
-    from magictokens.controllers.greedy import init_token_id
+    from magictokens.controllers.filters import init_token_id
 
     t0 = time.perf_counter()
     V = vm.get_input_embeddings().weight.shape[0]

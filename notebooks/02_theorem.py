@@ -102,40 +102,32 @@
 scale = "default"
 out_root = None
 overrides = {}
+redraw = False   # True: draw the committed result of this scale from results/ (no model)
 
 # %%
 import json
-from dataclasses import asdict
-import time
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 
-from magictokens import theory as T
-from magictokens.config import stage_params
-from magictokens.data import read_wikitext
-from magictokens.models import load_model
 from magictokens.plotting import K_LABEL, save_figure, set_theme, stamp
-from magictokens.results import figures_dir, results_dir, run_meta, write_json
+from magictokens.results import figures_dir, results_dir
+from magictokens.stages import theorem as stage
 
-P, cfg = stage_params(scale, "theorem", T.TheoremConfig, overrides)
-torch.manual_seed(P["seed"])
-model, tok = load_model(P["model"], dtype="float32", device=P["device"])
-x0_ids = T.sample_x0(tok, read_wikitext(), cfg.n_x0, cfg.x0_len, P["seed"])
-meta = run_meta(P["model"], model.device, P["seed"], scale, theorem=asdict(cfg),
-                violation_rtol=T.VIOLATION_RTOL, checked_row="last (next-token) row of x0",
-                x0="RMSNorm(h_L) of Wikitext-2 test spans", controls="continuous, ||u_j|| <= M_u", overrides=overrides)
-out_dir, fig_dir = results_dir(scale, out_root), figures_dir(scale, "theorem", out_root)
+# the stage loads the model, samples the spans and checks every (layer, head, k, span)
+res = stage.TheoremStageResult.load(results_dir(scale, out_root)) if redraw else stage.run(scale, out_root, overrides)
+meta, fig_dir = res.meta, figures_dir(scale, "theorem", out_root)
+cfg = SimpleNamespace(**meta["theorem"])   # the config the result was made with
 set_theme()
 print(json.dumps({k: meta[k] for k in ("model", "device", "seed", "scale")}, indent=1))
-print("theorem config:", json.dumps(asdict(cfg)))
-print("x0 example:", repr(tok.decode(x0_ids[0])))
+print("theorem config:", json.dumps(meta["theorem"]))
+print("x0 example:", repr(meta.get("x0_example")))
 
 # %% [markdown]
-# ## Run the check
+# ## The check
 #
 # For every (layer, head, k, x0): the bound, the best optimised value, the
 # best of the random controls, and the ranges of parts 1 and 3. A
@@ -143,12 +135,9 @@ print("x0 example:", repr(tok.decode(x0_ids[0])))
 # `||y_perp||` exceeds the bound by more than a relative `1e-9` (float64).
 
 # %%
-t0 = time.time()
-res = T.run(model, x0_ids, cfg, seed=P["seed"])
-runtime_s = time.time() - t0
-rows = pd.DataFrame(res.rows)
-heads = pd.DataFrame(res.heads)
-print(f"{len(heads)} heads x {len(cfg.ks)} k x {cfg.n_x0} x0 in {runtime_s:.1f} s")
+rows = pd.DataFrame(res.heads)
+heads = pd.DataFrame(res.head_info)
+print(f"{len(heads)} heads x {len(cfg.ks)} k x {cfg.n_x0} x0 in {meta['runtime_s']:.1f} s")
 print(f"orthogonal-bound violations: {res.violations} of {res.n_trials} trials (pre-RoPE head)")
 print(f"a / gamma range violations:  {res.range_violations}")
 if res.rope:
@@ -167,7 +156,7 @@ heads.round(3)
 
 # %%
 plot_layers = cfg.plot_layers if cfg.plot_layers is not None else sorted(rows.layer.unique())
-plot_layers = [L % model.config.num_hidden_layers for L in plot_layers]
+plot_layers = [L % meta.get("num_layers", int(rows.layer.max()) + 1) for L in plot_layers]
 plot_layers = [L for L in plot_layers if L in set(rows.layer)]
 if len(plot_layers) > 4:  # spread 4 panels over the depth
     plot_layers = [plot_layers[i] for i in np.linspace(0, len(plot_layers) - 1, 4).round().astype(int)]
@@ -222,7 +211,7 @@ save_figure(fig, "bound_vs_k", fig_dir)
 # %%
 tight = rows.assign(setting="pre-RoPE head")
 if res.rope:
-    tight = pd.concat([tight, pd.DataFrame(res.rope["rows"]).assign(setting="with RoPE")])
+    tight = pd.concat([tight, pd.DataFrame(res.rope["heads"]).assign(setting="with RoPE")])
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
 sns.boxplot(data=tight, x="layer", y="ratio", hue="setting", ax=axes[0], fliersize=2, linewidth=0.8)
 axes[0].axhline(1.0, color="C3", lw=1, ls="--", label="bound")
@@ -244,9 +233,7 @@ stamp(fig, meta, n=cfg.n_x0, extra=f"{len(heads)} heads, k in {list(cfg.ks)}")
 save_figure(fig, "tightness_per_layer", fig_dir)
 
 # %%
-summary = res.summary()
-rope_summary = res.summary(res.rope["rows"]) if res.rope else None
-slip = res.sigma_q_slip()
+summary, slip = res.summary, res.sigma_q_slip
 pd.DataFrame(summary["per_layer"]).T.round(3)
 
 # %% [markdown]
@@ -262,30 +249,8 @@ print(f"sigma_q-for-sigma_v form exceeded on {slip['violations']} of {slip['n_ro
 heads.assign(sigma_v_over_sigma_q=heads.sigma_v / heads.sigma_q).sort_values("sigma_v_over_sigma_q").tail(5).round(3)
 
 # %%
-slim = ["layer", "head", "k", "x0", "bound", "achieved", "ratio"]
-short = lambda r: {k: float(f"{v:.9g}") if isinstance(v, float) else v for k, v in r.items()}  # noqa: E731
-out = {
-    "meta": {**meta, "runtime_s": round(runtime_s, 1), "n_x0": cfg.n_x0, "x0_len": cfg.x0_len},
-    "heads": [short(r) for r in res.rows],
-    "violations": res.violations,
-    "n_trials": res.n_trials,
-    "range_violations": res.range_violations,
-    "head_info": res.heads,
-    "summary": summary,
-    "rope": ({"violations": res.rope["violations"], "n_trials": res.rope["n_trials"],
-              "range_violations": res.rope["range_violations"], "summary": rope_summary,
-              "heads": [short({k: r[k] for k in slim}) for r in res.rope["rows"]]} if res.rope else None),
-    "sigma_q_slip": {**slip, "heads": [list(h) for h in slip["heads"]]},
-}
-path = write_json(out_dir / "theorem.json", out)
-print(path)
-print(json.dumps({"violations": res.violations, "n_trials": res.n_trials,
-                  "rope_violations": res.rope["violations"] if res.rope else None,
-                  "per_layer": summary["per_layer"]}, indent=1))
-
-# %%
 # The figures the reading below relies on, from this run (not typed by hand).
-ratios = pd.DataFrame(res.rows)
+ratios = rows
 print(f"trials: {res.n_trials} pre-RoPE, {res.rope['n_trials'] if res.rope else 0} with RoPE; "
       f"violations: {res.violations} / {res.rope['violations'] if res.rope else '-'}; "
       f"range violations: {res.range_violations}")

@@ -45,77 +45,35 @@
 scale = "default"
 out_root = None
 overrides = {}
+redraw = False   # True: draw the committed result of this scale from results/ (no model, no search)
 
 # %%
-import copy
 import json
-from dataclasses import asdict
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 
-from magictokens import mode_reachability as MR
-from magictokens.config import REPO_ROOT, build, stage_params
-from magictokens.judges import build_judge
-from magictokens.models import resolve_dtype
+from magictokens.papers import K_GRID
 from magictokens.plotting import plot_k_eps, save_figure, set_theme, stamp
-from magictokens.reachability import budget_label
-from magictokens.results import figures_dir, results_dir, run_meta, write_json
-from magictokens.safety_data import build_safety_data, magic_tokens
-from magictokens.cotraining import CoTrainingConfig
+from magictokens.results import figures_dir, results_dir
+from magictokens.stages import mode_reachability as stage
 
-P, cfg = stage_params(scale, "mode_reachability", MR.ModeReachConfig, overrides)
-ccfg = build(CoTrainingConfig, P["cotraining"], "cotraining")
-root = Path(out_root) if out_root else REPO_ROOT
-models_dir = root / "results" / scale / "models" / "cotraining"
-cot_json = root / "results" / scale / "cotraining.json"
-tokens = (json.loads(cot_json.read_text()).get("tokens") if cot_json.exists() else None) \
-    or ccfg.magic_tokens or magic_tokens(P["seed"], 4, ccfg.magic_token_length)
-out_dir, fig_dir = results_dir(scale, out_root), figures_dir(scale, "mode_reachability", out_root)
-log_dir = out_dir / "instances" / "mode_reachability"
+# the stage loads the co-trained model and the baselines, searches every transition (resumable)
+res = (stage.ModeReachStageResult.load(results_dir(scale, out_root)) if redraw
+       else stage.run(scale, out_root, overrides))
+meta, fig_dir = res.meta, figures_dir(scale, "mode_reachability", out_root)
+summary, base_summary, rand = res.transitions, res.baselines, res.random_token
 set_theme()
-torch.manual_seed(P["seed"])
-
-# the same held-out harmful prompts the cotraining stage evaluates on
-data = build_safety_data(ccfg.n_train_harmful, ccfg.n_train_benign, ccfg.n_eval_harmful, ccfg.n_eval_benign,
-                         ccfg.n_xstest, seed=P["seed"], max_chars=ccfg.max_prompt_chars)
-prompts = [p.text for p in data.eval_harmful][: cfg.n_prompts]
-judge, judge_report = build_judge(P["seed"], ccfg.judge_n_alpaca, n_xstest=ccfg.judge_n_xstest,
-                                  max_length=ccfg.judge_max_length)
-print(f"{len(prompts)} held-out harmful prompts; magic tokens: { {k: v for k, v in tokens.items()} }")
-print("back-off budget:", budget_label(cfg.backoff))
-
-
-def pair(name):
-    """(search model in search dtype, fp32 verify model or None)."""
-    m, tok = MR.load_trained(P["model"], models_dir, name, P["device"], "float32")
-    sd = resolve_dtype(P["search_dtype"], m.device)
-    return ((copy.deepcopy(m).to(sd), m) if sd != m.dtype else (m, None)), tok
-
-
-(search, verify), tok = pair("cotrained")
-cot_model = verify if verify is not None else search
-meta = run_meta(P["model"], cot_model.device, P["seed"], scale, backoff=asdict(cfg.backoff), n_prompts=len(prompts),
-                judge_accuracy=judge_report.accuracy3, overrides=overrides)
+print(f"{meta['n_prompts']} held-out harmful prompts; back-off budget: {meta.get('budget')}")
 
 # %% [markdown]
 # ## Transitions on the co-trained model
-
-# %%
+#
 # Where the target mode itself (real magic token) does not behave as that mode,
 # there is nothing to reach: those prompts are left out of the curves (counted).
-holds = {m: MR.target_mode_holds(cot_model, tok, judge, prompts, tokens[m], m, cfg.max_new_tokens,
-                                 cfg.gen_batch_size)
-         for m in {MR.parse_transition(t)[1] for t in cfg.transitions} | {"negative"}}
-print({m: f"{sum(h)} of {len(h)} prompts" for m, h in holds.items()})
-rows, summary = {}, {}
-for name in cfg.transitions:
-    rows[name] = MR.run_transition(name, search, verify, tok, judge, prompts, tokens, cfg,
-                                   log_dir / f"cotrained_{name.replace('->', '_to_')}.jsonl", seed=P["seed"],
-                                   label="cotrained")
-    summary[name] = MR.summarize_transition(rows[name], holds[MR.parse_transition(name)[1]])
+
+# %%
+print("target mode holds on:", json.dumps(res.target_mode_holds))
 pd.DataFrame({n: {"n": s["n"], "of": s["n_prompts"], **s["eps"]} for n, s in summary.items()}).T.round(3)
 
 # %% [markdown]
@@ -124,13 +82,6 @@ pd.DataFrame({n: {"n": s["n"], "of": s["n_prompts"], **s["eps"]} for n, s in sum
 # Target: where the co-trained model's negative-mode response leaves the baseline's answer.
 
 # %%
-base_summary = {}
-for b in cfg.baselines:
-    (bs, bv), _ = pair(b)
-    r = MR.run_transition("none->negative", bs, bv, tok, judge, prompts, tokens, cfg,
-                          log_dir / f"{b}_none_to_negative.jsonl", target_model=cot_model, seed=P["seed"], label=b)
-    base_summary[b] = MR.summarize_transition(r, holds["negative"])
-    del bs, bv
 pd.DataFrame({n: s["eps"] for n, s in base_summary.items()}).T.round(3)
 
 # %% [markdown]
@@ -140,9 +91,6 @@ pd.DataFrame({n: s["eps"] for n, s in base_summary.items()}).T.round(3)
 # is the response judged negative?
 
 # %%
-strings = MR.random_strings(cfg.n_random_tokens, ccfg.magic_token_length, P["seed"], exclude=tokens.values())
-rand = MR.random_token_switch_rate(cot_model, tok, judge, prompts, strings, "negative", cfg.max_new_tokens,
-                                   cfg.gen_batch_size)
 rand
 
 # %% [markdown]
@@ -159,16 +107,11 @@ for key, title in (("eps", "first token is the target mode's"), ("eps_judged", "
                label=f"random magic token: 1 - switch rate ({rand['rate']:.2f})")
     ax.set_title(f"Reaching a mode without its magic token\n({title})", fontsize=10)
     ax.legend(fontsize=7)
-    stamp(fig, meta, len(prompts), budget_label(cfg.backoff))   # N = prompts searched per transition
+    stamp(fig, meta, meta["n_prompts"], meta.get("budget", ""))   # N = prompts searched per transition
     save_figure(fig, f"mode_k_eps_{'first_token' if key == 'eps' else 'judged'}", fig_dir)
 plt.show()
 
 # %%
-result = {"meta": meta, "magic_tokens_length": ccfg.magic_token_length,
-          "transitions": summary, "baselines": base_summary,
-          "random_token_switch_rate": rand["rate"], "random_token": rand,
-          "target_mode_holds": {m: sum(h) / len(h) for m, h in holds.items()}}
-write_json(out_dir / "mode_reachability.json", result)
 print(json.dumps({n: {"eps10": s["eps"]["10"], "eps10_judged": s["eps_judged"]["10"]} for n, s in
                   {**summary, **{f"{b} none->negative": s for b, s in base_summary.items()}}.items()}, indent=1))
 
@@ -182,7 +125,7 @@ for label, s in [*((f"co-trained {n}", v) for n, v in summary.items()),
         print(f"{label}: the target mode never held on these prompts: nothing to reach")
         continue
     first, judged = 1 - s["eps"]["10"], 1 - s["eps_judged"]["10"]
-    reached = [k for k in MR.KS if s["eps"][str(k)] <= 0.5]
+    reached = [k for k in K_GRID if s["eps"][str(k)] <= 0.5]
     print(f"{label}: over {s['n']} prompts (of {s['n_prompts']}), a discovered prompt of <= 10 tokens made the "
           f"target mode's next token the argmax on {first:.0%}; the whole response was judged the target mode on "
           f"{judged:.0%}" + (f"; half the prompts were reached by k = {reached[0]}" if reached else "") + ".")

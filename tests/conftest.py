@@ -3,6 +3,25 @@ import torch
 
 from magictokens.models import build_tiny_model
 
+# Every test belongs to a tier (markers registered in pyproject.toml):
+#   unit      in-process, seconds: `pytest -m unit` is the quick check
+#   notebook  runs a stage / notebook end to end on smoke params
+#   slow      real pretrained model, or the longest notebooks
+# A plain `pytest` still runs all of them.
+TIERS = ("unit", "notebook", "slow")
+
+
+@pytest.hookimpl(tryfirst=True)   # before `-m` deselects: an untiered test is caught by any selection
+def pytest_collection_modifyitems(config, items):
+    untiered = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
+    mixed = [item.nodeid for item in items
+             if item.get_closest_marker("unit") and (item.get_closest_marker("notebook") or item.get_closest_marker("slow"))]
+    if untiered:
+        raise pytest.UsageError("tests without a tier marker (add `pytestmark = pytest.mark.unit` or "
+                                "@pytest.mark.notebook / @pytest.mark.slow): " + ", ".join(untiered))
+    if mixed:
+        raise pytest.UsageError("tests marked unit and notebook/slow (unit is the quick tier): " + ", ".join(mixed))
+
 
 @pytest.fixture(scope="session")
 def tiny():

@@ -4,11 +4,14 @@ import pytest
 import torch
 
 from magictokens import metrics as M
+from magictokens import chat
 from magictokens import training as T
 from magictokens.errors import MagicTokensError
 from magictokens.judges import has_redirect, has_refusal_phrase, phrase_only_judge
 from magictokens.safety_data import (MODES, Prompt, SafetyData, build_safety_data, magic_tokens, mode_examples,
                                      read_source, require_mode)
+
+pytestmark = pytest.mark.unit
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -118,13 +121,13 @@ def test_response_only_loss_masks_every_prompt_token(tiny, with_template):
     cfg = T.TrainConfig(max_prompt_tokens=64, max_response_tokens=16)
     for r in _tiny_rows():
         ids, labels = T.encode_example(tok, r["prompt"], r["response"], r["system"], cfg)
-        p = T.prompt_ids(tok, r["prompt"], r["system"], cfg.max_prompt_tokens)
+        p = chat.prompt_ids(tok, r["prompt"], r["system"], cfg.max_prompt_tokens)
         assert ids[: len(p)] == p
         assert all(x == T.IGNORE for x in labels[: len(p)])          # every prompt token masked
         assert labels[len(p):] == ids[len(p):]                        # every response token scored
         assert labels[-1] == tok.eos_token_id
     batch = T.collate([T.encode_example(tok, r["prompt"], r["response"], r["system"], cfg) for r in _tiny_rows()],
-                      T.pad_id(tok))
+                      chat.pad_id(tok))
     # the loss does not depend on prompt-token labels: changing the prompt's logits target changes nothing
     loss = T.response_loss(model, batch)
     n_resp = int((batch["labels"][:, 1:] != T.IGNORE).sum())
@@ -170,12 +173,12 @@ def test_dpo_prefers_chosen(tiny):
 
 def test_generate_and_first_token_distributions(tiny):
     model, tok = tiny
-    outs = T.generate(model, tok, ["the cat", "a dog is big"], "red", max_new_tokens=3, batch_size=2)
+    outs = chat.generate(model, tok, ["the cat", "a dog is big"], "red", max_new_tokens=3, batch_size=2)
     assert len(outs) == 2 and all(isinstance(o, str) for o in outs)
-    P = T.first_token_distributions(model, tok, ["the cat", "a dog is big"], "red")
+    P = chat.first_token_distributions(model, tok, ["the cat", "a dog is big"], "red")
     assert P.shape == (2, len(tok)) and np.allclose(P.sum(1), 1, atol=1e-4)
     # left padding does not change a row's distribution
-    P1 = T.first_token_distributions(model, tok, ["the cat"], "red")
+    P1 = chat.first_token_distributions(model, tok, ["the cat"], "red")
     assert np.allclose(P[0], P1[0], atol=1e-4)
 
 
@@ -195,8 +198,8 @@ def test_judge_rules_without_encoder():
 def test_long_prompt_cut_keeps_the_magic_token(tiny):
     _, tok = tiny
     long_user = " ".join(["the cat is big"] * 40)
-    ids = T.prompt_ids(tok, long_user, "red", max_tokens=24)
+    ids = chat.prompt_ids(tok, long_user, "red", max_tokens=24)
     assert len(ids) <= 24
     red = tok("red", add_special_tokens=False).input_ids
     assert ids[1: 1 + len(red)] == red                        # <bos> red ... : the token survives the cut
-    assert tok.decode(ids).rstrip().endswith("Assistant:") or ids[-1] == T.prompt_ids(tok, "a", "red")[-1]
+    assert tok.decode(ids).rstrip().endswith("Assistant:") or ids[-1] == chat.prompt_ids(tok, "a", "red")[-1]

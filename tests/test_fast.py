@@ -9,7 +9,10 @@ from magictokens.controllers import coordinate, fast
 from magictokens.controllers.filters import allowed_token_mask
 from magictokens.errors import MagicTokensError
 from magictokens.metrics import wilson_interval
+from magictokens import scoring
 from magictokens.scoring import Scorer, Scores, Verifier
+
+pytestmark = pytest.mark.unit
 
 SMALL = fast.FastConfig(ks=[1, 2, 3, 4], k1_candidates=8, short_steps=2,
                         coordinate=coordinate.CoordinateConfig(max_steps=3, width=16, width_max=32, topk=8, chunk=16))
@@ -58,15 +61,15 @@ def test_required_k_is_the_first_grid_length_and_unsolved_keeps_the_best(tiny, t
     x0 = tiny_ids("a big old tree")
     for y in range(4, 40, 5):
         r = fast.run(model, tok, x0, y, SMALL, verify_model=model, seed=1)
-        ks = [t["k"] for t in r.trace if t["method"] != "shorten"]
+        ks = [t.k for t in r.trace if t.method != "shorten"]
         assert ks == sorted(ks) and ks[0] == 0
         if r.k is None:
-            assert len(r.ids) == 4 and not any(t["success"] for t in r.trace)
+            assert len(r.ids) == 4 and not any(t.success for t in r.trace)
         elif r.k:
             # every grid length below the answer was searched and failed (shortening aside)
-            assert all(not t["success"] for t in r.trace if t["k"] < r.k and t["method"] != "shorten")
-        searched = [t for t in r.trace[1:] if t["method"] != "shorten"]   # trace lists a shortening only if it hit
-        assert r.n_candidates["k1"] + r.n_candidates["coordinate"] == sum(t["n_candidates"] for t in searched)
+            assert all(not t.success for t in r.trace if t.k < r.k and t.method != "shorten")
+        searched = [t for t in r.trace[1:] if t.method != "shorten"]   # trace lists a shortening only if it hit
+        assert r.n_candidates["k1"] + r.n_candidates["coordinate"] == sum(t.n_candidates for t in searched)
 
 
 def test_coordinate_search_finds_a_planted_optimum_and_never_ends_worse(tiny, tiny_ids):
@@ -82,7 +85,7 @@ def test_coordinate_search_finds_a_planted_optimum_and_never_ends_worse(tiny, ti
         start = [5, 6, 7]
         cfg = coordinate.CoordinateConfig(max_steps=8, width=64, width_max=128, topk=16, chunk=32)
         r = coordinate.run(model, tok, x0, y, 3, cfg, init_ids=start, verify_model=model, seed=trial)
-        start_obj = float(coordinate.objective(Scorer(model, x0, y).score(torch.tensor([start])), cfg.objective)[0])
+        start_obj = float(scoring.objective(Scorer(model, x0, y).score(torch.tensor([start])), cfg.objective)[0])
         assert r.best_obj <= start_obj + 1e-6
         if r.success:
             assert is_argmax(model, r.best_ids, x0, y)
@@ -98,7 +101,7 @@ def test_early_stop_scores_no_chunk_after_the_first_success(tiny, tiny_ids):
     cands = torch.arange(4, 62)[:, None]
     all_scores = scorer.score(cands)
     first = int(torch.nonzero(all_scores.margin > 0)[0]) if (all_scores.margin > 0).any() else None
-    s, win, n = coordinate.score_until_success(scorer, verifier, cands, chunk=8)
+    s, win, n = scoring.score_until_success(scorer, verifier, cands, chunk=8)
     if first is None:
         assert win == -1 and n == len(cands)
     else:

@@ -7,6 +7,8 @@ from magictokens.errors import MagicTokensError
 from magictokens.metrics import bootstrap_ci, k_epsilon_curve, pearson, reachable_fraction
 from magictokens.reachability import ReachabilityConfig
 
+pytestmark = pytest.mark.unit
+
 
 def test_k_epsilon_by_hand():
     req = [0, 1, 1, 3, None]          # None = unsolved
@@ -45,5 +47,5 @@ def test_params_typo_names_the_fix():
         build(ReachabilityConfig, {"backoff": {"gcg": {"search_widht": 3}}}, "reachability")
     with pytest.raises(MagicTokensError, match="unknown scale"):
         load_params("huge")
-    with pytest.raises(MagicTokensError, match="lengths must be positive"):
+    with pytest.raises(MagicTokensError, match=r"true_token.lengths.0 = 0: input should be greater than 0"):
         build(ReachabilityConfig, {"true_token": {"lengths": [0, 8]}}, "reachability")

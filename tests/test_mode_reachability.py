@@ -7,6 +7,7 @@ from magictokens.errors import MagicTokensError
 from magictokens.pipeline import run_stage
 
 
+@pytest.mark.unit
 def test_parse_transition():
     assert MR.parse_transition("positive->negative") == ("positive", "negative")
     assert MR.parse_transition("none->negative") == (None, "negative")
@@ -17,6 +18,7 @@ def test_parse_transition():
         MR.ModeReachConfig(transitions=["positive->nowhere"])
 
 
+@pytest.mark.unit
 def test_slot_sits_before_the_source_token(tiny):
     _, tok = tiny
     prefix, suffix = MR.slot_ids(tok, "the cat", "dog")
@@ -27,6 +29,7 @@ def test_slot_sits_before_the_source_token(tiny):
     assert p2 == prefix and s2 == suffix[1:]
 
 
+@pytest.mark.unit
 def test_slot_with_a_chat_template():
     from transformers import AutoTokenizer
 
@@ -39,6 +42,7 @@ def test_slot_with_a_chat_template():
     assert tok.decode(suffix).endswith("<|im_start|>assistant\n")
 
 
+@pytest.mark.unit
 def test_judged_curve_and_random_strings():
     trace = [{"k": 0}, {"k": 1}, {"k": 2}]
     assert MR.judged_required_k(trace, {0: "positive", 1: "negative", 2: "negative"}, "negative") == 1
@@ -55,12 +59,14 @@ def test_judged_curve_and_random_strings():
     assert a == MR.random_strings(5, 8, seed=1) and len(set(a)) == 5 and all(len(x) == 8 for x in a)
 
 
+@pytest.mark.unit
 def test_divergence_is_the_first_differing_position():
     assert MR.divergence([5, 6, 7], [5, 9, 7]) == 1
     assert MR.divergence([5, 6, 7], [8, 6, 7]) == 0
     assert MR.divergence([5, 6], [5, 6, 7]) is None and MR.divergence([], [1]) is None
 
 
+@pytest.mark.unit
 def test_load_trained_without_weights_is_one_clear_error(tmp_path):
     with pytest.raises(MagicTokensError, match="run the cotraining stage first"):
         MR.load_trained("tiny-random-llama", tmp_path, "cotrained")
@@ -68,6 +74,8 @@ def test_load_trained_without_weights_is_one_clear_error(tmp_path):
         MR.load_trained("tiny-random-llama", tmp_path, "dpo_only")
 
 
+@pytest.mark.notebook
+@pytest.mark.slow
 def test_mode_reachability_notebook_smoke(tmp_path):
     """cotraining (tiny model) then mode reachability on its trained models."""
     with pytest.raises(MagicTokensError, match="run the cotraining stage first"):
@@ -89,6 +97,7 @@ def test_mode_reachability_notebook_smoke(tmp_path):
     assert {"mode_k_eps_first_token.png", "mode_k_eps_judged.pdf"} <= figs
 
 
+@pytest.mark.unit
 def test_weights_digest_sees_a_fine_tune_that_fingerprint_misses():
     """LoRA-style changes leave the embeddings alone: resumed rows must still not mix models."""
     import copy
@@ -106,6 +115,7 @@ def test_weights_digest_sees_a_fine_tune_that_fingerprint_misses():
     assert weights_digest(copy.deepcopy(model)) == weights_digest(model)
 
 
+@pytest.mark.unit
 def test_transition_targets_the_divergence_token(tiny, tmp_path):
     """A target model that answers differently: y is where its response leaves the source's,
     the state carries the shared opening, and k = 0 never counts as reached."""

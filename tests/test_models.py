@@ -6,8 +6,11 @@ from magictokens.models import DEFAULT_MODEL, load_model, load_search_pair
 from magictokens.pipeline import main, parse_sets, parse_shard
 
 
+@pytest.mark.unit
 def test_unknown_model_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import: without this a hub name waits ~45 s on the network
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(MagicTokensError, match="cannot load model"):
         load_model("no-such-org/no-such-model-xyz")
     with pytest.raises(MagicTokensError, match="cannot load model"):
@@ -18,6 +21,7 @@ def test_unknown_model_is_one_clear_error(monkeypatch, tmp_path):
         load_model("tiny-random-llama", dtype="float8")
 
 
+@pytest.mark.slow
 def test_default_model_loads_offline_and_answers():
     """The packaged SmolLM2-135M-Instruct: real weights, no network."""
     search, verify, tok = load_search_pair(DEFAULT_MODEL, "bfloat16", "float32", "cpu")
@@ -29,6 +33,7 @@ def test_default_model_loads_offline_and_answers():
     assert tok.decode(nxt).strip() == "Paris"
 
 
+@pytest.mark.unit
 def test_cli_errors_are_one_line(capsys):
     assert main(["run", "no_such_stage"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,9 +1,19 @@
 """notebooks/03_cotraining.py runs under papermill on smoke parameters."""
 import json
+import math
 
 import pytest
 
 from magictokens.pipeline import run_stage
+
+pytestmark = pytest.mark.notebook
+
+MODES = ("positive", "negative", "rejective")
+
+
+def on_grid(share: float, n: int) -> bool:
+    """Is `share` a count over n (up to the JSON's rounding)?"""
+    return abs(share * n - round(share * n)) < 1e-3 * n
 
 
 @pytest.mark.slow
@@ -25,6 +35,35 @@ def test_cotraining_notebook_smoke(tmp_path):
     assert set(out["xstest_over_refusal"]) == set(out["safety_score"])
     assert {"base", "cotrained"} <= set(out["mmlu"])
     assert 0.0 <= out["judge_accuracy"] <= 1.0
+
+    # counts vs smoke params (params.yaml smoke: 6 + 3 training prompts, 6 + 4 held out, 4 XSTest, 8 MMLU)
+    n_train, n_eval_h, n_eval_b, n_x, n_mmlu = 9, 6, 4, 4, 8
+    data = out["data"]
+    assert out["meta"]["n_train"] == data["n_train"] == n_train
+    assert out["meta"]["n_eval"] == data["n_eval_harmful"] + data["n_eval_benign"] == n_eval_h + n_eval_b
+    assert data["n_xstest"] == n_x
+    assert sum(data["train_sources"].values()) == n_train
+    assert sum(data["eval_sources"].values()) == n_eval_h + n_eval_b + n_x
+    for mode in MODES:                        # every training prompt has one target per mode
+        assert sum(data["target_origin"][mode].values()) == n_train
+    assert out["n_distilled"] == data["target_origin"]["negative"].get("distil", 0)
+    # aggregates vs their rows: shares are counts over the judged prompts, the mode accuracy is the diagonal
+    assert out["mode_accuracy"] == pytest.approx(sum(out["confusion"][m][m] for m in MODES) / 3, abs=1e-5)
+    for table, n in ((out["confusion"], n_eval_h), (out["confusion_benign"], n_eval_b)):
+        for row in table.values():
+            assert all(0 <= v <= 1 and on_grid(v, n) for v in row.values()), row
+    assert all(0 <= v <= 1 and on_grid(v, 2 * n_eval_h) for v in out["safety_score"].values())   # 0/1/2 points
+    assert all(0 <= v <= 1 and on_grid(v, n_x) for v in out["xstest_over_refusal"].values())
+    assert all(0 <= v <= 1 and on_grid(v, n_mmlu) for v in out["mmlu"].values())
+    assert all(-1 <= v <= 1 for v in out["sam"].values())                  # silhouette coefficients
+    judge = out["judge"]
+    assert judge["accuracy3"] == out["judge_accuracy"] and 0 <= judge["refusal_accuracy"] <= 1
+    assert sum(sum(row.values()) for row in judge["confusion"].values()) == judge["n"]
+    logs = out["train_logs"]
+    assert {"cotrained", "sft", "sft_dpo"} <= set(logs)
+    assert logs["sft"]["steps"] == logs["cotrained"]["steps"] > 0          # baselines get the same steps
+    assert all(log["tokens"] > 0 and math.isfinite(log["loss_first"]) and math.isfinite(log["loss_last"])
+               for log in logs.values())
     figs = tmp_path / "results" / "smoke" / "figures" / "cotraining"
     for name in ("fig1_mode_controllability", "fig2_safety_alignment_margin", "fig3_safety_score", "fig4_mmlu"):
         assert (figs / f"{name}.pdf").exists() and (figs / f"{name}.png").exists()

@@ -2,14 +2,17 @@
 import json
 
 import pytest
+import torch
 
 from magictokens.errors import MagicTokensError
+from magictokens.metrics import wilson_interval
 from magictokens.pipeline import run_stage
 
 KS = ["0", "1", "2", "3", "4", "6", "8", "10"]
 
 
-def test_reachability_notebook_smoke(tmp_path):
+@pytest.mark.notebook
+def test_reachability_notebook_smoke(tmp_path, tiny):
     out = run_stage("reachability", "smoke", out_root=tmp_path)
     assert out.exists()
     res = tmp_path / "results" / "smoke"
@@ -31,6 +34,41 @@ def test_reachability_notebook_smoke(tmp_path):
     for stem in ("fig1_true_token_k_eps", "fig1_true_token_k_eps_log", "fig2_top75_k_eps", "fig3_uniform_rank",
                  "fig4_base_loss_vs_k", "fig5_prompt_token_hist"):
         assert f"{stem}.pdf" in figs and f"{stem}.png" in figs
+    assert 0 < speed["backoff_median_s"] <= speed["backoff_p90_s"]
+
+    # rows vs aggregate (the JSON keeps 6 significant digits): every family's eps(k), Wilson interval and
+    # k = 0 census from its own log rows
+    logs = res / "instances" / "reachability" / "fast"
+    rows = {fam: [json.loads(line) for line in (logs / f"{fam}.jsonl").read_text().splitlines() if line.strip()]
+            for fam in ("true_token", "top75", "uniform_rank")}
+    assert d["partial"] is False
+    for fam, rs in rows.items():
+        assert len(rs) == d[fam]["n"] == d["n_planned"][fam] == len({r["id"] for r in rs})
+        for k in KS:
+            fail = sum(r["k"] is None or r["k"] > int(k) for r in rs)
+            assert d[fam]["eps"][k] == pytest.approx(fail / len(rs), abs=1e-5)
+            assert d[fam]["ci95"][k] == pytest.approx(wilson_interval(fail, len(rs)), abs=1e-5)
+            assert 0 <= d[fam]["ci95"][k][0] <= d[fam]["eps"][k] <= d[fam]["ci95"][k][1] <= 1
+        assert d["k0_census"][fam]["n"] == len(rs)
+        assert d["k0_census"][fam]["eps0"] == pytest.approx(d[fam]["eps"]["0"], abs=1e-5)   # finished run
+    for L, n_len in d["true_token"]["n_by_len"].items():
+        rs = [r for r in rows["true_token"] if str(r["meta"]["length"]) == L]
+        assert len(rs) == n_len == 2 and all(len(r["x0_ids"]) == int(L) for r in rs)
+        for k in KS:
+            fail = sum(r["k"] is None or r["k"] > int(k) for r in rs)
+            assert d["true_token"]["eps_by_len"][L][k] == pytest.approx(fail / len(rs), abs=1e-5)
+    # every logged success is real: smoke's tiny-random-llama is the `tiny` fixture's model (seed 0)
+    model, _ = tiny
+    for r in (r for rs in rows.values() for r in rs):
+        assert r["k"] is None or (r["k"] in (0, 1, 2, 3, 4) and len(r["ids"]) == r["k"])   # smoke grid
+        assert (r["k"] == 0) == (r["base_rank"] == 0)
+        if r["k"] is not None:
+            with torch.no_grad():
+                z = model(input_ids=torch.tensor([r["ids"] + r["x0_ids"]])).logits[0, -1]
+            others = z.clone()
+            others[r["target_id"]] = float("-inf")
+            assert float(z[r["target_id"]] - others.max()) > -1e-5, r["id"]   # y the argmax (another process: 1e-5)
+
     # resumable: a second run reuses every finished instance
     log = res / "instances" / "reachability" / "fast" / "true_token.jsonl"
     n = len(log.read_text().splitlines())
@@ -38,14 +76,16 @@ def test_reachability_notebook_smoke(tmp_path):
     assert len(log.read_text().splitlines()) == n
 
 
+@pytest.mark.unit
 def test_notebook_params_typo_is_one_clear_error(tmp_path):
     with pytest.raises(MagicTokensError, match="did you mean 'n_per_len'"):
         run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"true_token": {"n_per_lenn": 1}}})
 
 
+@pytest.mark.notebook
 def test_search_command_fills_the_logs_the_notebook_reads(tmp_path):
     """`magictokens search` (no papermill) then the notebook: the notebook only aggregates."""
-    from magictokens.reachability import search
+    from magictokens.stages.reachability import search
 
     assert search("smoke", tmp_path, minutes=0) == {"true_token": (0, 4), "top75": (0, 2), "uniform_rank": (0, 3)}
     done = search("smoke", tmp_path, families=["true_token"])
@@ -58,9 +98,10 @@ def test_search_command_fills_the_logs_the_notebook_reads(tmp_path):
         search("smoke", tmp_path, families=["nope"])
 
 
+@pytest.mark.notebook
 def test_cut_run_aggregates_finished_instances_and_says_partial(tmp_path):
     """search_minutes=0 starts no search: the stage plots what the logs hold, marked partial."""
-    from magictokens.reachability import search
+    from magictokens.stages.reachability import search
 
     search("smoke", tmp_path, families=["true_token"])
     run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"search_minutes": 0}})
@@ -72,6 +113,7 @@ def test_cut_run_aggregates_finished_instances_and_says_partial(tmp_path):
     assert d["partial"] is False and d["top75"]["n"] == 2
 
 
+@pytest.mark.notebook
 def test_method_paper_runs_the_authors_search_into_its_own_rows(tmp_path):
     """reachability.method=paper: Algorithm 1 at the scale's `backoff` budget, rows apart from the fast ones."""
     run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"method": "paper"}})

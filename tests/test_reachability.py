@@ -14,6 +14,7 @@ CFG = backoff.BackoffConfig(greedy_ks=[1], gcg_ks=[2], greedy=greedy.GreedyConfi
 TEXT = " ".join(["the cat and the dog was in the big old house by the river"] * 20)
 
 
+@pytest.mark.unit
 def test_wikitext_instances_are_seeded_spans(tiny):
     _, tok = tiny
     a = R.sample_wikitext_instances(tok, TEXT, [4, 6], 3, seed=5)
@@ -27,6 +28,7 @@ def test_wikitext_instances_are_seeded_spans(tiny):
         R.sample_wikitext_instances(tok, "   ", [4], 1, 0)
 
 
+@pytest.mark.unit
 def test_rank_targets(tiny):
     model, tok = tiny
     x0 = R.sample_wikitext_instances(tok, TEXT, [5], 1, 0, kind="x0")
@@ -38,6 +40,7 @@ def test_rank_targets(tiny):
     assert sorted(i.target_id for i in top) == sorted(order[:5].tolist())
 
 
+@pytest.mark.unit
 def test_run_instances_resumes_and_survives_a_crash(tiny, tmp_path, monkeypatch):
     model, tok = tiny
     inst = R.sample_wikitext_instances(tok, TEXT, [4], 4, seed=0)
@@ -67,6 +70,7 @@ def test_run_instances_resumes_and_survives_a_crash(tiny, tmp_path, monkeypatch)
     assert not InstanceLog(log, {"other": 1}).rows
 
 
+@pytest.mark.unit
 def test_a_cut_run_finishes_some_of_every_family(tiny, tmp_path, monkeypatch):
     """Families are interleaved round-robin: a deadline after 4 instances leaves 2 + 1 + 1, not 4 + 0 + 0."""
     import time
@@ -93,6 +97,7 @@ def test_a_cut_run_finishes_some_of_every_family(tiny, tmp_path, monkeypatch):
     assert {n: len(r) for n, r in rest.items()} == {"a": 4, "b": 3, "c": 3} and clock[0] == 4 + 2 + 6
 
 
+@pytest.mark.unit
 def test_shards_split_every_family_and_together_equal_one_run(tiny, tmp_path):
     """--shard i/n: disjoint, covering, stable across calls; concatenated logs resume like one run."""
     model, tok = tiny
@@ -121,6 +126,7 @@ def test_shards_split_every_family_and_together_equal_one_run(tiny, tmp_path):
         R.run_families(fams, model, tok, CFG, tmp_path, shard=(3, 3))
 
 
+@pytest.mark.unit
 def test_k0_census_matches_the_searched_eps0(tiny, tmp_path):
     model, tok = tiny
     x0 = R.sample_wikitext_instances(tok, TEXT, [4, 5], 2, seed=3, kind="x0")
@@ -134,6 +140,7 @@ def test_k0_census_matches_the_searched_eps0(tiny, tmp_path):
     assert c["mean_base_loss"] == pytest.approx(sum(r["base_loss"] for r in rows) / len(rows), rel=1e-4)
 
 
+@pytest.mark.unit
 def test_targets_of_one_x0_share_the_k1_sweep(tiny, tmp_path):
     """run_families sweeps k=1 once per x0 and finds what each instance's own search finds."""
     model, tok = tiny
@@ -153,6 +160,7 @@ def test_targets_of_one_x0_share_the_k1_sweep(tiny, tmp_path):
     assert sum(r["n_candidates"]["greedy"] for r in k1) == (steps - reused) * n_allowed
 
 
+@pytest.mark.unit
 def test_summary_and_histogram(tiny):
     _, tok = tiny
     rows = [{"k": k, "meta": {"length": L}, "base_loss": bl, "base_rank": br, "ids": ids, "seconds": 1.0,
@@ -167,6 +175,7 @@ def test_summary_and_histogram(tiny):
     assert R.speed_stats(rows)["greedy_candidates_per_s"] == pytest.approx(20.0)
 
 
+@pytest.mark.unit
 def test_encode_target_errors(tiny):
     _, tok = tiny
     assert R.encode_target(tok, "cat") == tok("cat", add_special_tokens=False).input_ids[0]
@@ -176,6 +185,7 @@ def test_encode_target_errors(tiny):
         R.encode_target(tok, "big cat")
 
 
+@pytest.mark.unit
 def test_filters(tiny):
     model, tok = tiny
     mask = allowed_token_mask(tok, model.config.vocab_size + 3)
@@ -184,6 +194,7 @@ def test_filters(tiny):
     assert retokenizes(tok, tok("the cat", add_special_tokens=False).input_ids)
 
 
+@pytest.mark.unit
 def test_resume_reruns_an_instance_whose_content_changed(tiny, tmp_path):
     model, tok = tiny
     inst = R.sample_wikitext_instances(tok, TEXT, [4], 2, seed=0)
@@ -195,6 +206,7 @@ def test_resume_reruns_an_instance_whose_content_changed(tiny, tmp_path):
     assert rows[1]["target_id"] == inst[1].target_id
 
 
+@pytest.mark.unit
 def test_batch_size_does_not_key_rows_but_the_budget_does(tiny, tmp_path, monkeypatch):
     """A GPU run at 8192 candidates per forward resumes CPU rows made at 256; a wider GCG does not."""
     import dataclasses
@@ -218,14 +230,13 @@ def test_batch_size_does_not_key_rows_but_the_budget_does(tiny, tmp_path, monkey
 SMOLLM2_FINGERPRINT = "d67313c74eb1"   # models.fingerprint of the default model (checked below where it is installed)
 
 
+@pytest.mark.unit
 def test_committed_paper_rows_resume_under_todays_params():
     """The long CPU run of the paper scale resumes: today's params.yaml keys every committed fast row.
 
     A change to the fast search's config (a field, a default, a params value) orphans
     every committed row; this test fails first. Batch sizes are not part of the key.
     """
-    import json
-
     from magictokens.config import build, load_params
     from magictokens.results import REPO_ROOT, config_hash
 

@@ -1,5 +1,9 @@
+import pytest
+
 from magictokens.report import BEGIN, END, render
 from magictokens.config import REPO_ROOT
+
+pytestmark = pytest.mark.unit
 
 
 def test_readme_numbers_are_the_committed_results():
@@ -18,9 +22,10 @@ def test_a_cut_or_resized_run_says_so(tmp_path):
     d = {"meta": {"model": "m", "seed": 0, "device": "cpu", "versions": {},
                   "overrides": {"reachability": {"search_minutes": 0, "true_token": {"n_per_len": 2}}}},
          "true_token": fam, "top75": {**fam, "n": 0}, "uniform_rank": {**fam, "n": 0},
-         "correlations": {}, "partial": True, "n_planned": {"true_token": 10, "top75": 4, "uniform_rank": 2},
-         "k0_census": {"true_token": {"n": 10, "eps0": 0.7, "ci95": [0.4, 1.0]}},
-         "paper": {"gpt2_small_eps": {"0": 0.753}}}
+         "correlations": {}, "correlations_by_family": {}, "partial": True,
+         "n_planned": {"true_token": 10, "top75": 4, "uniform_rank": 2},
+         "k0_census": {"true_token": {"n": 10, "eps0": 0.7, "ci95": [0.4, 1.0], "mean_base_loss": 2.0}},
+         "retokenizes": None, "verify": {}, "histogram": [], "paper": {"gpt2_small_eps": {"0": 0.753}}}
     (tmp_path / "results" / "paper").mkdir(parents=True)
     (tmp_path / "results" / "paper" / "reachability.json").write_text(json.dumps(d))
     out = render(tmp_path)

@@ -6,6 +6,8 @@ import torch
 
 from magictokens import theory as T
 
+pytestmark = pytest.mark.unit
+
 D, DH, M = 12, 4, 5
 
 

@@ -32,6 +32,7 @@ from .errors import MagicTokensError
 from .fields import Count, Text, params
 
 SCALES = ("default", "paper", "smoke")
+TINY_MODEL = "tiny-random-llama"   # the random test model (models.build_tiny_model): smoke scale only
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -127,8 +128,6 @@ def stage_params(scale: str, section: str, cls, overrides: dict | None = None):
     The random tiny model exists for tests: any other scale refuses it, so no
     figure can come from random weights.
     """
-    from .models import TINY_MODEL   # here, not at the top: reading params must not import torch
-
     params = load_params(scale, overrides=overrides)
     build(CommonParams, {k: v for k, v in params.items() if not isinstance(v, dict)}, "")
     if params["model"] == TINY_MODEL and scale != "smoke":

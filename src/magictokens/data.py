@@ -46,7 +46,7 @@ def fill_data(source: str | Path | None = None, dest: str | Path = DATA_DIR) -> 
 
 def fill_from_hub(dest: str | Path = DATA_DIR) -> Path:
     """With internet: Wikitext-2 raw test from the hub, written as data/wikitext/wiki.test.raw."""
-    from datasets import load_dataset
+    from datasets import load_dataset   # only the hub path needs it (and internet): not imported otherwise
 
     ds = load_dataset("wikitext", "wikitext-2-raw-v1", split="test")
     lines = [t for t in ds["text"] if t.strip()]

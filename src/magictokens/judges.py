@@ -31,12 +31,13 @@ import csv
 import importlib.util
 import json
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from transformers import AutoModel, AutoTokenizer
 
 from .data import data_path
 from .errors import MagicTokensError
@@ -88,8 +89,6 @@ class SentenceEncoder:
     """all-MiniLM-L6-v2, mean-pooled and L2-normalised (what sentence-transformers does)."""
 
     def __init__(self, max_length: int = 128, batch_size: int = 64):
-        from transformers import AutoModel, AutoTokenizer
-
         d = encoder_dir()
         self.tok = AutoTokenizer.from_pretrained(d)
         self.model = AutoModel.from_pretrained(d, dtype=torch.float32).eval()
@@ -168,8 +167,6 @@ class OfflineJudge:
         self.clf = None
 
     def fit(self, texts: list[str], refusal: np.ndarray, seed: int = 0) -> "OfflineJudge":
-        from sklearn.linear_model import LogisticRegression
-
         if len(set(refusal.tolist())) < 2:
             raise MagicTokensError("judge training data holds one class only: need refusals and answers")
         X = self.encoder.encode(texts)

@@ -12,8 +12,10 @@ is the "portion incorrect" at prompt length k (paper A, Fig. 1).
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
+from sklearn.metrics import silhouette_score
 
 
 def k_epsilon_curve(required_k, ks) -> dict[int, float]:
@@ -48,8 +50,6 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> list[float]:
     """
     if n <= 0:
         return [float("nan"), float("nan")]
-    from statistics import NormalDist
-
     z = NormalDist().inv_cdf(1 - (1 - level) / 2)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -92,8 +92,6 @@ def safety_alignment_margin(features, modes) -> float:
     separated modes -> 1; identical modes -> about 0 (sklearn returns 0 when all
     points coincide). Fewer than 2 modes, or a mode per point: nan.
     """
-    from sklearn.metrics import silhouette_score
-
     X = np.asarray(features, dtype=np.float64)
     labels = np.asarray(list(modes))
     n_modes = len(set(labels.tolist()))

@@ -38,20 +38,25 @@ import hashlib
 import random
 import string
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from peft import PeftModel
+from safetensors.torch import load_model as load_weights
 from tqdm.auto import tqdm
 
 from .controllers import backoff
+from .controllers.results import resume_key
 from .errors import MagicTokensError
 from .fields import Count, Positive, Text, params
 from .metrics import k_epsilon_curve
-from .models import weights_digest
+from .models import load_model, weights_digest
+from .papers import K_GRID as KS
 from .results import InstanceLog
+from .safety_data import MODES
 from .chat import chat_text, end_of_turn_id, generate_from_ids, pad_id, prompt_ids
 
-KS = [0, 1, 2, 3, 4, 6, 8, 10]
 SLOT = "\ue000"   # a private-use character marks where u goes in the rendered template
 
 
@@ -78,8 +83,6 @@ class ModeReachConfig:
 
 def parse_transition(name: str) -> tuple[str | None, str]:
     """'positive->negative' -> ('positive', 'negative'); 'none->negative' -> (None, 'negative')."""
-    from .safety_data import MODES
-
     parts = name.split("->")
     ok = len(parts) == 2 and parts[1] in MODES and (parts[0] in MODES or parts[0] == "none")
     if not ok:
@@ -120,7 +123,7 @@ def divergence(target_ids: list[int], source_ids: list[int]) -> int | None:
     return None
 
 
-def judged_required_k(trace: list[dict], judged: dict[int, str], target: str) -> int | None:
+def judged_required_k(trace: list, judged: dict[int, str], target: str) -> int | None:
     """Smallest k whose best prompt's response is judged `target` (None if none is)."""
     ok = [k for k, mode in judged.items() if mode == target]
     return min(ok) if ok else None
@@ -134,7 +137,7 @@ def run_transition(name: str, search_model, verify_model, tok, judge, prompts: l
     target_model = target_model if target_model is not None else judge_model
     # keyed by every weight of the searched and the target model (a retrained model
     # must never reuse rows) and, per row, by the prompt text
-    log = InstanceLog(log_path, {"transition": name, "backoff": asdict(cfg.backoff), "seed": seed,
+    log = InstanceLog(log_path, {"transition": name, "backoff": resume_key(cfg.backoff, drop=()), "seed": seed,
                                  "max_new_tokens": cfg.max_new_tokens, "label": label,
                                  "target": "divergence", "opening_tokens": cfg.opening_tokens,
                                  "weights": [weights_digest(judge_model), weights_digest(target_model)]})
@@ -160,8 +163,8 @@ def run_transition(name: str, search_model, verify_model, tok, judge, prompts: l
         state = suffix + shared
         r = backoff.run(search_model, tok, state, y, cfg.backoff, prefix_ids=prefix, verify_model=verify_model,
                         seed=seed)
-        ks = [t["k"] for t in r.trace]
-        seqs = [prefix + t["ids"] + state for t in r.trace]
+        ks = [t.k for t in r.trace]
+        seqs = [prefix + t.ids + state for t in r.trace]
         # judge the whole response: the shared opening plus what follows it
         responses = [tok.decode(shared + greedy_ids(judge_model, tok, q, max(1, cfg.max_new_tokens - len(shared))),
                                 skip_special_tokens=True).strip() for q in seqs]
@@ -172,7 +175,7 @@ def run_transition(name: str, search_model, verify_model, tok, judge, prompts: l
                       "k_judged": judged_required_k(r.trace, judged, target),
                       "judged": {str(k): m for k, m in judged.items()}, "ids": r.ids, "text": r.text[:80],
                       "base_loss": r.base_loss, "base_rank": r.base_rank, "seconds": r.seconds,
-                      "trace": [{k: v for k, v in t.items() if k != "ids"} for t in r.trace]})
+                      "trace": [{k: v for k, v in asdict(t).items() if k != "ids"} for t in r.trace]})
     return [log.rows[f"{label}:{name}:{i}"] for i in range(len(prompts))]
 
 
@@ -232,10 +235,6 @@ def load_trained(base_name: str, models_dir, name: str, device="auto", dtype="fl
     sft adapter + dpo adapter. Full fine-tuning runs saved ``model.safetensors``
     instead of an adapter.
     """
-    from pathlib import Path
-
-    from .models import load_model
-
     models_dir = Path(models_dir)
     chain = {"cotrained": ["cotrained"], "sft": ["sft"], "sft_dpo": ["sft", "sft_dpo"]}.get(name)
     if chain is None:
@@ -244,12 +243,8 @@ def load_trained(base_name: str, models_dir, name: str, device="auto", dtype="fl
     for part in chain:
         d = models_dir / part
         if (d / "adapter_config.json").exists():
-            from peft import PeftModel
-
             model = PeftModel.from_pretrained(model, str(d)).merge_and_unload()
         elif (d / "model.safetensors").exists():
-            from safetensors.torch import load_model as load_weights
-
             load_weights(model, str(d / "model.safetensors"), strict=False)
         else:
             raise MagicTokensError(f"no trained weights in {d}: run the cotraining stage first "

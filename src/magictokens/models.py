@@ -18,18 +18,25 @@ Names understood by `load_model`:
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_model
+from tokenizers import Tokenizer, decoders, pre_tokenizers
+from tokenizers import models as tok_models
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedTokenizerFast)
 
+from .config import TINY_MODEL
 from .errors import MagicTokensError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-TINY_MODEL = "tiny-random-llama"
 
 _GGUF_PACKAGES = {
     # alias -> (python package, file inside it, sha256, hub name of the original)
@@ -117,8 +124,6 @@ def _materialize_gguf_file(gguf: Path) -> Path:
 
 def _dequantize_gguf(gguf: Path, out: Path) -> Path:
     """GGUF -> fp32 HF directory at `out` (config, safetensors, tokenizer); needs `gguf`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     # fp32 load then save: loading straight to bf16 warns about packed weights.
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -126,8 +131,6 @@ def _dequantize_gguf(gguf: Path, out: Path) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     # save_pretrained refuses GGUF-loaded models (it marks them quantized), but
     # the layers are plain dequantized tensors: write config + safetensors by hand.
-    from safetensors.torch import save_model
-
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -137,8 +140,6 @@ def _dequantize_gguf(gguf: Path, out: Path) -> Path:
     try:
         tmp.rename(out)  # atomic: a crash mid-save leaves no half cache behind
     except OSError:      # another process got there first: theirs is as good
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
@@ -167,8 +168,6 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "aut
     if name == TINY_MODEL:
         model, tok = build_tiny_model()
         return model.to(device=dev, dtype=dt), tok
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path: str | Path = name
     if name in _GGUF_PACKAGES:
@@ -218,12 +217,9 @@ TINY_WORDS = (
 
 def build_tiny_tokenizer():
     """A word-level tokenizer over `TINY_WORDS` plus <bos>/<eos>/<unk>/<pad>."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<unk>", "<bos>", "<eos>", "<pad>"]
     vocab = {w: i for i, w in enumerate(specials + TINY_WORDS)}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core = Tokenizer(tok_models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<bos>",
@@ -232,8 +228,6 @@ def build_tiny_tokenizer():
 
 def build_tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 64, n_heads: int = 4):
     """A random 2-layer Llama over the tiny tokenizer: unit tests only."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tok = build_tiny_tokenizer()
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=d_model, intermediate_size=2 * d_model,
                       num_hidden_layers=n_layers, num_attention_heads=n_heads,
@@ -257,13 +251,16 @@ def load_search_pair(name: str, search_dtype="bfloat16", verify_dtype="float32",
     every success with `verify_model` (fp32), because bf16 flips argmaxes near
     ties. Same dtype -> one model, no verify copy.
     """
-    import copy
-
     verify, tok = load_model(name, dtype=verify_dtype, device=device)
+    return (*search_pair_of(verify, search_dtype), tok)
+
+
+def search_pair_of(verify, search_dtype="bfloat16"):
+    """A loaded model (the fp32 judge) -> (search_model, verify_model or None): a copy in the search dtype."""
     sd = resolve_dtype(search_dtype, verify.device)
     if sd == verify.dtype:
-        return verify, None, tok
-    return copy.deepcopy(verify).to(sd), verify, tok
+        return verify, None
+    return copy.deepcopy(verify).to(sd), verify
 
 
 def fingerprint(model) -> str:

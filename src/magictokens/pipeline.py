@@ -53,6 +53,7 @@ def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = 
     `redraw`: the notebook draws the committed result of the scale from
     results/ (no model, no search; stages that support it).
     """
+    # here, not at the top: `data`, `search` and `report` run without the notebook machinery
     import jupytext
     import papermill as pm
 
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("report", help="rewrite README's results block from results/*.json")
     args = ap.parse_args(argv)
     try:
+        # each command imports what it runs: `data` and `stages` start without torch
         if args.cmd == "data":
             from .data import fill_data, fill_from_hub
 

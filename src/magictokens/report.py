@@ -8,17 +8,32 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 from .config import REPO_ROOT, flatten
+from .errors import MagicTokensError
+from .papers import K_KEYS as KS
+from .papers import PAPER_A, PAPER_B
+from .stages.cotraining import CoTrainingStageResult
+from .stages.mode_reachability import ModeReachStageResult
+from .stages.reachability import ReachabilityResult
+from .stages.theorem import TheoremStageResult
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-KS = ["0", "1", "2", "3", "4", "6", "8", "10"]
 
 
 def _load(scale: str, name: str, root: Path):
     p = root / "results" / scale / f"{name}.json"
     return json.loads(p.read_text()) if p.exists() else None
+
+
+def _typed(cls, scale: str, root: Path):
+    """A stage's committed result, loaded (and validated) through its type; None if the stage has not run."""
+    try:
+        return cls.load(root / "results" / scale)
+    except MagicTokensError:
+        return None
 
 
 def _f(x, nd=3):
@@ -39,54 +54,55 @@ def _meta_line(meta: dict) -> str:
 
 
 def render_reachability(scale: str, root: Path) -> list[str]:
-    d = _load(scale, "reachability", root)
-    if d is None:
+    out_dir = root / "results" / scale
+    if not (out_dir / "reachability.json").exists():
         return []
+    r = ReachabilityResult.load(out_dir)
+    fam = {f: r.family(f) for f in ("true_token", "top75", "uniform_rank")}
     partial = ""
-    if d.get("partial"):
-        planned = d.get("n_planned", {})
+    if r.partial:
         partial = (" **Partial run**: the searches were cut by a time limit; finished "
-                   + ", ".join(f"{d[f]['n']} of {planned.get(f)} {f}" for f in ("true_token", "top75", "uniform_rank"))
+                   + ", ".join(f"{fam[f].n} of {r.n_planned.get(f)} {f}" for f in fam)
                    + " instances (a seeded random subset; figures marked).")
-    out = [f"**Paper A, reachability ({scale} scale)** - {_meta_line(d['meta'])}.{partial}", "",
+    out = [f"**Paper A, reachability ({scale} scale)** - {_meta_line(r.meta)}.{partial}", "",
            "| eps(k) | " + " | ".join(f"k={k}" for k in KS) + " |", "|---|" + "---|" * len(KS)]
+
     def eps(f, k):   # "-" for a family a cut run never reached (its eps are placeholders)
-        return _f(d[f]["eps"].get(k)) if d[f]["n"] else "-"
+        return _f(fam[f].eps.get(k)) if fam[f].n else "-"
     for f, label in (("true_token", "true next token"), ("top75", "top-75 targets"),
                      ("uniform_rank", "uniform-rank targets")):
-        out.append(f"| ours: {label}, N={d[f]['n']}{'' if d[f]['n'] else ' (not searched)'} | "
+        out.append(f"| ours: {label}, N={fam[f].n}{'' if fam[f].n else ' (not searched)'} | "
                    + " | ".join(eps(f, k) for k in KS) + " |")
-    paper = d.get("paper", {})
-    if "gpt2_small_eps" in paper:
-        g = paper["gpt2_small_eps"]
-        out.append("| paper: GPT-2 small, true token | " + " | ".join(_f(g.get(k)) for k in KS) + " |")
-    census = d.get("k0_census") or {}
-    cut = [(f, c0) for f, c0 in census.items() if c0["n"] > d[f]["n"]]
+    g = PAPER_A["gpt2_small_eps"]
+    out.append("| paper: GPT-2 small, true token | " + " | ".join(_f(g.get(int(k))) for k in KS) + " |")
+    cut = [(f, c0) for f, c0 in r.k0_census.items() if c0.n > fam[f].n]
     if cut:
         out += ["", "k = 0 needs no search, so eps(0) is known over every planned instance: "
-                + "; ".join(f"{f} {_f(c0['eps0'])} (95% CI {_f(c0['ci95'][0])}-{_f(c0['ci95'][1])}, N={c0['n']})"
-                            for f, c0 in cut)
-                + f" (paper GPT-2 small, true token: {_f(d.get('paper', {}).get('gpt2_small_eps', {}).get('0'))})."]
+                + "; ".join(f"{f} {_f(c0.eps0)} (95% CI {_f(c0.ci95[0])}-{_f(c0.ci95[1])}, N={c0.n})" for f, c0 in cut)
+                + f" (paper GPT-2 small, true token: {_f(g[0])})."]
 
     def reached(f):   # portion reachable at k <= 10, with its interval
-        if not d[f]["n"]:
+        if not fam[f].n:
             return "-"
-        lo, hi = d[f].get("ci95", {}).get("10", [None, None])
-        return _f(1 - d[f]["eps"]["10"]) + (f" (95% CI {_f(1 - hi)}-{_f(1 - lo)}, N={d[f]['n']})" if lo is not None else "")
-    ci = d["true_token"].get("ci95", {}).get("10")
-    c = d.get("correlations", {})
+        lo, hi = fam[f].ci95["10"]
+        return _f(1 - fam[f].eps["10"]) + f" (95% CI {_f(1 - hi)}-{_f(1 - lo)}, N={fam[f].n})"
+    ci = fam["true_token"].ci95.get("10")
+    c = r.correlations
+    (lo75, hi75), (lol, hil), (lor, hir) = PAPER_A["top75_reachable_k10"], PAPER_A["corr_loss_k"], PAPER_A["corr_rank_k"]
     out += ["", f"True token eps(10) = {eps('true_token', '10')}"
-            + (f" (95% {d['true_token'].get('interval', 'bootstrap')} CI {_f(ci[0])}-{_f(ci[1])})"
-               if ci and d["true_token"]["n"] else "")
-            + "; paper: Falcon-7b 0.028, Llama-7b 0.014, Falcon-40b 0.030. "
-            f"Top-75 reachable at k <= 10: {reached('top75')} (paper 0.85-0.89); "
-            f"uniform-rank: {reached('uniform_rank')} (paper 0.46). "
+            + (f" (95% {fam['true_token'].interval} CI {_f(ci[0])}-{_f(ci[1])})" if ci and fam["true_token"].n else "")
+            + "; paper: " + ", ".join(f"{m} {v:.3f}" for m, v in PAPER_A["eps10"].items()) + ". "
+            f"Top-75 reachable at k <= 10: {reached('top75')} (paper {lo75:.2f}-{hi75:.2f}); "
+            f"uniform-rank: {reached('uniform_rank')} (paper {PAPER_A['uniform_reachable_k10']:.2f}). "
             f"Pearson r(base loss, k) = {_f(c.get('loss_k'), 2)}, r(base rank, k) = {_f(c.get('rank_k'), 2)} "
-            f"over {c.get('n_solved')} solved true-token instances (paper 0.59-0.70 and 0.12-0.21).", ""]
+            f"over {c.get('n_solved')} solved true-token instances (paper {lol:.2f}-{hil:.2f} and {lor:.2f}-{hir:.2f}).",
+            ""]
+    d = {"meta": r.meta, "verify": r.verify, "retokenizes": r.retokenizes}
     b = d["meta"].get("backoff", {})
     if v := d.get("verify"):
+        near = d["meta"].get("search", {}).get("coordinate", {}).get("verify_near", -0.5)
         out += [f"fp32 verification: {v['checked']} candidates re-checked, {v['false_positive']} bf16 successes rejected, "
-                f"{v['unchecked_near']} near candidates (bf16 margin > -0.5) left off the shortlist; u + x0 "
+                f"{v['unchecked_near']} near candidates (bf16 margin > {near:g}) left off the shortlist; u + x0 "
                 f"re-tokenizes to itself for {_f(d.get('retokenizes'), 3)} of the solved prompts.", ""]
     if d["meta"].get("budget"):
         out += [f"Search: {d['meta']['budget']}. {d['meta'].get('success_rule', '')}", ""]
@@ -110,22 +126,22 @@ def render_reachability(scale: str, root: Path) -> list[str]:
 
 
 def render_theorem(scale: str, root: Path) -> list[str]:
-    d = _load(scale, "theorem", root)
+    d = _typed(TheoremStageResult, scale, root)
     if d is None:
         return []
-    heads = d.get("heads", [])
-    ratios = [h["ratio"] for h in heads if h.get("ratio") is not None]
+    ratios = [h["ratio"] for h in d.heads if h.get("ratio") is not None]
     best = max(ratios) if ratios else None
     med = sorted(ratios)[len(ratios) // 2] if ratios else None
-    return [f"**Paper A, self-attention theorem ({scale} scale)** - {_meta_line(d['meta'])}: "
-            f"{len(heads)} (head, k) cases, violations = {d.get('violations')}, tightness achieved/bound "
+    return [f"**Paper A, self-attention theorem ({scale} scale)** - {_meta_line(d.meta)}: "
+            f"{len(d.heads)} (head, k) cases, violations = {d.violations}, tightness achieved/bound "
             f"median {_f(med, 3)}, max {_f(best, 3)}.", ""]
 
 
 def render_cotraining(scale: str, root: Path) -> list[str]:
-    d = _load(scale, "cotraining", root)
-    if d is None:
+    r = _typed(CoTrainingStageResult, scale, root)
+    if r is None:
         return []
+    d = asdict(r)
     modes = ["positive", "negative", "rejective"]
     out = [f"**Paper B, magic-token co-training ({scale} scale)** - {_meta_line(d['meta'])}; "
            f"n_train {d['meta'].get('n_train')}, n_eval {d['meta'].get('n_eval')}; judge accuracy "
@@ -138,7 +154,8 @@ def render_cotraining(scale: str, root: Path) -> list[str]:
         out += ["", budget]
     sam, ss, xs, mm = (d.get(k, {}) for k in ("sam", "safety_score", "xstest_over_refusal", "mmlu"))
     out += ["", f"Mode accuracy {_f(d.get('mode_accuracy'))}. Safety Alignment Margin: "
-            + ", ".join(f"{k} {_f(v)}" for k, v in sam.items()) + " (paper: 0.131 co-trained vs ~0.03 baselines). "
+            + ", ".join(f"{k} {_f(v)}" for k, v in sam.items())
+            + f" (paper: {PAPER_B['sam_cotrained']:.3f} co-trained vs ~{PAPER_B['sam_baselines']:.2f} baselines). "
             "Safety score: " + ", ".join(f"{k} {_f(v)}" for k, v in ss.items()) + ". XSTest over-refusal: "
             + ", ".join(f"{k} {_f(v)}" for k, v in xs.items()) + ". MMLU: "
             + ", ".join(f"{k} {_f(v)}" for k, v in mm.items()) + ".", ""]
@@ -167,9 +184,10 @@ def _backoff_line(b: dict) -> str:
 
 
 def render_mode_reachability(scale: str, root: Path) -> list[str]:
-    d = _load(scale, "mode_reachability", root)
-    if d is None:
+    r = _typed(ModeReachStageResult, scale, root)
+    if r is None:
         return []
+    d = asdict(r)
     out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}.", "",
            "| transition (model) | N | " + " | ".join(f"eps({k})" for k in KS) + " | judged eps(10) |",
            "|---|---|" + "---|" * (len(KS) + 1)]

@@ -5,17 +5,27 @@ Scales write to ``results/<scale>/``; figures of the ``paper`` scale go to
 ``results/<scale>/figures/<stage>/``; running the default never touches
 paper-scale outputs. Every JSON carries ``meta``: model, device, seed,
 scale and package versions, so each number can be traced to its run.
+Floats are saved to ``SIGNIFICANT`` significant digits (`rounded`): a rerun
+that only moves the 16th digit leaves the files as they are.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import platform
 import subprocess
 from pathlib import Path
 
+import torch
+import transformers
+
+from . import __version__
 from .config import REPO_ROOT
+
+SIGNIFICANT = 6  # digits kept of every float in a results JSON: far above what a stage's numbers resolve
 
 
 def results_dir(scale: str, root: str | Path | None = None) -> Path:
@@ -33,14 +43,9 @@ def figures_dir(scale: str, stage: str, root: str | Path | None = None) -> Path:
 
 
 def versions() -> dict:
-    import torch
-    import transformers
-
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "transformers": transformers.__version__}
     try:
-        from . import __version__
-
         out["magictokens"] = __version__
         out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
                                     capture_output=True, text=True, timeout=5).stdout.strip() or None
@@ -50,8 +55,6 @@ def versions() -> dict:
 
 
 def device_name(device) -> str:
-    import torch
-
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
@@ -63,12 +66,32 @@ def run_meta(model: str, device, seed: int, scale: str, **extra) -> dict:
             "versions": versions(), **extra}
 
 
+def rounded(obj, digits: int = SIGNIFICANT):
+    """A copy of a JSON-able value with every float cut to `digits` significant digits.
+
+    Dicts (keys kept as they are), lists and tuples are walked; ints, bools,
+    strings and None come back untouched, as do nan and +-inf; numpy integers
+    become ints. Any other number (a numpy float, a 0-d tensor) goes through
+    ``float`` first, as ``json.dumps(default=float)`` would have written it.
+    """
+    if obj is None or isinstance(obj, (str, bool)):
+        return obj
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    x = float(obj)
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else x
+
+
 def write_json(path: str | Path, obj) -> Path:
-    """Write atomically (tmp + rename): a crash never leaves half a metrics file."""
+    """Write atomically (tmp + rename): a crash never leaves half a metrics file. Floats `rounded`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
+    tmp.write_text(json.dumps(rounded(obj), indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
     return path
 

@@ -41,10 +41,13 @@ import json
 import random
 import re
 import string
+from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .data import data_path
 from .errors import MagicTokensError
+from .judges import has_redirect, has_refusal_phrase   # cue words pick template targets (issue 16 replaces them)
 
 MODES = ("positive", "negative", "rejective")
 
@@ -189,8 +192,6 @@ class SafetyData:
 
     def manifest(self) -> dict:
         """Counts and ids only (no texts): what a results JSON may carry."""
-        from collections import Counter
-
         return {"n_train": len(self.train), "n_eval_harmful": len(self.eval_harmful),
                 "n_eval_benign": len(self.eval_benign), "n_xstest": len(self.xstest),
                 "train_sources": dict(Counter(p.source for p in self.train)),
@@ -198,8 +199,6 @@ class SafetyData:
                 "target_origin": {m: dict(Counter(p.origin.get(m) for p in self.train)) for m in MODES}}
 
     def to_jsonl(self, path) -> None:
-        from pathlib import Path
-
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             for p in self.all():
@@ -256,8 +255,6 @@ def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful:
 
 def assign_targets(p: Prompt, rng: random.Random) -> None:
     """Fill p.responses / p.origin for every mode; None = to be self-distilled."""
-    from .judges import has_redirect, has_refusal_phrase
-
     given = dict(p.responses)
     pos = given.get("positive")
     if pos is not None and p.harmful and not (has_refusal_phrase(pos) and has_redirect(pos[:200])):

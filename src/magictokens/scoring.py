@@ -17,10 +17,13 @@ dtype, and a tie (margin == 0) is *not* a success.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from .errors import MagicTokensError
 
@@ -41,10 +44,18 @@ def check_ids(ids, vocab_size: int, what: str) -> torch.Tensor:
     return t
 
 
+@functools.lru_cache(maxsize=None)
+def cache_kwarg(model_cls) -> str:
+    """The forward's name for a KV cache, in and out: ``cache`` where transformers has it
+    (5.24; ``past_key_values`` warns there and goes in 5.40), else ``past_key_values`` (5.17)."""
+    return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
+
+
 def last_logits(model, input_ids: torch.Tensor, past=None, inputs_embeds=None) -> torch.Tensor:
     """(B, T) ids (or (B, T, d) embeddings) -> (B, V) fp32 logits at the last position."""
-    out = model(input_ids=input_ids, inputs_embeds=inputs_embeds, past_key_values=past,
-                use_cache=past is not None, logits_to_keep=1)
+    cache = {} if past is None else {cache_kwarg(type(model)): past}
+    out = model(input_ids=input_ids, inputs_embeds=inputs_embeds, use_cache=past is not None, logits_to_keep=1,
+                **cache)
     return out.logits[:, -1].float()
 
 
@@ -81,11 +92,10 @@ class PrefixCache:
     """
 
     def __init__(self, model, prefix_ids: torch.Tensor):
-        from transformers import DynamicCache
-
         self._cls = DynamicCache
         with torch.inference_mode():
-            cache = model(input_ids=prefix_ids[None].to(model.device), use_cache=True).past_key_values
+            out = model(input_ids=prefix_ids[None].to(model.device), use_cache=True)
+            cache = getattr(out, cache_kwarg(type(model)))
         self.kv = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
         self.length = int(prefix_ids.numel())
 
@@ -263,3 +273,27 @@ def k0_state(model, verify_model, x0_ids, target_id: int, prefix_ids=()):
     if x0.numel() == 0:
         raise MagicTokensError("x0 is empty: give at least one state token")
     return (x0, *base_scores(judge, x0, target_id, prefix_ids))
+
+
+def objective(scores: Scores, kind: str) -> torch.Tensor:
+    """(N,) what the search minimises: -margin (success <=> < 0) or the CE loss."""
+    return -scores.margin if kind == "margin" else scores.loss
+
+
+def score_until_success(scorer: Scorer, verifier: Verifier, cands: torch.Tensor, chunk: int):
+    """Score `cands` chunk by chunk; stop after the first chunk holding an fp32-verified success.
+
+    -> (Scores of the scored prefix, index of the verified success or -1, n scored).
+    """
+    parts, win = [], -1
+    for start in range(0, len(cands), chunk):
+        block = cands[start:start + chunk]
+        s = scorer.score(block)
+        parts.append(s)
+        i, _, _ = verifier.first_success(block, s)
+        if i >= 0:
+            win = start + i
+            break
+    n = sum(len(p.loss) for p in parts)
+    merged = Scores(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "margin", "argmax")))
+    return merged, win, n

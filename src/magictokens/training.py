@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_model
 
 from .chat import end_of_turn_id, pad_id, prompt_ids
 from .errors import MagicTokensError
@@ -117,8 +119,6 @@ def _attach(model, cfg: TrainConfig, seed: int):
     """LoRA on all linear layers (peft) or every weight trainable. -> (model, params)"""
     torch.manual_seed(seed)
     if cfg.lora:
-        from peft import LoraConfig, get_peft_model
-
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
         return model, [p for p in model.parameters() if p.requires_grad]
@@ -135,8 +135,6 @@ def _detach(model, cfg: TrainConfig, save_dir: str | Path | None):
         if cfg.lora:
             model.save_pretrained(save_dir)
         else:
-            from safetensors.torch import save_model
-
             save_model(model, str(save_dir / "model.safetensors"))
     if cfg.lora:
         model = model.merge_and_unload()

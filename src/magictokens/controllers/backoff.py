@@ -22,6 +22,7 @@ from ..scoring import k0_state
 from . import gcg as gcg_mod
 from . import greedy as greedy_mod
 from .filters import retokenizes
+from .results import BackoffResult, TraceStep
 
 
 @params
@@ -42,22 +43,6 @@ class BackoffConfig:
             raise MagicTokensError(f"greedy back-generation is nested: greedy_ks must be 1..K, got {self.greedy_ks}")
 
 
-@dataclass
-class BackoffResult:
-    k: int | None                 # shortest successful length; None = unsolved
-    ids: list[int]                # the prompt at k (or the best unsuccessful one at max k)
-    text: str
-    retokenizes: bool             # decode(u + x0) encodes back to u + x0 (a prompt a user could type)
-    base_loss: float              # -log P(y | x0), fp32
-    base_rank: int                # rank of y under P(. | x0); 0 = argmax
-    trace: list[dict] = field(default_factory=list)  # per k: method, loss, success, seconds, n_candidates, ids
-    seconds: float = 0.0
-    n_candidates: dict = field(default_factory=lambda: {"greedy": 0, "gcg": 0})
-    seconds_by_method: dict = field(default_factory=lambda: {"greedy": 0.0, "gcg": 0.0})
-    n_gradients: int | None = None   # backward passes (fast search; None = not counted)
-    verify: dict = field(default_factory=dict)  # fp32 verifier: checked, false_positive, unchecked_near
-
-
 def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = BackoffConfig(),
         prefix_ids=(), verify_model=None, seed: int = 0, first_step=None) -> BackoffResult:
     """Algorithm 1. `model` searches (bf16 for speed), `verify_model` (fp32) decides success.
@@ -68,7 +53,7 @@ def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = Backof
     """
     t0 = time.perf_counter()
     x0, base_loss, base_rank, margin = k0_state(model, verify_model, x0_ids, target_id, prefix_ids)
-    trace = [dict(k=0, method="none", loss=base_loss, success=margin > 0, seconds=0.0, n_candidates=1, ids=[])]
+    trace = [TraceStep(k=0, method="none", loss=base_loss, success=margin > 0, seconds=0.0, n_candidates=1)]
 
     def result(k, ids):
         ids = list(ids)
@@ -88,9 +73,9 @@ def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = Backof
         n_cand["greedy"] += g.n_candidates
         secs["greedy"] += g.seconds
         for k in sorted(g.ids_by_k):
-            trace.append(dict(k=k, method="greedy", loss=g.loss_by_k[k], success=g.success_by_k[k],
-                              seconds=g.seconds / len(g.ids_by_k), n_candidates=g.n_candidates // len(g.ids_by_k),
-                              ids=g.ids_by_k[k]))
+            trace.append(TraceStep(k=k, method="greedy", loss=g.loss_by_k[k], success=g.success_by_k[k],
+                                   seconds=g.seconds_by_k[k], n_candidates=g.n_candidates_by_k[k], ids=g.ids_by_k[k],
+                                   steps=1, n_gradients=0 if config.greedy.candidates is None else 1))
         if g.k is not None:
             return result(g.k, g.ids_by_k[g.k])
         best = g.ids_by_k[max(g.ids_by_k)]
@@ -101,8 +86,8 @@ def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = Backof
                         verify_model=verify_model)
         n_cand["gcg"] += r.n_candidates
         secs["gcg"] += r.seconds
-        trace.append(dict(k=k, method="gcg", loss=r.best_loss, success=r.success, seconds=r.seconds,
-                          n_candidates=r.n_candidates, steps=r.steps, ids=r.best_ids))
+        trace.append(TraceStep(k=k, method="gcg", loss=r.best_loss, success=r.success, seconds=r.seconds,
+                               n_candidates=r.n_candidates, ids=r.best_ids, steps=r.steps, n_gradients=r.steps))
         best = r.best_ids
         if r.success:
             return result(k, best)

@@ -31,7 +31,7 @@ import torch
 
 from ..errors import MagicTokensError
 from ..fields import Count, Flag, Positive, Real, Share, params
-from ..scoring import Scorer, Scores, Verifier, check_ids, onehot_gradient
+from ..scoring import Scorer, Verifier, check_ids, objective, onehot_gradient, score_until_success
 from .filters import allowed_token_mask
 
 
@@ -75,12 +75,7 @@ class CoordinateResult:
     n_candidates: int = 0       # candidates scored (forwards), the start prompt included
     n_gradients: int = 0
     seconds: float = 0.0
-    objs: list[float] = field(default_factory=list)   # best objective of each step
-
-
-def objective(scores: Scores, kind: str) -> torch.Tensor:
-    """(N,) what the search minimises: -margin (success <=> < 0) or the CE loss."""
-    return -scores.margin if kind == "margin" else scores.loss
+    history: list[float] = field(default_factory=list)   # best objective of each step
 
 
 def sample_swaps(u: torch.Tensor, top_ids: torch.Tensor, width: int, n_replace: int, visited: set,
@@ -116,25 +111,6 @@ def sample_swaps(u: torch.Tensor, top_ids: torch.Tensor, width: int, n_replace: 
         if len(out) == width:
             break
     return torch.tensor(out, dtype=torch.long).reshape(-1, k)
-
-
-def score_until_success(scorer: Scorer, verifier: Verifier, cands: torch.Tensor, chunk: int):
-    """Score `cands` chunk by chunk; stop after the first chunk holding an fp32-verified success.
-
-    -> (Scores of the scored prefix, index of the verified success or -1, n scored).
-    """
-    parts, win = [], -1
-    for start in range(0, len(cands), chunk):
-        block = cands[start:start + chunk]
-        s = scorer.score(block)
-        parts.append(s)
-        i, _, _ = verifier.first_success(block, s)
-        if i >= 0:
-            win = start + i
-            break
-    n = sum(len(p.loss) for p in parts)
-    merged = Scores(*(torch.cat([getattr(p, f) for p in parts]) for f in ("loss", "margin", "argmax")))
-    return merged, win, n
 
 
 def run(model, tokenizer, x0_ids, target_id: int, k: int, config: CoordinateConfig = CoordinateConfig(),
@@ -183,11 +159,11 @@ def run(model, tokenizer, x0_ids, target_id: int, k: int, config: CoordinateConf
         obj = objective(scores, config.objective)
         if win >= 0:
             best_ids, best_obj, best_loss, res.success = cands[win].clone(), float(obj[win]), float(scores.loss[win]), True
-            res.objs.append(float(obj.min()))
+            res.history.append(float(obj.min()))
             break
         i = int(torch.argmin(obj))
         u = cands[i].clone()           # GCG moves to the step's best even if it is worse: the visited set
-        res.objs.append(float(obj[i]))  # keeps it from walking back
+        res.history.append(float(obj[i]))  # keeps it from walking back
         if obj[i] < best_obj:
             best_ids, best_obj, best_loss = u.clone(), float(obj[i]), float(scores.loss[i])
     res.best_ids, res.best_obj, res.best_loss = best_ids.tolist(), best_obj, best_loss

@@ -34,10 +34,10 @@ import torch
 
 from ..errors import MagicTokensError
 from ..fields import Count, Flag, Positive, params
-from ..scoring import Scorer, Verifier, k0_state, onehot_gradient
+from ..scoring import Scorer, Verifier, k0_state, objective, onehot_gradient, score_until_success
 from . import coordinate
-from .backoff import BackoffResult
 from .filters import allowed_token_mask, retokenizes
+from .results import BackoffResult, TraceStep
 
 
 @params
@@ -90,7 +90,7 @@ def run(model, tokenizer, x0_ids, target_id: int, config: FastConfig = FastConfi
     t0 = time.perf_counter()
     x0, base_loss, base_rank, margin = k0_state(model, verify_model, x0_ids, target_id, prefix_ids)
     vocab = model.get_input_embeddings().weight.shape[0]
-    trace = [dict(k=0, method="none", loss=base_loss, success=margin > 0, seconds=0.0, n_candidates=1, ids=[])]
+    trace = [TraceStep(k=0, method="none", loss=base_loss, success=margin > 0, seconds=0.0, n_candidates=1)]
     n_cand = {"k1": 0, "coordinate": 0, "shorten": 0}
     secs = {"k1": 0.0, "coordinate": 0.0, "shorten": 0.0}
     n_grad = 0
@@ -125,8 +125,8 @@ def run(model, tokenizer, x0_ids, target_id: int, config: FastConfig = FastConfi
             grad[~allowed] = float("inf")
             top = torch.topk(-grad, min(config.k1_candidates, int(allowed.sum()))).indices
             cands = torch.cat([torch.tensor([target_id]), top[top != target_id]])[:, None]     # (N, 1)
-            scores, win, n = coordinate.score_until_success(scorer, verifier, cands, cc.chunk)
-            obj = coordinate.objective(scores, cc.objective)
+            scores, win, n = score_until_success(scorer, verifier, cands, cc.chunk)
+            obj = objective(scores, cc.objective)
             i = win if win >= 0 else int(torch.argmin(obj))
             best, ok, loss = cands[i].tolist(), win >= 0, float(scores.loss[i])
             n_cand["k1"] += n
@@ -145,7 +145,7 @@ def run(model, tokenizer, x0_ids, target_id: int, config: FastConfig = FastConfi
             method = "coordinate"
         dt = time.perf_counter() - t1
         secs["k1" if k == 1 else "coordinate"] += dt
-        trace.append(dict(k=k, method=method, loss=loss, success=ok, seconds=dt, ids=list(best), **step))
+        trace.append(TraceStep(k=k, method=method, loss=loss, success=ok, seconds=dt, ids=list(best), **step))
         if ok:
             k_found, ids = k, list(best)
             if config.shorten:
@@ -161,12 +161,12 @@ def _shorten(k: int, ids: list[int], config: FastConfig, scorer: Scorer, verifie
         cands = deletions(ids, k_new, config.shorten_max)
         if cands is None:
             continue
-        scores, win, n = coordinate.score_until_success(scorer, verifier, cands, len(cands))
+        scores, win, n = score_until_success(scorer, verifier, cands, len(cands))
         n_cand["shorten"] += n
         if win >= 0:
             ids = cands[win].tolist()
-            trace.append(dict(k=k_new, method="shorten", loss=float(scores.loss[win]), success=True,
-                              seconds=time.perf_counter() - t1, ids=ids, steps=0, n_candidates=n, n_gradients=0))
+            trace.append(TraceStep(k=k_new, method="shorten", loss=float(scores.loss[win]), success=True,
+                                   seconds=time.perf_counter() - t1, n_candidates=n, ids=ids, steps=0, n_gradients=0))
             secs["shorten"] += time.perf_counter() - t1
             return k_new, ids
     secs["shorten"] += time.perf_counter() - t1

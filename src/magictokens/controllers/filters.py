@@ -1,9 +1,11 @@
-"""Which vocabulary tokens a controller may place in a control prompt."""
+"""Which vocabulary tokens a controller may place in a control prompt (and which it may start from)."""
 from __future__ import annotations
 
 from functools import lru_cache
 
 import torch
+
+from ..errors import MagicTokensError
 
 
 def special_token_ids(tokenizer) -> set[int]:
@@ -46,3 +48,13 @@ def retokenizes(tokenizer, ids: list[int]) -> bool:
     """Does decode(ids) encode back to exactly `ids`? (A prompt a user could type.)"""
     text = tokenizer.decode(ids)
     return tokenizer(text, add_special_tokens=False).input_ids == list(ids)
+
+
+def init_token_id(tokenizer, text: str) -> int:
+    """The id of a single-token placeholder string (greedy's new slot, GCG's padding); one clear error otherwise."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if len(ids) != 1:
+        raise MagicTokensError(f"init_token {text!r} is {len(ids)} tokens for this tokenizer: choose a single-token string such as '!'")
+    if ids[0] in special_token_ids(tokenizer) or ids[0] == tokenizer.unk_token_id:
+        raise MagicTokensError(f"init_token {text!r} maps to a special/unknown token: choose an ordinary single-token string")
+    return ids[0]

@@ -23,10 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import MagicTokensError
-from ..fields import Count, Flag, Positive, Text, params
+from ..fields import Count, Flag, Positive, Real, Text, params
 from ..scoring import Scorer, Verifier, check_ids, onehot_gradient
-from .filters import allowed_token_mask
-from .greedy import init_token_id
+from .filters import allowed_token_mask, init_token_id
 
 
 @params
@@ -41,7 +40,10 @@ class GCGConfig:
     init_token: Text = "!"
     early_stop: Flag = True
     verify_top: Count = 16
+    verify_near: Real = -0.5   # bf16 margins below this never get an fp32 look
     seed: Count = 0
+
+    LATER_FIELDS = {"verify_near": -0.5}   # added after committed rows: left out of resume keys at this value
 
 
 @dataclass
@@ -50,7 +52,7 @@ class GCGResult:
     best_loss: float           # in the search precision, comparable with start_loss
     start_loss: float
     success: bool              # verified: y is the unique argmax after best_ids
-    losses: list[float] = field(default_factory=list)  # best loss of each step's batch
+    history: list[float] = field(default_factory=list)  # best loss of each step's batch
     steps: int = 0
     n_candidates: int = 0
     seconds: float = 0.0
@@ -87,7 +89,7 @@ def run(model, tokenizer, x0_ids, target_id: int, k: int, config: GCGConfig = GC
     gen = torch.Generator().manual_seed(config.seed)
     scorer = Scorer(model, x0_ids, target_id, prefix_ids, batch_size=config.batch_size)
     verifier = Verifier(Scorer(verify_model, x0_ids, target_id, prefix_ids, batch_size=config.verify_top)
-                        if verify_model is not None else None, config.verify_top)
+                        if verify_model is not None else None, config.verify_top, config.verify_near)
     allowed = allowed_token_mask(tokenizer, vocab, config.ascii_only)
     pad = init_token_id(tokenizer, config.init_token)
     u = check_ids(warm_start(init_ids if init_ids is not None else [], k, pad), vocab, "GCG init prompt")
@@ -111,7 +113,7 @@ def run(model, tokenizer, x0_ids, target_id: int, k: int, config: GCGConfig = GC
         res.n_candidates += len(cands)
         i = int(torch.argmin(scores.loss))
         u = cands[i].clone()
-        res.losses.append(float(scores.loss[i]))
+        res.history.append(float(scores.loss[i]))
         if not res.success and scores.loss[i] < best_loss:
             best_ids, best_loss = u.clone(), float(scores.loss[i])
         res.steps = step + 1

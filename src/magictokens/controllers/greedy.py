@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import MagicTokensError
-from ..fields import Count, Flag, Positive, Text, params
+from ..fields import Count, Flag, Positive, Real, Text, params
 from ..scoring import Scorer, Scores, Verifier, check_ids, onehot_gradient
-from .filters import allowed_token_mask
+from .filters import allowed_token_mask, init_token_id
 
 
 @params
@@ -37,7 +37,10 @@ class GreedyConfig:
     ascii_only: Flag = False
     init_token: Text = "!"         # placeholder at the new position for the gradient
     verify_top: Count = 16          # fp32 re-checks of the best bf16 candidates
+    verify_near: Real = -0.5        # bf16 margins below this never get an fp32 look
     stop_on_success: Flag = True
+
+    LATER_FIELDS = {"verify_near": -0.5}   # added after committed rows: left out of resume keys at this value
 
 
 @dataclass
@@ -45,6 +48,8 @@ class GreedyResult:
     ids_by_k: dict[int, list[int]] = field(default_factory=dict)   # nested prompts
     loss_by_k: dict[int, float] = field(default_factory=dict)
     success_by_k: dict[int, bool] = field(default_factory=dict)
+    seconds_by_k: dict[int, float] = field(default_factory=dict)   # measured per k (a shared sweep: its time)
+    n_candidates_by_k: dict[int, int] = field(default_factory=dict)
     k: int | None = None          # first k that succeeded, None if none did
     n_candidates: int = 0
     seconds: float = 0.0
@@ -52,17 +57,6 @@ class GreedyResult:
     @property
     def best_ids(self) -> list[int]:
         return self.ids_by_k[self.k] if self.k is not None else self.ids_by_k[max(self.ids_by_k)]
-
-
-def init_token_id(tokenizer, text: str) -> int:
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    if len(ids) != 1:
-        raise MagicTokensError(f"init_token {text!r} is {len(ids)} tokens for this tokenizer: choose a single-token string such as '!'")
-    from .filters import special_token_ids
-
-    if ids[0] in special_token_ids(tokenizer) or ids[0] == tokenizer.unk_token_id:
-        raise MagicTokensError(f"init_token {text!r} maps to a special/unknown token: choose an ordinary single-token string")
-    return ids[0]
 
 
 def greedy_step(scorer: Scorer, prompt: torch.Tensor, candidates: torch.Tensor):
@@ -127,17 +121,19 @@ def run(model, tokenizer, x0_ids, target_id: int, config: GreedyConfig = GreedyC
     vocab = model.get_input_embeddings().weight.shape[0]
     scorer = Scorer(model, x0_ids, target_id, prefix_ids, batch_size=config.batch_size)
     verifier = Verifier(Scorer(verify_model, x0_ids, target_id, prefix_ids, batch_size=config.verify_top)
-                        if verify_model is not None else None, config.verify_top)
+                        if verify_model is not None else None, config.verify_top, config.verify_near)
     allowed = allowed_token_mask(tokenizer, vocab, config.ascii_only)
     all_allowed = torch.nonzero(allowed).squeeze(1)
     prompt = check_ids(start_ids, vocab, "start prompt")
     placeholder = torch.tensor([init_token_id(tokenizer, config.init_token)])
     res = GreedyResult()
     for k in range(len(prompt) + 1, config.k_max + 1):
+        t_k, n_k = time.perf_counter(), 0
         if first_step is not None and k == 1:
             controls, scores = first_step.controls, first_step.scores
-            res.n_candidates += first_step.n_scored
+            n_k = first_step.n_scored
             t0 -= first_step.seconds          # the shared sweep's time belongs to this result
+            t_k -= first_step.seconds
         else:
             if config.candidates is None:
                 cands = all_allowed
@@ -148,13 +144,15 @@ def run(model, tokenizer, x0_ids, target_id: int, config: GreedyConfig = GreedyC
                 grad[~allowed] = float("inf")
                 cands = torch.topk(-grad, min(config.candidates, int(allowed.sum()))).indices
             controls, scores = greedy_step(scorer, prompt, cands)
-            res.n_candidates += len(cands)
+            n_k = len(cands)
+        res.n_candidates += n_k
         win, vloss, _ = verifier.first_success(controls, scores)
         best = win if win >= 0 else int(torch.argmin(scores.loss))
         prompt = controls[best].clone()
         res.ids_by_k[k] = prompt.tolist()
         res.loss_by_k[k] = vloss if win >= 0 else float(scores.loss[best])
         res.success_by_k[k] = win >= 0
+        res.seconds_by_k[k], res.n_candidates_by_k[k] = time.perf_counter() - t_k, n_k
         if on_step is not None:
             on_step(k, res)
         if win >= 0 and res.k is None:

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..controllers import backoff, fast, greedy
+from ..controllers.results import resume_key
 from ..errors import MagicTokensError
 from ..models import fingerprint
 from ..results import InstanceLog
@@ -43,18 +44,15 @@ def log_dir(out_dir: str | Path, method: str) -> Path:
 def resume_header(config, seed: int, weights: str) -> dict:
     """What keys a finished row (`InstanceLog`): the method and its budget, the seed, the weights.
 
-    Batch sizes are left out: they only chunk the candidates of a step into
-    forwards, so they change speed and memory, not the search. A GPU run at
-    8192 candidates per forward thus resumes rows a CPU run made at 256 (each
-    row still records its own batch sizes, beside its timings).
+    Batch sizes are left out (`resume_key`): they only chunk the candidates of
+    a step into forwards, so they change speed and memory, not the search. A
+    GPU run at 8192 candidates per forward thus resumes rows a CPU run made at
+    256 (each row still records its own batch sizes, beside its timings).
     """
-    b = asdict(config)
     if isinstance(config, fast.FastConfig):
-        b["coordinate"].pop("batch_size", None)
-        return {"method": "fast", "fast": b, "seed": seed, "seeding": "per_instance", "weights": weights}
-    for part in ("greedy", "gcg"):
-        b[part].pop("batch_size", None)
-    return {"backoff": b, "seed": seed, "seeding": "per_instance", "weights": weights}
+        return {"method": "fast", "fast": resume_key(config), "seed": seed, "seeding": "per_instance",
+                "weights": weights}
+    return {"backoff": resume_key(config), "seed": seed, "seeding": "per_instance", "weights": weights}
 
 
 def batch_sizes_of(config) -> dict:

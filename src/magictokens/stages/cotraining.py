@@ -129,4 +129,6 @@ def run(scale: str = "default", out_root=None, overrides: dict | None = None,
         n_distilled=res.n_distilled, seconds=res.seconds, data=manifest, params=P["cotraining"],
         seconds_total=round(time.time() - t_start, 1), projection=res.projection, examples=res.examples)
     out.save(out_dir)
-    return out
+    back = CoTrainingStageResult.load(out_dir)   # figures draw exactly what results/ holds ...
+    back.examples = out.examples                # ... plus the truncated benign examples, never saved
+    return back

@@ -184,7 +184,7 @@ def run(scale: str = "default", out_root=None, overrides: dict | None = None) ->
     res.speed = {"device": meta["device"], "model": P["model"], **speed_stats(all_rows), "peak_mem_gb": peak,
                  "n_instances": len(all_rows), "meta": meta}
     res.save(out_dir)
-    return res
+    return ReachabilityResult.load(out_dir)   # what the figures draw is exactly what results/ holds
 
 
 def search(scale: str = "paper", out_root=None, overrides: dict | None = None, families=None,
