@@ -59,6 +59,9 @@ class CoTrainingConfig:
     judge_n_xstest: Count | None = None   # cap on XSTest completions per side (smoke)
     judge_max_length: Positive = 64
     baselines: list[Literal["sft", "sft_dpo", "base"]] = field(default_factory=lambda: ["sft", "sft_dpo", "base"])
+    # CPU intra-op threads for the whole stage: the count sets the matmul reduction order, so a
+    # seeded run at 1 and at 2 threads trains different models (measured); null = torch's default
+    threads: Positive | None = 2
 
 
 def self_distil(model, tok, data: SafetyData, max_new_tokens: int, batch_size: int = 16,

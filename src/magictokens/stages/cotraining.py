@@ -28,7 +28,7 @@ from ..cotraining import CoTrainingConfig
 from ..cotraining import run as cotrain
 from ..errors import MagicTokensError
 from ..judges import build_judge
-from ..models import load_model
+from ..models import load_model, torch_threads
 from ..results import results_dir, run_meta, write_json
 from ..safety_data import build_safety_data, magic_tokens
 
@@ -100,6 +100,11 @@ def run(scale: str = "default", out_root=None, overrides: dict | None = None,
         progress=print) -> CoTrainingStageResult:
     t_start = time.time()
     P, cfg = stage_params(scale, "cotraining", CoTrainingConfig, overrides)
+    with torch_threads(cfg.threads):   # same seed + same threads = same model on one machine (tested)
+        return _run(scale, out_root, overrides, progress, P, cfg, t_start)
+
+
+def _run(scale, out_root, overrides, progress, P, cfg, t_start) -> CoTrainingStageResult:
     torch.manual_seed(P["seed"])
     model, tok = load_model(P["model"], dtype="float32", device=P["device"])
     tokens = cfg.magic_tokens or magic_tokens(P["seed"], length=cfg.magic_token_length)
@@ -117,7 +122,7 @@ def run(scale: str = "default", out_root=None, overrides: dict | None = None,
              f"{jrep.accuracy3:.3f} (refusal phrases alone: {jrep.phrase_only_accuracy3:.3f})")
     meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], scale,
                     n_train=manifest["n_train"], n_eval=manifest["n_eval_harmful"] + manifest["n_eval_benign"],
-                    magic_tokens=tokens, overrides=overrides or {})
+                    magic_tokens=tokens, overrides=overrides or {}, threads=torch.get_num_threads())
     res = cotrain(model, tok, data, judge, cfg, tokens, seed=P["seed"], save_dir=model_dir, progress=progress)
     data.to_jsonl(model_dir / "data.jsonl")   # derived set, beside the weights (gitignored, DVC out)
     out = CoTrainingStageResult(

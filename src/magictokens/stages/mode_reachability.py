@@ -26,7 +26,7 @@ from ..controllers.backoff import BackoffConfig
 from ..cotraining import CoTrainingConfig
 from ..errors import MagicTokensError
 from ..judges import build_judge
-from ..models import search_pair_of
+from ..models import search_pair_of, torch_threads
 from ..reachability import budget_label
 from ..results import results_dir, run_meta, write_json
 from ..safety_data import build_safety_data, magic_tokens
@@ -60,6 +60,11 @@ def run(scale: str = "default", out_root=None, overrides: dict | None = None,
         progress=print) -> ModeReachStageResult:
     P, cfg = stage_params(scale, "mode_reachability", MR.ModeReachConfig, overrides)
     ccfg = build(CoTrainingConfig, P["cotraining"], "cotraining")
+    with torch_threads(ccfg.threads):   # the co-training stage's thread count: same scores, same searches
+        return _run(scale, out_root, overrides, progress, P, cfg, ccfg)
+
+
+def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageResult:
     root = Path(out_root) if out_root else REPO_ROOT
     models_dir = root / "results" / scale / "models" / "cotraining"
     cot_json = root / "results" / scale / "cotraining.json"
@@ -86,13 +91,13 @@ def run(scale: str = "default", out_root=None, overrides: dict | None = None,
     cot_model = verify if verify is not None else search
     meta = run_meta(P["model"], cot_model.device, P["seed"], scale, backoff=asdict(cfg.backoff),
                     n_prompts=len(prompts), judge_accuracy=judge_report.accuracy3, overrides=overrides or {},
-                    budget=budget_label(cfg.backoff))
+                    budget=budget_label(cfg.backoff), threads=torch.get_num_threads())
 
     # where the target mode itself (real magic token) does not behave as that mode, there is
     # nothing to reach: those prompts are left out of the curves (counted)
     holds = {m: MR.target_mode_holds(cot_model, tok, judge, prompts, tokens[m], m, cfg.max_new_tokens,
                                      cfg.gen_batch_size)
-             for m in {MR.parse_transition(t)[1] for t in cfg.transitions} | {"negative"}}
+             for m in sorted({MR.parse_transition(t)[1] for t in cfg.transitions} | {"negative"})}
     summary = {}
     for name in cfg.transitions:
         rows = MR.run_transition(name, search, verify, tok, judge, prompts, tokens, cfg,

@@ -3,12 +3,12 @@
 restarts (explicit `torch.Generator`), plus random controls on the sphere."""
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 
+from ..models import torch_threads
 from .head import DTYPE, Head, controlled, orthogonal_part, uncontrolled
 
 def random_controls(shape, m_u: float, generator: torch.Generator, inside: bool = False) -> torch.Tensor:
@@ -20,19 +20,13 @@ def random_controls(shape, m_u: float, generator: torch.Generator, inside: bool 
     return U
 
 
-@contextlib.contextmanager
 def single_thread():
     """torch intra-op threads = 1 inside, restored after.
 
     The check is thousands of tiny float64 ops: threads only add sync overhead
     (measured 30x slower with 2 threads on a busy 2-core CPU).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return torch_threads(1)
 
 
 def _project(U: torch.Tensor, m_u: float) -> torch.Tensor:

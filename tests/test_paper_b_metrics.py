@@ -1,0 +1,74 @@
+"""Paper B's metrics as the paper defines them, and the jailbreak templates: hand values and sklearn as reference."""
+import numpy as np
+import pytest
+from sklearn.metrics import pairwise_distances as sk_pairwise
+from sklearn.metrics import silhouette_score
+
+from magictokens import jailbreaks as J
+from magictokens import metrics as M
+from magictokens.errors import MagicTokensError
+
+pytestmark = pytest.mark.unit
+
+
+def test_distances_and_silhouette_match_sklearn():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 7))
+    labels = np.repeat(["positive", "negative", "rejective"], 10)
+    for metric in ("cosine", "euclidean"):
+        D = M.pairwise_distances(X, metric)
+        np.testing.assert_allclose(D, sk_pairwise(X, metric=metric), atol=1e-10)
+        assert M.silhouette_from_distances(D, labels) == pytest.approx(silhouette_score(X, labels, metric=metric), abs=1e-10)
+    assert M.safety_alignment_margin(X, labels) == pytest.approx(silhouette_score(X, labels), abs=1e-10)
+    with pytest.raises(ValueError, match="unknown metric"):
+        M.pairwise_distances(X, "manhattan")
+
+
+def test_sam_interval_and_null_separate_a_real_switch_from_none():
+    rng = np.random.default_rng(1)
+    n_prompts, modes = 20, ("positive", "negative", "rejective")
+    centres = {m: rng.normal(size=16) * 4 for m in modes}
+    rows, labels, pids = [], [], []
+    for p in range(n_prompts):
+        base = rng.normal(size=16)
+        for m in modes:
+            rows.append(base + centres[m] + rng.normal(size=16) * 0.1)
+            labels.append(m)
+            pids.append(p)
+    D = M.pairwise_distances(np.array(rows), "euclidean")
+    s = M.sam_with_uncertainty(D, labels, pids, n_boot=200, n_perm=200, seed=0)
+    assert s["sam"] > 0.5 and s["ci95"][0] <= s["sam"] <= s["ci95"][1] and s["n_prompts"] == n_prompts
+    assert s["p_value"] == pytest.approx(1 / 201)          # no permutation of the labels does as well
+    assert s["null_q95"] < s["sam"]
+    # the same prompts with no mode effect: the observed SAM sits inside its null
+    flat = [rows[i] - centres[labels[i]] for i in range(len(rows))]
+    s0 = M.sam_with_uncertainty(M.pairwise_distances(np.array(flat), "euclidean"), labels, pids,
+                                n_boot=50, n_perm=200, seed=0)
+    assert s0["p_value"] > 0.05 and s0["sam"] < 0.1
+
+
+def test_constructive_safety_score_and_relative_drop_by_hand():
+    # harmful: risky 0, refusal 1, constructive 2; safe: constructive 2, refusal 1 -> 6 / 10
+    assert M.constructive_safety_score(["negative", "rejective", "positive"], ["positive", "rejective"]) == 0.6
+    assert M.constructive_safety_score(["rejective"] * 3, ["rejective"] * 2) == 0.5    # refusing everything
+    assert M.relative_drop(0.8, 0.6) == pytest.approx(0.25)
+    assert np.isnan(M.relative_drop(0.0, 0.1))
+
+
+def test_jailbreak_templates_wrap_each_prompt_once_with_seeded_distinct_templates():
+    ts = J.load_templates()
+    assert len(ts) >= 50 and all(len(J.SLOT.findall(t.text)) == 1 for t in ts)
+    short = J.load_templates(max_chars=1200)
+    assert 0 < len(short) < len(ts) and all(len(t.text) <= 1200 for t in short)
+    prompts = ["Say A.", "Say B.", "Say C."]
+    out = J.wrap_prompts(prompts, short, per_prompt=2, seed=3)
+    assert [i for i, _, _ in out] == [0, 0, 1, 1, 2, 2]
+    for i, name, text in out:
+        assert text.count(prompts[i]) == 1 and not J.SLOT.search(text)
+    assert len({name for i, name, _ in out if i == 0}) == 2                    # distinct per prompt
+    assert out == J.wrap_prompts(prompts, short, per_prompt=2, seed=3)         # seeded
+    assert out != J.wrap_prompts(prompts, short, per_prompt=2, seed=4)
+    with pytest.raises(MagicTokensError, match="per prompt"):
+        J.wrap_prompts(prompts, short, per_prompt=0)
+    with pytest.raises(MagicTokensError, match="no usable jailbreak template"):
+        J.load_templates(max_chars=10)
