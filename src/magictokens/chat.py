@@ -67,24 +67,34 @@ def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 @torch.inference_mode()
-def generate_from_ids(model, tok, seqs: list[list[int]], max_new_tokens: int, batch_size: int = 16) -> list[str]:
-    """Greedy continuations of raw id sequences (left-padded batches), decoded without special tokens."""
+def generate_from_ids(model, tok, seqs: list[list[int]], max_new_tokens: int, batch_size: int = 16,
+                      temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
+    """Continuations of raw id sequences (left-padded batches), decoded without special tokens.
+
+    temperature 0: greedy. > 0: sampling, seeded per batch (`seed` + batch index), so
+    a rerun at the same batch size and threads draws the same texts.
+    """
     dev = next(model.parameters()).device
     eos, pid = end_of_turn_id(tok), pad_id(tok)
+    sample = temperature > 0
+    kw = dict(do_sample=True, temperature=temperature, top_p=top_p) if sample else dict(do_sample=False)
     out: list[str] = []
-    for i in range(0, len(seqs), batch_size):
+    for b, i in enumerate(range(0, len(seqs), batch_size)):
         inp, mask = left_pad(seqs[i:i + batch_size], pid)
+        if sample:
+            torch.manual_seed(seed * 100_003 + b)   # model.generate draws from the global generator
         gen = model.generate(input_ids=inp.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=eos, pad_token_id=pid)
+                             eos_token_id=eos, pad_token_id=pid, **kw)
         out += [tok.decode(g[inp.shape[1]:], skip_special_tokens=True).strip() for g in gen]
     return out
 
 
 def generate(model, tok, prompts: list[str], system: str | None, max_new_tokens: int,
-             batch_size: int = 16, max_prompt_tokens: int | None = None) -> list[str]:
-    """Greedy responses to chat prompts under one system prompt."""
+             batch_size: int = 16, max_prompt_tokens: int | None = None, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int = 0) -> list[str]:
+    """Responses to chat prompts under one system prompt: greedy, or sampled (temperature > 0, seeded)."""
     seqs = [prompt_ids(tok, p, system, max_prompt_tokens) for p in prompts]
-    return generate_from_ids(model, tok, seqs, max_new_tokens, batch_size)
+    return generate_from_ids(model, tok, seqs, max_new_tokens, batch_size, temperature, top_p, seed)
 
 
 @torch.inference_mode()
