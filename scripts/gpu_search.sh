@@ -2,7 +2,8 @@
 # One time-limited call of the paper-scale reachability search on the device tool's GPU
 # machine (no hub, no gguf; see README "Paper scale on the GPU machine"). The first call
 # assembles the GGUF from gpu_carry/ (its first half copied to /tmp by the call before),
-# installs `gguf`, and dequantizes once; then NSHARDS resumable searches share the GPU.
+# installs `gguf`, and dequantizes once; then `accelerate launch` runs NSHARDS search
+# processes that share the GPU (each its share of every family; merged at the end).
 # Rows accumulate in /tmp/mt (kept while the machine stays warm), and every call copies
 # all of them, flat, into $OUT (at most 8 files come back).
 #   usage: [METHOD=fast|paper] bash scripts/gpu_search.sh SECONDS NSHARDS [bench]
@@ -25,18 +26,17 @@ if [ -n "$bench" ]; then
 fi
 left=$(( secs - ($(date +%s) - t0) ))
 mins=$(python3 -c "print(max(0.5, ($left - 40) / 60))")
-pids=()
-for i in $(seq 0 $((n-1))); do
-  timeout -s INT $left python3 -m magictokens.pipeline search --scale paper --minutes $mins \
-    --out-root /tmp/mt/s$i --shard $i/$n --set model=$M --set reachability.method=$method > /tmp/mt_shard$i.log 2>&1 &
-  pids+=($!)
-done
+# NSHARDS processes share the GPU through accelerate's launcher (one log per family once merged)
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 60 > /tmp/mt_smi.log 2>&1 &
 smi=$!
-wait "${pids[@]}"; kill $smi 2>/dev/null
+timeout -s INT $left python3 -m accelerate.commands.launch --multi_gpu --num_processes $n --num_machines 1 \
+  --mixed_precision no --dynamo_backend no -m magictokens.pipeline search --scale paper --minutes $mins \
+  --out-root /tmp/mt --set model=$M --set reachability.method=$method > /tmp/mt_search.log 2>&1
+kill $smi 2>/dev/null
+python3 -m magictokens.pipeline merge --scale paper --out-root /tmp/mt   # a launch cut by timeout leaves shard logs
 for f in true_token top75 uniform_rank; do
-  cat /tmp/mt/s*/results/paper/instances/reachability/$method/$f.jsonl > $OUT/$f.jsonl 2>/dev/null
+  cp /tmp/mt/results/paper/instances/reachability/$method/$f.jsonl $OUT/$f.jsonl 2>/dev/null
 done
-for i in $(seq 0 $((n-1))); do echo "== shard $i"; tail -c 1500 /tmp/mt_shard$i.log | tr '\r' '\n' | tail -5; done > $OUT/shards.log
+tail -c 3000 /tmp/mt_search.log | tr '\r' '\n' | tail -12 > $OUT/shards.log
 cat /tmp/mt_smi.log >> $OUT/shards.log
 wc -l $OUT/*.jsonl; cat $OUT/shards.log | tail -40

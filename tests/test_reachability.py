@@ -99,29 +99,36 @@ def test_a_cut_run_finishes_some_of_every_family(tiny, tmp_path, monkeypatch):
 
 @pytest.mark.unit
 def test_shards_split_every_family_and_together_equal_one_run(tiny, tmp_path):
-    """--shard i/n: disjoint, covering, stable across calls; concatenated logs resume like one run."""
+    """--shard i/n: disjoint, covering, stable across calls; shard logs resume like one run, and merge to one log."""
+    from magictokens.distributed import merge, shard_logs
+
     model, tok = tiny
     fams = {"a": R.sample_wikitext_instances(tok, TEXT, [4], 5, seed=0, kind="a"),
             "b": R.sample_wikitext_instances(tok, TEXT, [5], 3, seed=1, kind="b")}
     solo = R.run_families(fams, model, tok, CFG, tmp_path / "solo")
-    parts = [R.run_families(fams, model, tok, CFG, tmp_path / f"s{i}", shard=(i, 3)) for i in range(3)]
+    parts = [R.run_families(fams, model, tok, CFG, tmp_path / "all", shard=(i, 3)) for i in range(3)]
     for name in fams:
-        ids = [r["id"] for p in parts for r in p[name]]
-        assert sorted(ids) == sorted(r["id"] for r in solo[name]) and len(ids) == len(set(ids))
-        assert all(r["shards"] == 3 for p in parts for r in p[name])
+        mine = [[json.loads(line)["id"] for line in (tmp_path / "all" / f"{name}.shard{i}of3.jsonl").read_text()
+                 .splitlines()] for i in range(3) if (tmp_path / "all" / f"{name}.shard{i}of3.jsonl").exists()]
+        flat = [x for m in mine for x in m]
+        assert sorted(flat) == sorted(r["id"] for r in solo[name]) and len(flat) == len(set(flat))
+        assert all(r["shards"] == 3 for p in parts for r in p[name] if r["id"] in flat)
+        assert not (tmp_path / "all" / f"{name}.jsonl").exists()          # shards never write the family's log
         # the same shard again finds nothing new to do
-        log = tmp_path / "s1" / f"{name}.jsonl"
+        log = tmp_path / "all" / f"{name}.shard1of3.jsonl"
         before = log.read_text() if log.exists() else ""
-        R.run_families(fams, model, tok, CFG, tmp_path / "s1", shard=(1, 3))
+        R.run_families(fams, model, tok, CFG, tmp_path / "all", shard=(1, 3))
         assert (log.read_text() if log.exists() else "") == before
-        # concatenated shard logs: one log a plain run resumes from without searching
-        (tmp_path / "all").mkdir(exist_ok=True)
-        (tmp_path / "all" / f"{name}.jsonl").write_text(
-            "".join((tmp_path / f"s{i}" / f"{name}.jsonl").read_text()
-                    for i in range(3) if (tmp_path / f"s{i}" / f"{name}.jsonl").exists()))
-    merged = R.run_families(fams, model, tok, CFG, tmp_path / "all")
-    assert {n: [(r["id"], r["k"], r["ids"]) for r in rows] for n, rows in merged.items()} == \
-        {n: [(r["id"], r["k"], r["ids"]) for r in rows] for n, rows in solo.items()}
+    # a plain run reads every shard log: nothing left to search, the same rows as one run
+    resumed = R.run_families(fams, model, tok, CFG, tmp_path / "all")
+    key = lambda rows: {n: [(r["id"], r["k"], r["ids"]) for r in rs] for n, rs in rows.items()}  # noqa: E731
+    assert key(resumed) == key(solo)
+    assert all(not (tmp_path / "all" / f"{n}.jsonl").exists() for n in fams)
+    # merged: one log per family, no shard log left, and it resumes the same
+    for name in fams:
+        merge(tmp_path / "all" / f"{name}.jsonl")
+        assert not shard_logs(tmp_path / "all" / f"{name}.jsonl")
+    assert key(R.run_families(fams, model, tok, CFG, tmp_path / "all")) == key(solo)
     with pytest.raises(MagicTokensError, match="0 <= i < n"):
         R.run_families(fams, model, tok, CFG, tmp_path, shard=(3, 3))
 

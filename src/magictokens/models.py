@@ -35,6 +35,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llam
                           PreTrainedTokenizerFast)
 
 from .config import TINY_MODEL
+from .distributed import local_device
 from .errors import MagicTokensError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -51,9 +52,9 @@ _GGUF_PACKAGES = {
 
 
 def resolve_device(device: str | None = "auto") -> torch.device:
-    """'auto' -> cuda if available else cpu; anything else is passed to torch."""
+    """'auto' -> this process's GPU under a launcher, else cuda if available, else cpu; anything else as given."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(local_device() or ("cuda" if torch.cuda.is_available() else "cpu"))
     return torch.device(device)
 
 

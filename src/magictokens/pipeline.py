@@ -2,7 +2,9 @@
 
     magictokens data [--source DIR | --from-hub]
     magictokens run STAGE [--scale default|paper|smoke] [--out-root DIR] [--set key=value ...] [--redraw]
-    magictokens search [--scale paper] [--family F] [--minutes M]   (searches only, resumable)
+    magictokens search [--scale paper] [--family F] [--minutes M] [--shard I/N]   (searches only, resumable)
+    accelerate launch --multi_gpu --num_processes N -m magictokens.pipeline search ...   (one process per device)
+    magictokens merge [--scale paper]   (shard logs of finished --shard runs -> one log per family)
     magictokens report      (README's numbers from results/*.json)
 
 A stage is a jupytext ``py:percent`` notebook ``notebooks/NN_<stage>.py``. The
@@ -119,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     sr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sr.add_argument("--shard", default=None, metavar="I/N",
                     help="search every N-th instance from the I-th (0-based): N processes on one GPU")
+    mg = sub.add_parser("merge", help="merge the shard logs of finished `search --shard I/N` runs into one log")
+    mg.add_argument("--scale", default="paper", choices=SCALES)
+    mg.add_argument("--out-root", default=None)
     sub.add_parser("stages", help="list the stages")
     sub.add_parser("report", help="rewrite README's results block from results/*.json")
     args = ap.parse_args(argv)
@@ -129,10 +134,17 @@ def main(argv: list[str] | None = None) -> int:
 
             print(fill_from_hub() if args.from_hub else fill_data(args.source))
         elif args.cmd == "search":
+            from .distributed import world
             from .stages.reachability import search
 
-            print(json.dumps(search(args.scale, args.out_root, parse_sets(args.set), args.family, args.minutes,
-                                    parse_shard(args.shard))))
+            done = search(args.scale, args.out_root, parse_sets(args.set), args.family, args.minutes,
+                          parse_shard(args.shard))
+            if world()[0] == 0:   # under a launcher every process searched its share; one reports
+                print(json.dumps(done))
+        elif args.cmd == "merge":
+            from .stages.reachability import merge_shards
+
+            print(json.dumps(merge_shards(args.scale, args.out_root)))
         elif args.cmd == "report":
             from .report import update_readme
 

@@ -108,13 +108,16 @@ class InstanceLog:
     most the instance in flight (each line is flushed and fsynced).
     """
 
-    def __init__(self, path: str | Path, config: dict):
+    def __init__(self, path: str | Path, config: dict, read_also=()):
+        """`read_also`: other logs of the same run (shard logs) whose rows count as finished too."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.hash = config_hash(config)
         self.rows: dict[str, dict] = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
+        for p in [*read_also, self.path]:
+            if not Path(p).exists():
+                continue
+            for line in Path(p).read_text().splitlines():
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:  # a line cut by a crash: redo that instance

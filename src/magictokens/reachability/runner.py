@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..controllers import backoff, fast, greedy
 from ..controllers.results import resume_key
+from ..distributed import barrier, launched, merge, shard_logs, shard_path, world
 from ..errors import MagicTokensError
 from ..models import fingerprint
 from ..results import InstanceLog
@@ -75,23 +76,30 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
     resumes.
 
     `shard=(i, n)`: search only every n-th instance of each family's seeded
-    order, starting at i, so n processes (own log dirs, rows concatenated
-    afterwards) share one GPU; rows record n, since their seconds are then
-    shared-device timings.
+    order, starting at i; by default the launcher's (rank, world size)
+    (`accelerate launch`, torchrun: `distributed.world`), else (0, 1). With
+    n > 1 a process writes `<family>.shard<i>of<n>.jsonl` beside the family's
+    log and counts every log there as finished, so any mix of single-process,
+    `--shard` and launched runs resumes one set of rows; a launched run merges
+    them into `<family>.jsonl` when all its processes are done (rank 0, after a
+    barrier), a `--shard` job array with `magictokens merge`. Rows record n:
+    their seconds are shared-device timings when n processes share a device.
     """
     weights = fingerprint(verify_model if verify_model is not None else search_model)
     header = resume_header(config, seed, weights)
     batch_sizes = batch_sizes_of(config)
     is_fast = isinstance(config, fast.FastConfig)
-    logs = {name: InstanceLog(Path(log_dir) / f"{name}.jsonl", header) for name in families}
+    i_shard, n_shards = shard or world()
+    if not 0 <= i_shard < n_shards:
+        raise MagicTokensError(f"shard {i_shard}/{n_shards}: want 0 <= i < n")
+    main = {name: Path(log_dir) / f"{name}.jsonl" for name in families}
+    logs = {name: InstanceLog(main[name] if n_shards == 1 else shard_path(main[name], i_shard, n_shards), header,
+                              read_also=[main[name], *shard_logs(main[name])]) for name in families}
 
     def finished(name: str, x: Instance) -> bool:  # same id *and* same content (N or seed may have changed)
         row = logs[name].rows.get(x.id)
         return row is not None and row["x0_ids"] == list(x.x0_ids) and row["target_id"] == x.target_id
 
-    i_shard, n_shards = shard or (0, 1)
-    if not 0 <= i_shard < n_shards:
-        raise MagicTokensError(f"shard {i_shard}/{n_shards}: want 0 <= i < n")
     todo = {}
     for name, insts in families.items():
         # results do not depend on the order; a cut run's finished set does. The order is
@@ -131,6 +139,13 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
                               # timings depend on what else the machine ran: keep the load beside them
                               "load_avg_1min": os.getloadavg()[0], "shards": n_shards, "batch_sizes": batch_sizes,
                               "threads": torch.get_num_threads()})
+    if shard is None and launched():      # every process of the launch is done: one log per family again
+        barrier()
+        if world()[0] == 0:
+            for path in main.values():
+                merge(path)
+        barrier()
+        logs = {name: InstanceLog(main[name], header) for name in families}
     return {name: [logs[name].rows[x.id] for x in insts if finished(name, x)] for name, insts in families.items()}
 
 

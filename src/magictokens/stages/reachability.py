@@ -29,6 +29,7 @@ from pydantic import TypeAdapter
 
 from ..config import stage_params
 from ..data import AUTHORS_X0, data_path, read_wikitext
+from ..distributed import merge, world
 from ..errors import MagicTokensError
 from ..models import load_search_pair, model_note
 from ..papers import PAPER_A
@@ -183,6 +184,8 @@ def run(scale: str = "default", out_root=None, overrides: dict | None = None) ->
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     res.speed = {"device": meta["device"], "model": P["model"], **speed_stats(all_rows), "peak_mem_gb": peak,
                  "n_instances": len(all_rows), "meta": meta}
+    if world()[0] != 0:   # under a launcher every process aggregated the merged rows; rank 0 writes them
+        return res
     res.save(out_dir)
     return ReachabilityResult.load(out_dir)   # what the figures draw is exactly what results/ holds
 
@@ -206,3 +209,13 @@ def search(scale: str = "paper", out_root=None, overrides: dict | None = None, f
                         verify_model=verify_model, seed=P["seed"], deadline=deadline, shard=shard)
     return {name: (len(r), len(fams[name])) for name, r in rows.items()}
 
+
+def merge_shards(scale: str = "paper", out_root=None) -> dict:
+    """Merge every shard log under results/<scale>/instances/reachability/ (run when no shard is still
+    writing). -> {"<method>/<family>": rows appended}"""
+    root = results_dir(scale, out_root) / "instances" / "reachability"
+    out = {}
+    for d in sorted(p for p in root.glob("*") if p.is_dir()):
+        for fam in sorted({s.name.split(".shard")[0] for s in d.glob("*.shard*of*.jsonl")}):
+            out[f"{d.name}/{fam}"] = merge(d / f"{fam}.jsonl")
+    return out
