@@ -266,6 +266,31 @@ def render_fast_bench(root: Path) -> list[str]:
     return out + [""]
 
 
+def render_judge(root: Path) -> list[str]:
+    """`benchmarks/judge_validation.py report`: the judge against replies of this model labelled by reading."""
+    p = root / "results" / "bench" / "judge.json"
+    if not p.exists():
+        return []
+    b = json.loads(p.read_text())
+    c, v = b["committed_judge"], b["committed_judge_on_valid"]
+
+    def pr(d):
+        return "; ".join(f"{k} precision {_f(x['precision'], 2)} ({_f(x['precision_ci95'][0], 2)}-"
+                         f"{_f(x['precision_ci95'][1], 2)}), recall {_f(x['recall'], 2)} ({_f(x['recall_ci95'][0], 2)}-"
+                         f"{_f(x['recall_ci95'][1], 2)}), n={x['n_true']}" for k, x in d["classes"].items() if x["n_true"])
+    out = [f"**Paper B's judge against this model's own replies, `benchmarks/judge_validation.py`** "
+           f"({b['meta']['pool']['n']} sampled replies of the base model under the three behaviour instructions, "
+           f"labelled by reading: " + ", ".join(f"{k} {n}" for k, n in b["label_counts"].items())
+           + f"; labels by hash in `{b['meta']['labels']}`): the judge of the committed paper B runs agrees on "
+           f"{_f(c['agreement'])} (95% CI {_f(c['agreement_ci95'][0])}-{_f(c['agreement_ci95'][1])}; it has no "
+           f"`invalid` class), {_f(v['agreement'])} of the {v['n']} valid replies: {pr(v)}."]
+    if cj := b.get("content_judge"):
+        out.append(f"The content judge (`judges.ContentJudge`, fitted on {cj['n_train']} labelled replies to other "
+                   f"prompts, C = {cj['C']} by cross-validation there) agrees on {_f(cj['agreement'])} (95% CI "
+                   f"{_f(cj['agreement_ci95'][0])}-{_f(cj['agreement_ci95'][1])}, N={cj['n']}): {pr(cj)}.")
+    return out + [""]
+
+
 def render(root: str | Path | None = None) -> str:
     root = Path(root or REPO_ROOT)
     lines: list[str] = []
@@ -273,6 +298,7 @@ def render(root: str | Path | None = None) -> str:
         for fn in (render_reachability, render_theorem, render_cotraining, render_mode_reachability):
             lines += fn(scale, root)
     lines += render_fast_bench(root)
+    lines += render_judge(root)
     lines += render_bench(root)
     if not lines:
         lines = ["(no results yet: run `dvc repro`)", ""]
