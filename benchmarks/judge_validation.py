@@ -25,7 +25,7 @@ import torch
 
 from magictokens.chat import generate
 from magictokens.distil import DISTIL_INSTRUCTIONS
-from magictokens.judges import build_judge
+from magictokens.judges import ContentJudge, SentenceEncoder, build_judge
 from magictokens.metrics import wilson_interval
 from magictokens.models import load_model, torch_threads
 from magictokens.results import REPO_ROOT, device_name, versions, write_json
@@ -140,6 +140,21 @@ def report(a):
            "committed_judge_on_valid": per_class([t for t in truth if t != "invalid"],
                                                  [p for t, p in zip(truth, pred) if t != "invalid"],
                                                  ("positive", "negative", "rejective"))}
+    train_pool = POOL.with_name("pool_train.jsonl")
+    tr = [r for r in read_pool(train_pool) if r["key"] in labels] if train_pool.exists() else []
+    if tr:   # the content judge: fitted on the second pool's labels (other prompts), scored on this pool
+        ytr = [labels[r["key"]] for r in tr]
+        enc = SentenceEncoder(max_length=128)
+        cs = (0.03, 0.1, 0.3, 1.0, 3.0)
+        cv = {c: cv_agreement(enc, tr, ytr, c) for c in cs}    # C chosen on the training pool alone
+        best = max(cs, key=lambda c: cv[c])
+        cj = ContentJudge(enc, C=best).fit([r["prompt"] for r in tr], [r["reply"] for r in tr],
+                                           [r["harmful"] for r in tr], ytr)
+        cpred = cj.judge([r["prompt"] for r in pool], [r["reply"] for r in pool], [r["harmful"] for r in pool])
+        out["content_judge"] = {"n_train": len(tr), "train_label_counts": {c: ytr.count(c) for c in
+                                                                              ("positive", "negative", "rejective", "invalid")},
+                                "C": best, "cv_agreement_by_C": {str(c): v for c, v in cv.items()},
+                                **per_class(truth, cpred, ("positive", "negative", "rejective", "invalid"))}
     write_json(REPO_ROOT / "results" / "bench" / "judge.json", out)
     j, v = out["committed_judge"], out["committed_judge_on_valid"]
     print(f"labels {out['label_counts']}; committed judge agreement {j['agreement']:.3f} "
@@ -148,6 +163,29 @@ def report(a):
     for c, d in v["classes"].items():
         print(f"  {c}: precision {d['precision']:.2f} {d['precision_ci95']}, recall {d['recall']:.2f} {d['recall_ci95']} "
               f"(n_true {d['n_true']})")
+    if c := out.get("content_judge"):
+        print(f"content judge (fitted on {c['n_train']} replies of other prompts, C={c['C']}): agreement "
+              f"{c['agreement']:.3f} (95% {c['agreement_ci95'][0]:.3f}-{c['agreement_ci95'][1]:.3f}, N={c['n']})")
+        for k, d in c["classes"].items():
+            print(f"  {k}: precision {d['precision']:.2f}, recall {d['recall']:.2f} (n_true {d['n_true']})")
+
+
+def cv_agreement(enc, rows, y, C, folds: int = 5) -> float:
+    """Agreement of a content judge in `folds`-fold cross-validation over prompts (a prompt's replies stay together)."""
+    prompts = sorted({r["prompt"] for r in rows})
+    rng = np.random.default_rng(0)
+    fold_of = dict(zip(prompts, rng.permutation(len(prompts)) % folds))
+    hits = []
+    for f in range(folds):
+        tr = [i for i, r in enumerate(rows) if fold_of[r["prompt"]] != f]
+        te = [i for i, r in enumerate(rows) if fold_of[r["prompt"]] == f]
+        if len({y[i] for i in tr}) < 4 or not te:
+            continue
+        j = ContentJudge(enc, C=C).fit([rows[i]["prompt"] for i in tr], [rows[i]["reply"] for i in tr],
+                                       [rows[i]["harmful"] for i in tr], [y[i] for i in tr])
+        pred = j.judge([rows[i]["prompt"] for i in te], [rows[i]["reply"] for i in te], [rows[i]["harmful"] for i in te])
+        hits += [p == y[i] for p, i in zip(pred, te)]
+    return float(np.mean(hits)) if hits else math.nan
 
 
 if __name__ == "__main__":
