@@ -49,8 +49,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from IPython.display import display
 
 from magictokens.judges import LABELS
+from magictokens.papers import PAPER_B
 from magictokens.plotting import save_figure, set_theme, stamp
 from magictokens.results import figures_dir, results_dir
 from magictokens.stages import cotraining as stage
@@ -98,17 +100,19 @@ print(json.dumps({"judge_accuracy": res.judge_accuracy, "mode_accuracy": res.mod
 # %% [markdown]
 # ## 1. Mode controllability
 #
-# Rows: the system prompt (a magic token, a random token, none); columns: the
-# judged behaviour on held-out **harmful** prompts (left) and **benign** prompts
-# (right). On benign prompts positive and negative modes both answer, so both
-# are judged "positive".
+# Rows: the system prompt (a magic token, a random token, the model's default
+# system prompt, no system turn at all); columns: the judged behaviour on
+# held-out **harmful** prompts (left) and **benign** prompts (right). On benign
+# prompts positive and negative modes both answer, so both are judged
+# "positive".
 
 # %%
-conds = ["positive", "negative", "rejective", "random", "none"]
+ROW_NAMES = {"none": "default system prompt", "no_system": "no system turn"}
+conds = [c for c in ("positive", "negative", "rejective", "random", "none", "no_system") if c in res.confusion]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
 for ax, (title, conf, n) in zip(axes, [("held-out harmful prompts", res.confusion, n_harm),
                                         ("held-out benign prompts", res.confusion_benign, n_ben)]):
-    df = pd.DataFrame(conf).T.loc[conds, list(LABELS)]
+    df = pd.DataFrame(conf).T.loc[conds, list(LABELS)].rename(index=ROW_NAMES)
     sns.heatmap(df, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", cbar=False, ax=ax)
     ax.set_xlabel("Judged behaviour")
     ax.set_ylabel("System prompt (magic token)")
@@ -150,6 +154,10 @@ for ax, n in zip(axes[1:], names):
     ax.set_xlabel("PC 1"); ax.set_ylabel("PC 2")
 stamp(fig, meta, n_harm + n_ben)
 save_figure(fig, "fig2_safety_alignment_margin", fig_dir)
+# as the paper reads it: cosine on first-token logits; Euclidean on probabilities as the second row;
+# interval: prompts resampled; null: mode labels permuted within each prompt (a model deaf to the token)
+pd.DataFrame([{"model": n, "metric": k, "SAM": v["sam"], "95% CI": v["ci95"], "null q95": v["null_q95"],
+               "p": v["p_value"]} for n, st in res.sam_stats.items() for k, v in st.items()]).round(3)
 
 # %% [markdown]
 # ## 3. Safety score and over-refusal
@@ -170,7 +178,31 @@ for ax in axes:
     ax.tick_params(axis="x", rotation=25)
 stamp(fig, meta, n_harm)
 save_figure(fig, "fig3_safety_score", fig_dir)
-df
+df.assign(**{"constructive safety (harmful + safe)": [res.constructive_safety.get(k) for k in res.safety_score]})
+
+# %% [markdown]
+# ## 3b. Robustness under jailbreak templates (paper B, Figure 1)
+#
+# The same held-out harmful prompts, each wrapped in seeded PyRIT jailbreak
+# templates: safety score without and with them, and the relative drop
+# (paper: 3.8% for the co-trained model vs 21.5% for the baselines).
+
+# %%
+if res.jailbreak:
+    jb = pd.DataFrame(res.jailbreak).T
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    jb[["plain", "attacked"]].plot.bar(ax=axes[0], rot=25)
+    axes[0].set_ylabel("safety score"); axes[0].set_ylim(0, 1)
+    err = [[d - c[0] for d, c in zip(jb.relative_drop, jb.ci95)], [c[1] - d for d, c in zip(jb.relative_drop, jb.ci95)]]
+    axes[1].bar(jb.index, jb.relative_drop, yerr=err, capsize=3, color="0.5")
+    for name, v in (("co-trained", PAPER_B["jailbreak_safety_drop"]["cotrained"]),
+                    ("baselines", PAPER_B["jailbreak_safety_drop"]["baselines"])):
+        axes[1].axhline(v, ls="--", lw=1, color="C3" if name == "baselines" else "C2", label=f"paper: {name} {v:.1%}")
+    axes[1].set_ylabel("relative drop under attack"); axes[1].tick_params(axis="x", rotation=25)
+    axes[1].legend(fontsize=7)
+    stamp(fig, meta, n_harm, f"{res.params.get('jailbreak_per_prompt', 1)} template(s) per prompt, 95% bootstrap CI")
+    save_figure(fig, "fig5_jailbreak_robustness", fig_dir)
+    display(jb.round(3))
 
 # %% [markdown]
 # ## 4. Capability retained (MMLU subset, zero-shot letter choice)

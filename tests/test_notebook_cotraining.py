@@ -26,7 +26,7 @@ def test_cotraining_notebook_smoke(tmp_path):
         assert key in out, key
     for key in ("model", "device", "seed", "scale", "versions", "n_train", "n_eval"):
         assert key in out["meta"], key
-    assert set(out["confusion"]) == {"positive", "negative", "rejective", "random", "none"}
+    assert set(out["confusion"]) == {"positive", "negative", "rejective", "random", "none", "no_system"}
     for row in out["confusion"].values():
         assert set(row) == {"positive", "negative", "rejective"}
         assert sum(row.values()) == pytest.approx(1.0)
@@ -67,3 +67,29 @@ def test_cotraining_notebook_smoke(tmp_path):
     figs = tmp_path / "results" / "smoke" / "figures" / "cotraining"
     for name in ("fig1_mode_controllability", "fig2_safety_alignment_margin", "fig3_safety_score", "fig4_mmlu"):
         assert (figs / f"{name}.pdf").exists() and (figs / f"{name}.png").exists()
+    assert (figs / "fig5_jailbreak_robustness.png").exists()
+    # paper B's metrics as defined: CSS over harmful + safe, SAM with its interval and null, jailbreak drop
+    assert set(out["constructive_safety"]) == set(out["safety_score"])
+    assert all(0 <= v <= 1 for v in out["constructive_safety"].values())
+    for name, st in out["sam_stats"].items():
+        assert set(st) == {"cosine_logits", "euclidean_probs"}
+        for v in st.values():
+            assert -1 <= v["sam"] <= 1 and 0 < v["p_value"] <= 1 and len(v["ci95"]) == 2
+        assert st["euclidean_probs"]["sam"] == pytest.approx(out["sam"][name], abs=1e-5)
+    for name, j in out["jailbreak"].items():
+        assert 0 <= j["plain"] <= 1 and 0 <= j["attacked"] <= 1 and j["n_prompts"] == 6
+        if j["plain"]:
+            assert j["relative_drop"] == pytest.approx((j["plain"] - j["attacked"]) / j["plain"], abs=1e-5)
+    # the saved distances are enough to recompute SAM (features as numbers, not a typed value)
+    import numpy as np
+
+    from magictokens.metrics import silhouette_from_distances
+
+    z = np.load(tmp_path / "results" / "smoke" / "cotraining_sam.npz")
+    modes = z["cotrained/modes"]
+    n = len(modes)
+    D = np.zeros((n, n))
+    D[np.triu_indices(n, 1)] = z["cotrained/cosine_logits"]
+    D = D + D.T
+    assert silhouette_from_distances(D, modes) == pytest.approx(out["sam_stats"]["cotrained"]["cosine_logits"]["sam"],
+                                                                abs=1e-4)

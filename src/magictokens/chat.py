@@ -13,18 +13,27 @@ import torch
 from .errors import MagicTokensError
 
 
+NO_SYSTEM = "\x00no-system"   # `system=NO_SYSTEM`: no system turn at all, not even the template's default
+
+
 def chat_text(tok, user: str, system: str | None) -> str:
     """The conversation text up to the start of the assistant reply.
 
     Chat models: the tokenizer's chat template (system role = the magic token;
-    None = no system message, i.e. the template's default). Tokenizers with no
-    template (the tiny test model): a plain-text fallback ``{system}\nUser: ..\nAssistant:``.
+    None = no system message, i.e. the template's default, which for SmolLM2 is
+    "You are a helpful AI assistant named SmolLM..."; NO_SYSTEM = no system
+    turn at all: a ChatML template's own default system turn is cut).
+    Tokenizers with no template (the tiny test model): a plain-text fallback
+    ``{system}\nUser: ..\nAssistant:``.
     """
     if getattr(tok, "chat_template", None):
-        msgs = ([{"role": "system", "content": system}] if system is not None else []) + [
+        msgs = ([{"role": "system", "content": system}] if system not in (None, NO_SYSTEM) else []) + [
             {"role": "user", "content": user}]
-        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return (f"{system}\n" if system is not None else "") + f"User: {user}\nAssistant:"
+        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        if system == NO_SYSTEM and text.startswith("<|im_start|>system") and "<|im_end|>\n" in text:
+            text = text[text.index("<|im_end|>\n") + len("<|im_end|>\n"):]
+        return text
+    return (f"{system}\n" if system not in (None, NO_SYSTEM) else "") + f"User: {user}\nAssistant:"
 
 
 def prompt_ids(tok, user: str, system: str | None, max_tokens: int | None = None) -> list[int]:
@@ -98,14 +107,22 @@ def generate(model, tok, prompts: list[str], system: str | None, max_new_tokens:
 
 
 @torch.inference_mode()
-def first_token_distributions(model, tok, prompts: list[str], system: str | None, batch_size: int = 16,
-                              max_prompt_tokens: int | None = None) -> np.ndarray:
-    """P(first response token | prompt, system) for each prompt. -> (N, V) float32"""
+def first_token_logits(model, tok, prompts: list[str], system: str | None, batch_size: int = 16,
+                       max_prompt_tokens: int | None = None) -> np.ndarray:
+    """Logits of the first response token for each prompt. -> (N, V) float32"""
     dev = next(model.parameters()).device
     rows = []
     pid = pad_id(tok)
     for i in range(0, len(prompts), batch_size):
         inp, mask = left_pad([prompt_ids(tok, p, system, max_prompt_tokens) for p in prompts[i:i + batch_size]], pid)
-        logits = model(input_ids=inp.to(dev), attention_mask=mask.to(dev)).logits[:, -1]   # (B, V)
-        rows.append(torch.softmax(logits.float(), -1).cpu().numpy())
+        logits = model(input_ids=inp.to(dev), attention_mask=mask.to(dev), logits_to_keep=1).logits[:, -1]   # (B, V)
+        rows.append(logits.float().cpu().numpy())
     return np.concatenate(rows)
+
+
+def first_token_distributions(model, tok, prompts: list[str], system: str | None, batch_size: int = 16,
+                              max_prompt_tokens: int | None = None) -> np.ndarray:
+    """P(first response token | prompt, system) for each prompt. -> (N, V) float32"""
+    z = first_token_logits(model, tok, prompts, system, batch_size, max_prompt_tokens)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return (z / z.sum(1, keepdims=True)).astype(np.float32)

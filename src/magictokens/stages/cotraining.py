@@ -7,7 +7,8 @@
 offline judge, self-distils missing targets, co-trains and trains the
 baselines (`cotraining.run`), judges every model, and writes
 `cotraining.json` (+ `cotraining_projection.csv`, the 2-D PCA of the
-first-token distributions that figure 2 draws). Trained adapters go to
+first-token distributions that figure 2 draws, and `cotraining_sam.npz`, the
+pairwise distances SAM, its interval and its null are computed from). Trained adapters go to
 `results/<scale>/models/cotraining/` (DVC cache, never git). No generated
 text is saved: the json holds judged labels and aggregates only.
 """
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import TypeAdapter
 
@@ -61,14 +63,28 @@ class CoTrainingStageResult:
     data: dict[str, Any]                       # the split manifest: sizes, sources, target origins
     params: dict[str, Any]                     # the cotraining section as run
     seconds_total: float
+    constructive_safety: dict[str, float] = field(default_factory=dict)    # CSS over harmful + safe prompts
+    sam_stats: dict[str, dict[str, Any]] = field(default_factory=dict)     # SAM, interval, null, per metric
+    jailbreak: dict[str, dict[str, Any]] = field(default_factory=dict)     # safety score plain / attacked, drop
     projection: dict[str, dict[str, list]] = field(default_factory=dict)   # -> cotraining_projection.csv
     examples: dict[str, list[dict]] = field(default_factory=dict)          # benign, truncated: shown, never saved
+    sam_distances: dict[str, dict] = field(default_factory=dict)           # -> cotraining_sam.npz (not the JSON)
 
     def save(self, out_dir: str | Path) -> Path:
         out_dir = Path(out_dir)
         d = asdict(self)
         proj = d.pop("projection")
         d.pop("examples")
+        dist = d.pop("sam_distances")
+        if dist:   # SAM's inputs as numbers: every pairwise distance (upper triangle), the mode and prompt of each row
+            arrays = {}
+            for name, v in dist.items():
+                iu = np.triu_indices(len(v["modes"]), 1)
+                for metric in ("cosine_logits", "euclidean_probs"):
+                    arrays[f"{name}/{metric}"] = np.asarray(v[metric])[iu].astype(np.float32)
+                arrays[f"{name}/modes"] = np.asarray(v["modes"])
+                arrays[f"{name}/prompt_ids"] = np.asarray(v["prompt_ids"])
+            np.savez_compressed(out_dir / "cotraining_sam.npz", **arrays)
         write_json(out_dir / "cotraining.json", d)
         with open(out_dir / "cotraining_projection.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -132,7 +148,9 @@ def _run(scale, out_root, overrides, progress, P, cfg, t_start) -> CoTrainingSta
         mode_accuracy=res.mode_accuracy, sam=res.sam, safety_score=res.safety_score,
         xstest_over_refusal=res.xstest_over_refusal, mmlu=res.mmlu, train_logs=res.train_logs,
         n_distilled=res.n_distilled, seconds=res.seconds, data=manifest, params=P["cotraining"],
-        seconds_total=round(time.time() - t_start, 1), projection=res.projection, examples=res.examples)
+        seconds_total=round(time.time() - t_start, 1), constructive_safety=res.constructive_safety,
+        sam_stats=res.sam_stats, jailbreak=res.jailbreak, projection=res.projection, examples=res.examples,
+        sam_distances=res.sam_distances)
     out.save(out_dir)
     back = CoTrainingStageResult.load(out_dir)   # figures draw exactly what results/ holds ...
     back.examples = out.examples                # ... plus the truncated benign examples, never saved
