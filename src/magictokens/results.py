@@ -10,6 +10,7 @@ that only moves the 16th digit leaves the files as they are.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -21,9 +22,11 @@ from pathlib import Path
 
 import torch
 import transformers
+from pydantic import TypeAdapter
 
 from . import __version__
 from .config import REPO_ROOT
+from .errors import MagicTokensError
 
 SIGNIFICANT = 6  # digits kept of every float in a results JSON: far above what a stage's numbers resolve
 
@@ -136,3 +139,18 @@ class InstanceLog:
             os.fsync(f.fileno())
         self.rows[instance_id] = row
         return row
+
+
+def read_stage_json(out_dir: str | Path, stage: str) -> dict:
+    """results/<scale>/<stage>.json as a dict; one clear error if the stage never ran there."""
+    path = Path(out_dir) / f"{stage}.json"
+    if not path.exists():
+        raise MagicTokensError(f"{path} not found: run `magictokens run {stage}` first")
+    return json.loads(path.read_text())
+
+
+def as_result(cls, d: dict):
+    """A stage's result dataclass from its JSON dict: keys it does not know are dropped, the rest validated
+    by type (pydantic), so a committed file that no longer fits its schema fails loudly."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return TypeAdapter(cls).validate_python({k: v for k, v in d.items() if k in names})

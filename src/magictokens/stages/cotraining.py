@@ -15,23 +15,20 @@ text is saved: the json holds judged labels and aggregates only.
 from __future__ import annotations
 
 import csv
-import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from pydantic import TypeAdapter
 
 from ..config import REPO_ROOT, stage_params
 from ..cotraining import CoTrainingConfig
 from ..cotraining import run as cotrain
-from ..errors import MagicTokensError
 from ..judges import build_judge
 from ..models import load_model, torch_threads
-from ..results import results_dir, run_meta, write_json
+from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
 from ..safety_data import build_safety_data, magic_tokens
 
 
@@ -96,11 +93,7 @@ class CoTrainingStageResult:
     @classmethod
     def load(cls, out_dir: str | Path) -> CoTrainingStageResult:
         out_dir = Path(out_dir)
-        path = out_dir / "cotraining.json"
-        if not path.exists():
-            raise MagicTokensError(f"{path} not found: run `magictokens run cotraining` first")
-        d = json.loads(path.read_text())
-        d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
+        d = read_stage_json(out_dir, "cotraining")
         proj: dict[str, dict[str, list]] = {}
         pp = out_dir / "cotraining_projection.csv"
         if pp.exists():
@@ -109,7 +102,7 @@ class CoTrainingStageResult:
                 p["xy"].append([float(r["x"]), float(r["y"])])
                 p["mode"].append(r["mode"])
         d["projection"] = proj
-        return TypeAdapter(cls).validate_python(d)
+        return as_result(cls, d)
 
 
 def run(scale: str = "default", out_root=None, overrides: dict | None = None,

@@ -13,22 +13,20 @@ resumable per (model, transition) under `instances/mode_reachability/`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import TypeAdapter
 
 from .. import mode_reachability as MR
 from ..config import REPO_ROOT, build, stage_params
 from ..controllers.backoff import BackoffConfig
 from ..cotraining import CoTrainingConfig
-from ..errors import MagicTokensError
 from ..judges import build_judge
 from ..models import search_pair_of, torch_threads
 from ..reachability import budget_label
-from ..results import results_dir, run_meta, write_json
+from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
 from ..safety_data import build_safety_data, magic_tokens
 
 
@@ -47,13 +45,10 @@ class ModeReachStageResult:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> ModeReachStageResult:
-        path = Path(out_dir) / "mode_reachability.json"
-        if not path.exists():
-            raise MagicTokensError(f"{path} not found: run `magictokens run mode_reachability` first")
-        d = json.loads(path.read_text())
+        d = read_stage_json(out_dir, "mode_reachability")
         if "budget" not in d["meta"] and "backoff" in d["meta"]:   # written before the label was kept
             d["meta"]["budget"] = budget_label(build(BackoffConfig, d["meta"]["backoff"], "backoff"))
-        return TypeAdapter(cls).validate_python({k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+        return as_result(cls, d)
 
 
 def run(scale: str = "default", out_root=None, overrides: dict | None = None,

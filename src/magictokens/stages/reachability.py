@@ -19,13 +19,12 @@ import csv
 import json
 import resource
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from pydantic import TypeAdapter
 
 from ..config import stage_params
 from ..data import AUTHORS_X0, data_path, read_wikitext
@@ -35,7 +34,7 @@ from ..models import load_search_pair, model_note
 from ..papers import PAPER_A
 from ..reachability import (ReachabilityConfig, budget_label, build_instances, correlations, k0_census, log_dir,
                             method_config, run_families, speed_stats, summarize, token_histogram)
-from ..results import results_dir, run_meta, write_json
+from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
 
 FAMILIES = ("true_token", "top75", "uniform_rank")
 SUCCESS_RULE = ("Success: any scored candidate whose fp32 argmax is y (ties fail); the authors check only "
@@ -111,17 +110,13 @@ class ReachabilityResult:
     @classmethod
     def load(cls, out_dir: str | Path) -> ReachabilityResult:
         out_dir = Path(out_dir)
-        path = out_dir / "reachability.json"
-        if not path.exists():
-            raise MagicTokensError(f"{path} not found: run `magictokens run reachability` first")
-        d = json.loads(path.read_text())
-        d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
+        d = read_stage_json(out_dir, "reachability")
         speed = out_dir / "speed.json"
         d["speed"] = json.loads(speed.read_text()) if speed.exists() else {}
         pts = out_dir / "reachability_points.csv"
         d["points"] = [{k: (None if v == "" else v) for k, v in row.items()}
                        for row in csv.DictReader(open(pts))] if pts.exists() else []
-        return TypeAdapter(cls).validate_python(d)
+        return as_result(cls, d)
 
     def points_of(self, family: str) -> list[Point]:
         return [p for p in self.points if p.family == family]

@@ -12,20 +12,17 @@ draws its figures from this result alone.
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import TypeAdapter
 
 from ..config import stage_params
 from ..data import read_wikitext
-from ..errors import MagicTokensError
 from ..models import load_model
-from ..results import results_dir, run_meta, write_json
+from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
 from ..theory import VIOLATION_RTOL, TheoremConfig, sample_x0
 from ..theory import run as check
 
@@ -49,11 +46,7 @@ class TheoremStageResult:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> TheoremStageResult:
-        path = Path(out_dir) / "theorem.json"
-        if not path.exists():
-            raise MagicTokensError(f"{path} not found: run `magictokens run theorem` first")
-        d = json.loads(path.read_text())
-        return TypeAdapter(cls).validate_python({k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+        return as_result(cls, read_stage_json(out_dir, "theorem"))
 
 
 def short(row: dict) -> dict:
