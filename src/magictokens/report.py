@@ -159,6 +159,19 @@ def render_cotraining(scale: str, root: Path) -> list[str]:
             "Safety score: " + ", ".join(f"{k} {_f(v)}" for k, v in ss.items()) + ". XSTest over-refusal: "
             + ", ".join(f"{k} {_f(v)}" for k, v in xs.items()) + ". MMLU: "
             + ", ".join(f"{k} {_f(v)}" for k, v in mm.items()) + ".", ""]
+    if css := d.get("constructive_safety"):
+        out += ["Constructive Safety Score (harmful + safe prompts, paper B's definition): "
+                + ", ".join(f"{k} {_f(v)}" for k, v in css.items()) + ". SAM as the paper reads it (cosine on "
+                "first-token logits; 95% prompt-bootstrap CI; p against a within-prompt label-permutation null): "
+                + ", ".join(f"{k} {_f(v['cosine_logits']['sam'])} ({_f(v['cosine_logits']['ci95'][0])}-"
+                            f"{_f(v['cosine_logits']['ci95'][1])}, p {_f(v['cosine_logits']['p_value'], 3)})"
+                            for k, v in d.get("sam_stats", {}).items()) + ".", ""]
+    if jb := d.get("jailbreak"):
+        out += ["Under jailbreak templates (PyRIT, seeded; paper B: relative drop "
+                f"{PAPER_B['jailbreak_safety_drop']['cotrained']:.1%} co-trained vs "
+                f"{PAPER_B['jailbreak_safety_drop']['baselines']:.1%} baselines): "
+                + ", ".join(f"{k} {_f(v['plain'])} -> {_f(v['attacked'])} (drop {_f(v['relative_drop'])}, 95% CI "
+                            f"{_f(v['ci95'][0])}-{_f(v['ci95'][1])})" for k, v in jb.items()) + ".", ""]
     return out
 
 
