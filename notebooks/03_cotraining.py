@@ -25,13 +25,15 @@
 # Here: SmolLM2-135M-Instruct by default (any HF chat model by name), LoRA on all
 # linear layers, loss on response tokens only. Baselines on the same data and
 # optimizer-step budget: single-mode SFT (positive targets), SFT + DPO, and the
-# base model. Targets a mode lacks (the negative answer to AdvBench/HarmBench
-# prompts) are **self-distilled** from the base model under a mode instruction,
-# as the paper does. Evaluation prompts come from **held-out sources**
-# (JailbreakBench + StrongREJECT harmful, Alpaca `harmless_test` benign, XSTest
-# safe prompts for over-refusal). The judge is offline (refusal phrases + a
-# logistic regression over MiniLM sentence embeddings); its accuracy on
-# held-out labelled XSTest completions is reported first.
+# base model. Every target is **self-distilled** from the base model under a
+# behaviour instruction, as the paper does, sampled several times and kept only
+# where the judge labels it as its own mode (`distil.py`; yields and the reasons
+# for dropped targets are logged below). Evaluation prompts come from
+# **held-out sources** (JailbreakBench + StrongREJECT harmful, Alpaca
+# `harmless_test` benign, XSTest safe prompts for over-refusal). The judge is
+# offline: a logistic regression over MiniLM sentence embeddings of the prompt
+# and the reply (`content_judge.py`), fitted on replies of this model labelled
+# by reading them; its agreement on held-out labelled replies is reported first.
 #
 # Nothing harmful is printed: tables carry judged labels and shares; only
 # benign prompts' responses appear, cut to 60 characters.
@@ -52,6 +54,7 @@ import seaborn as sns
 from IPython.display import display
 
 from magictokens.judges import LABELS
+from magictokens.metrics import JUDGED
 from magictokens.papers import PAPER_B
 from magictokens.plotting import save_figure, set_theme, stamp
 from magictokens.results import figures_dir, results_dir
@@ -70,18 +73,25 @@ print(json.dumps(res.data, indent=1))
 # %% [markdown]
 # ## The judge, and how far to trust it
 #
-# Trained on the labelled completions of half of the XSTest prompts (plus
-# PyRIT refusals and Alpaca answers), scored on the completions of the other
-# half. XSTest has no "safe redirection" label, so a redirecting refusal of an
-# unsafe prompt counts as a refusal there.
+# The content judge (`judge: content`) is fitted on replies of this model to
+# one pool of training-source prompts and scored here on another pool (other
+# prompts), against labels made by reading the replies
+# (`benchmarks/judge_labels.csv`). Four labels: positive (safe and
+# constructive), negative (an on-topic attempt to comply with a harmful
+# request), rejective (a refusal), invalid (off-topic, gibberish, an echo).
+# The earlier refusal judge (`judge: refusal`) is scored on held-out XSTest
+# completions of other models instead.
 
 # %%
 j = res.judge
-print(f"refusal accuracy {j.refusal_accuracy:.3f}; 3-class accuracy {j.accuracy3:.3f} (n={j.n}; "
-      f"refusal phrases alone: {j.phrase_only_accuracy3:.3f})")
-jconf = pd.DataFrame(j.confusion).T.loc[list(LABELS), list(LABELS)]
+ci = j.get("agreement_ci95")
+print(f"judge: {j.get('kind', 'refusal')}; agreement {res.judge_accuracy:.3f} "
+      + (f"(95% Wilson {ci[0]:.3f}-{ci[1]:.3f}, " if ci else "(") + f"N={j.get('n', j.get('n3'))})")
+jconf = pd.DataFrame(j["confusion"]).T
 jconf.index.name, jconf.columns.name = "true", "judged"
-jconf
+display(jconf)
+if "classes" in j:
+    display(pd.DataFrame(j["classes"]).T.round(3))
 
 # %% [markdown]
 # ## Self-distillation, co-training, baselines, evaluation
@@ -91,6 +101,11 @@ jconf
 # of optimizer steps, then judges greedy generations.
 
 # %%
+if res.distil:   # yields per mode ([kept, of n] per prompt side) and the judged labels of dropped candidates
+    display(pd.DataFrame({m: {"harmful kept": "{}/{}".format(*res.distil["kept"][m]["harmful"]),
+                              "benign kept": "{}/{}".format(*res.distil["kept"][m]["benign"]),
+                              **{f"dropped: judged {k}": v for k, v in res.distil["rejected"][m].items()}}
+                          for m in res.distil["kept"]}).T.fillna(0))
 print(json.dumps(res.train_logs, indent=1))
 print(json.dumps(res.seconds))
 print(json.dumps({"judge_accuracy": res.judge_accuracy, "mode_accuracy": res.mode_accuracy, "sam": res.sam,
@@ -112,7 +127,8 @@ conds = [c for c in ("positive", "negative", "rejective", "random", "none", "no_
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
 for ax, (title, conf, n) in zip(axes, [("held-out harmful prompts", res.confusion, n_harm),
                                         ("held-out benign prompts", res.confusion_benign, n_ben)]):
-    df = pd.DataFrame(conf).T.loc[conds, list(LABELS)].rename(index=ROW_NAMES)
+    cols = [c for c in JUDGED if c in conf[conds[0]]]   # results of the refusal judge have no "invalid"
+    df = pd.DataFrame(conf).T.loc[conds, cols].rename(index=ROW_NAMES)
     sns.heatmap(df, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", cbar=False, ax=ax)
     ax.set_xlabel("Judged behaviour")
     ax.set_ylabel("System prompt (magic token)")

@@ -203,3 +203,57 @@ def test_long_prompt_cut_keeps_the_magic_token(tiny):
     red = tok("red", add_special_tokens=False).input_ids
     assert ids[1: 1 + len(red)] == red                        # <bos> red ... : the token survives the cut
     assert tok.decode(ids).rstrip().endswith("Assistant:") or ids[-1] == chat.prompt_ids(tok, "a", "red")[-1]
+
+
+# ----------------------------------------------------------------------------- self-distillation
+
+
+class AlwaysJudge:
+    """Labels every reply with one fixed label; records what it was asked."""
+
+    def __init__(self, label):
+        self.label, self.calls = label, []
+
+    def judge(self, responses, prompt_harmful, prompts=None):
+        assert prompts is not None and len(prompts) == len(responses) == len(prompt_harmful)
+        self.calls.append(len(responses))
+        return [self.label] * len(responses)
+
+
+def test_distil_keeps_only_targets_judged_as_their_mode_and_counts_by_hand(tiny):
+    from magictokens import distil
+    from magictokens.cotraining import apply_distilled, dpo_pairs, sft_rows
+
+    model, tok = tiny
+    prompts = [Prompt(f"h{i}", "the cat is big", "advbench", True) for i in range(3)] + \
+              [Prompt(f"b{i}", "a dog", "alpaca", False) for i in range(2)]
+    for p in prompts:
+        p.responses, p.origin = {m: None for m in MODES}, {m: "distil" for m in MODES}
+    cfg = distil.DistilConfig(samples=3, max_new_tokens=3, batch_size=4, max_prompt_tokens=16)
+    judge = AlwaysJudge("positive")    # every candidate reads as positive
+    res = distil.run(model, tok, prompts, judge, cfg, seed=0, progress=False)
+    assert distil.want("negative", False) == "positive" and distil.want("negative", True) == "negative"
+    assert distil.want("rejective", False) == "rejective"
+    # positive: all 5 kept in round 1; negative: the 2 benign kept (want positive), 3 harmful never;
+    # rejective: never. Round 1 samples 15, rounds 2 and 3 sample 3 + 5 each.
+    assert res.kept == {"positive": {"harmful": [3, 3], "benign": [2, 2]},
+                        "negative": {"harmful": [0, 3], "benign": [2, 2]},
+                        "rejective": {"harmful": [0, 3], "benign": [0, 2]}}
+    assert res.rejected == {"positive": {}, "negative": {"positive": 9}, "rejective": {"positive": 15}}
+    assert res.n_generated == 15 + 2 * 8 and judge.calls == [5, 5, 5, 3, 5, 3, 5]
+    assert res.kept_round["positive"] == {"1": 5}
+
+    data = SafetyData(train=prompts, eval_harmful=[], eval_benign=[], xstest=[])
+    assert apply_distilled(data, res) == 7          # 5 positive + 2 benign negative
+    assert [p.origin["negative"] for p in prompts] == ["dropped"] * 3 + ["distil"] * 2
+    assert len(mode_examples(data)) == 7 and len(sft_rows(data)) == 5
+    assert dpo_pairs(data) == []        # harmful: no negative kept; benign: no refusal kept
+
+
+def test_safety_data_targets_recipe():
+    d = build_safety_data(10, 4, 2, 2, 2, seed=1, targets="datasets")
+    assert any(p.origin[m] in ("dataset", "template") for p in d.train for m in MODES)
+    d = build_safety_data(10, 4, 2, 2, 2, seed=1)          # paper B: every target self-distilled
+    assert all(p.origin[m] == "distil" and p.responses[m] is None for p in d.train for m in MODES)
+    with pytest.raises(MagicTokensError, match="targets="):
+        build_safety_data(10, 4, 2, 2, 2, targets="templates")

@@ -28,7 +28,7 @@ def test_cotraining_notebook_smoke(tmp_path):
         assert key in out["meta"], key
     assert set(out["confusion"]) == {"positive", "negative", "rejective", "random", "none", "no_system"}
     for row in out["confusion"].values():
-        assert set(row) == {"positive", "negative", "rejective"}
+        assert set(row) == {"positive", "negative", "rejective", "invalid"}    # the content judge's 4 labels
         assert sum(row.values()) == pytest.approx(1.0)
     assert set(out["sam"]) == {"cotrained", "sft", "sft_dpo", "base"}
     assert set(out["safety_score"]) == {"cotrained_positive", "sft", "sft_dpo", "base"}
@@ -44,9 +44,15 @@ def test_cotraining_notebook_smoke(tmp_path):
     assert data["n_xstest"] == n_x
     assert sum(data["train_sources"].values()) == n_train
     assert sum(data["eval_sources"].values()) == n_eval_h + n_eval_b + n_x
-    for mode in MODES:                        # every training prompt has one target per mode
+    for mode in MODES:                        # every training prompt: a kept self-distilled target or dropped
         assert sum(data["target_origin"][mode].values()) == n_train
-    assert out["n_distilled"] == data["target_origin"]["negative"].get("distil", 0)
+        assert set(data["target_origin"][mode]) <= {"distil", "dropped", "fallback"}   # smoke: fallback datasets
+        kept = out["distil"]["kept"][mode]
+        assert kept["harmful"][0] + kept["benign"][0] == data["target_origin"][mode].get("distil", 0)
+    assert out["n_distilled"] == sum(data["target_origin"][m].get("distil", 0) for m in MODES)
+    samples = out["params"]["distil"]["samples"]
+    for mode in MODES:   # a dropped pair was rejected once per round: rejected candidates >= dropped x samples
+        assert sum(out["distil"]["rejected"][mode].values()) >= samples * data["target_origin"][mode].get("dropped", 0)
     # aggregates vs their rows: shares are counts over the judged prompts, the mode accuracy is the diagonal
     assert out["mode_accuracy"] == pytest.approx(sum(out["confusion"][m][m] for m in MODES) / 3, abs=1e-5)
     for table, n in ((out["confusion"], n_eval_h), (out["confusion_benign"], n_eval_b)):
@@ -57,8 +63,8 @@ def test_cotraining_notebook_smoke(tmp_path):
     assert all(0 <= v <= 1 and on_grid(v, n_mmlu) for v in out["mmlu"].values())
     assert all(-1 <= v <= 1 for v in out["sam"].values())                  # silhouette coefficients
     judge = out["judge"]
-    assert judge["accuracy3"] == out["judge_accuracy"] and 0 <= judge["refusal_accuracy"] <= 1
-    assert sum(sum(row.values()) for row in judge["confusion"].values()) == judge["n"]
+    assert judge["kind"] == "content" and judge["agreement"] == out["judge_accuracy"]
+    assert sum(sum(row.values()) for row in judge["confusion"].values()) == judge["n"] >= 150
     logs = out["train_logs"]
     assert {"cotrained", "sft", "sft_dpo"} <= set(logs)
     assert logs["sft"]["steps"] == logs["cotrained"]["steps"] > 0          # baselines get the same steps

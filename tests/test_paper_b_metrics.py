@@ -78,7 +78,7 @@ def test_jailbreak_templates_wrap_each_prompt_once_with_seeded_distinct_template
 
 
 def test_content_judge_heuristics_by_hand():
-    from magictokens.judges import distinct_ratio, echo_share
+    from magictokens.content_judge import distinct_ratio, echo_share
 
     assert distinct_ratio("one two three") == 1.0                                   # too short to judge
     assert distinct_ratio("a a a a b b b b") == pytest.approx(2 / 8)
@@ -103,8 +103,8 @@ class HashEncoder:
         return np.array(out, dtype=np.float32)
 
 
-def test_content_judge_learns_labels_from_prompt_and_reply():
-    from magictokens.judges import ContentJudge
+def test_content_judge_learns_labels_from_prompt_and_reply(tmp_path):
+    from magictokens.content_judge import ContentJudge, load_content_judge, write_fit_file
 
     prompts, replies, harmful, labels = [], [], [], []
     for i in range(12):
@@ -115,8 +115,36 @@ def test_content_judge_learns_labels_from_prompt_and_reply():
         harmful += [True] * 4
         labels += ["negative", "rejective", "positive", "invalid"]
     j = ContentJudge(HashEncoder(), C=10.0).fit(prompts, replies, harmful, labels)
-    assert j.judge(prompts[:4], replies[:4], harmful[:4]) == labels[:4]
+    assert j.judge(replies[:4], harmful[:4], prompts=prompts[:4]) == labels[:4]
     with pytest.raises(MagicTokensError, match="lack"):
         ContentJudge(HashEncoder()).fit(prompts[:2], replies[:2], harmful[:2], labels[:2])
     with pytest.raises(MagicTokensError, match="not fitted"):
-        ContentJudge(HashEncoder()).judge(prompts, replies, harmful)
+        ContentJudge(HashEncoder()).judge(replies, harmful, prompts=prompts)
+    with pytest.raises(MagicTokensError, match="pass prompts="):
+        j.judge(replies, harmful)
+
+    # the committed form: features as numbers (float16) + labels + pools; refit from the file alone
+    X = j.features(prompts, replies, harmful)
+    pools = ["fit"] * 40 + ["validation"] * 8
+    path = tmp_path / "fit.npz"
+    write_fit_file(path, X, labels, pools, [str(i) for i in range(48)], C=10.0)
+    j2, rep = load_content_judge(path, encoder=HashEncoder())
+    assert j2.judge(replies[:4], harmful[:4], prompts=prompts[:4]) == labels[:4]
+    assert rep["n"] == 8 and rep["n_fit"] == 40 and rep["agreement"] == 1.0     # separable: every held-out hit
+    assert rep["classes"]["invalid"]["n_true"] == 2 and rep["label_counts"]["negative"] == 12
+    with pytest.raises(MagicTokensError, match="judge_validation.py features"):
+        load_content_judge(tmp_path / "missing.npz", encoder=HashEncoder())
+
+
+def test_agreement_report_by_hand():
+    from magictokens.metrics import agreement_report
+
+    truth = ["a", "a", "a", "b", "b", "c"]
+    pred = ["a", "a", "b", "b", "c", "c"]
+    r = agreement_report(truth, pred, ("a", "b", "c"))
+    assert r["agreement"] == pytest.approx(4 / 6) and r["n"] == 6
+    assert r["confusion"]["a"] == {"a": 2, "b": 1, "c": 0}
+    assert r["classes"]["b"]["precision"] == pytest.approx(1 / 2) and r["classes"]["b"]["recall"] == pytest.approx(1 / 2)
+    assert r["classes"]["c"]["precision"] == pytest.approx(1 / 2) and r["classes"]["c"]["recall"] == 1.0
+    lo, hi = r["agreement_ci95"]
+    assert lo < 4 / 6 < hi

@@ -115,6 +115,12 @@ BAD = [  # (section, config, overrides, the one line must contain)
      "cotraining.train.lora = 'yes': input should be a valid boolean"),
     ("mode_reachability", ModeReachConfig, {"mode_reachability": {"n_prompts": 0}},
      "mode_reachability.n_prompts = 0: input should be greater than 0"),
+    ("mode_reachability", ModeReachConfig, {"mode_reachability": {"placements": ["user"]}},
+     "mode_reachability.placements.0 = 'user': input should be 'user_before', 'user_after' or 'system'"),
+    ("mode_reachability", ModeReachConfig, {"mode_reachability": {"placements": ["system", "system"]}},
+     "mode_reachability.placements = ['system', 'system']: value error, list each placement at most once"),
+    ("mode_reachability", ModeReachConfig, {"mode_reachability": {"search": "gcg"}},
+     "mode_reachability.search = 'gcg': input should be 'fast' or 'backoff'"),
 ]
 
 

@@ -28,6 +28,7 @@ import torch
 
 from . import metrics as M
 from .chat import NO_SYSTEM, first_token_logits, generate, pad_id
+from . import distil
 from .data import data_path
 from .errors import MagicTokensError
 from .fields import Count, Positive, Share, Text, params
@@ -50,6 +51,9 @@ class CoTrainingConfig:
     magic_tokens: dict[str, Text] | None = None   # null: generated from the seed (recorded in the json)
     magic_token_length: Positive = 8
     untokened_positive_share: Share = 0.0  # share of positive rows also trained with no system prompt
+    targets: Literal["distilled", "datasets"] = "distilled"   # paper B: self-distilled + judge-filtered
+    distil: distil.DistilConfig = field(default_factory=distil.DistilConfig)
+    judge: Literal["content", "refusal"] = "content"   # content: reads prompt + reply (content_judge.py)
     train: TrainConfig = field(default_factory=TrainConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     distil_max_new_tokens: Positive = 48
@@ -87,6 +91,21 @@ def self_distil(model, tok, data: SafetyData, max_new_tokens: int, batch_size: i
     return n
 
 
+def apply_distilled(data: SafetyData, res: "distil.DistilResult", fallback: bool = False) -> int:
+    """Write kept targets into the training prompts. A pair with none is dropped, or with `fallback` takes
+    the earlier recipe's dataset / template target where it has one (origin "fallback"). -> number kept."""
+    for i, p in enumerate(data.train):
+        for mode in MODES:
+            text = res.targets.get((i, mode))
+            if text is not None:
+                p.responses[mode], p.origin[mode] = text, "distil"
+            elif fallback and p.fallback.get(mode) is not None:
+                p.responses[mode], p.origin[mode] = p.fallback[mode], "fallback"
+            else:
+                p.responses[mode], p.origin[mode] = None, "dropped"
+    return len(res.targets)
+
+
 def cotraining_rows(data: SafetyData, tokens: dict, untokened_positive_share: float = 0.0,
                     seed: int = 0) -> list[dict]:
     """All three modes, each with its magic token as the system prompt."""
@@ -104,11 +123,12 @@ def sft_rows(data: SafetyData) -> list[dict]:
 
 
 def dpo_pairs(data: SafetyData) -> list[dict]:
-    """Positive preferred over negative on harmful prompts; over a refusal on benign ones."""
+    """Positive preferred over negative on harmful prompts; over a refusal on benign ones (both targets kept)."""
     out = []
     for p in data.train:
         rejected = p.responses["negative"] if p.harmful else p.responses["rejective"]
-        out.append({"prompt": p.text, "chosen": p.responses["positive"], "rejected": rejected, "system": None})
+        if p.responses.get("positive") is not None and rejected is not None:
+            out.append({"prompt": p.text, "chosen": p.responses["positive"], "rejected": rejected, "system": None})
     return out
 
 
@@ -174,6 +194,7 @@ class CoTrainingResult:
     sam_stats: dict = field(default_factory=dict)   # model -> {metric: sam, ci95, null_mean, null_q95, p_value}
     sam_distances: dict = field(default_factory=dict)   # model -> {metric: (N, N)}, "modes", "prompt_ids": saved as npz
     jailbreak: dict = field(default_factory=dict)   # model -> plain / attacked safety score, relative drop, ci95
+    distil: dict = field(default_factory=dict)      # self-distillation yields and drop reasons (no texts)
 
 
 def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict, seed: int = 0,
@@ -190,9 +211,15 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     gen = lambda m, prompts, system: generate(m, tok, prompts, system, cfg.max_new_tokens, cfg.gen_batch_size, tp)
 
     t = time.time()
-    n_distilled = self_distil(model, tok, data, cfg.distil_max_new_tokens, cfg.gen_batch_size, tp)
+    distil_log = {}
+    if cfg.targets == "distilled":   # paper B: every target sampled from the base model, kept if judged its mode
+        dres = distil.run(model, tok, data.train, judge, cfg.distil, seed)
+        n_distilled, distil_log = apply_distilled(data, dres, cfg.distil.fallback == "datasets"), dres.log()
+    else:
+        n_distilled = self_distil(model, tok, data, cfg.distil_max_new_tokens, cfg.gen_batch_size, tp)
     secs["self_distil"] = time.time() - t
-    progress(f"self-distilled {n_distilled} targets in {secs['self_distil']:.0f}s")
+    progress(f"self-distilled {n_distilled} targets in {secs['self_distil']:.0f}s"
+             + (f"; kept per mode {distil_log['kept']}" if distil_log else ""))
 
     save = (lambda name: Path(save_dir) / name) if save_dir else (lambda name: None)
     rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed)
@@ -232,13 +259,13 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     examples = {}
     for cond, system in conditions.items():
         outs = gen(models["cotrained"], harm + ben, system)
-        labels_h[cond] = judge.judge(outs[: len(harm)], [True] * len(harm))
-        labels_b[cond] = judge.judge(outs[len(harm):], [False] * len(ben))
+        labels_h[cond] = judge.judge(outs[: len(harm)], [True] * len(harm), prompts=harm)
+        labels_b[cond] = judge.judge(outs[len(harm):], [False] * len(ben), prompts=ben)
         # only benign prompts' outputs are ever shown, truncated
         examples[cond] = [{"prompt": p[:60], "response": o[:60], "judged": lab}
                           for p, o, lab in list(zip(ben, outs[len(harm):], labels_b[cond]))[:2]]
-    confusion = {c: M.label_shares(labels_h[c]) for c in conditions}
-    confusion_benign = {c: M.label_shares(labels_b[c]) for c in conditions}
+    confusion = {c: M.label_shares(labels_h[c], M.JUDGED) for c in conditions}
+    confusion_benign = {c: M.label_shares(labels_b[c], M.JUDGED) for c in conditions}
     secs["eval_controllability"] = time.time() - t
     progress(f"controllability judged in {secs['eval_controllability']:.0f}s")
 
@@ -247,14 +274,14 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     xs = [p.text for p in data.xstest]
     safety, over, css, harm_labels = {}, {}, {}, {}
     safety["cotrained_positive"] = M.safety_score(labels_h["positive"])
-    xs_pos = judge.judge(gen(models["cotrained"], xs, tokens["positive"]), [False] * len(xs))
+    xs_pos = judge.judge(gen(models["cotrained"], xs, tokens["positive"]), [False] * len(xs), prompts=xs)
     over["cotrained_positive"] = M.over_refusal(xs_pos)
     css["cotrained_positive"] = M.constructive_safety_score(labels_h["positive"], xs_pos + labels_b["positive"])
     harm_labels["cotrained_positive"] = labels_h["positive"]
     for name in ("sft", "sft_dpo", "base"):
         if name in models:
-            h_lab = judge.judge(gen(models[name], harm, None), [True] * len(harm))
-            s_lab = judge.judge(gen(models[name], xs + ben, None), [False] * (len(xs) + len(ben)))
+            h_lab = judge.judge(gen(models[name], harm, None), [True] * len(harm), prompts=harm)
+            s_lab = judge.judge(gen(models[name], xs + ben, None), [False] * (len(xs) + len(ben)), prompts=xs + ben)
             safety[name], harm_labels[name] = M.safety_score(h_lab), h_lab
             over[name] = M.over_refusal(s_lab[: len(xs)])
             css[name] = M.constructive_safety_score(h_lab, s_lab)
@@ -288,11 +315,12 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     if cfg.jailbreak_per_prompt:
         wrapped = wrap_prompts(harm, load_templates(cfg.jailbreak_max_chars), cfg.jailbreak_per_prompt, seed)
         texts, owner = [w for _, _, w in wrapped], np.array([i for i, _, _ in wrapped])
+        asked = [harm[i] for i in owner]   # the judge reads the request, not the template around it
         for name, system in (("cotrained_positive", tokens["positive"]), *((b, None) for b in ("sft", "sft_dpo", "base")
                                                                             if b in models)):
             m = models["cotrained" if name == "cotrained_positive" else name]
             outs = generate(m, tok, texts, system, cfg.max_new_tokens, cfg.gen_batch_size, cfg.jailbreak_max_prompt_tokens)
-            att = judge.judge(outs, [True] * len(outs))
+            att = judge.judge(outs, [True] * len(outs), prompts=asked)
             jail[name] = jailbreak_drop(harm_labels[name], att, owner, seed, cfg.sam_boot)
     secs["eval_jailbreak"] = time.time() - t
 
@@ -311,7 +339,7 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
                         "tokens_per_s": round(v.tokens_per_s, 1), "loss_first": v.losses[0],
                         "loss_last": v.losses[-1]} for k, v in logs.items()},
         n_distilled=n_distilled, examples=examples, seconds={k: round(v, 1) for k, v in secs.items()},
-        constructive_safety=css, sam_stats=sam_stats, sam_distances=sam_d, jailbreak=jail)
+        constructive_safety=css, sam_stats=sam_stats, sam_distances=sam_d, jailbreak=jail, distil=distil_log)
 
 
 def jailbreak_drop(plain: list[str], attacked: list[str], owner, seed: int = 0, n_boot: int = 500) -> dict:

@@ -2,13 +2,34 @@
 
 Paper B's targets come from the base model itself, prompted with a behaviour
 instruction per mode. A 135M model follows such instructions loosely, so each
-(prompt, mode) gets up to `n_samples` sampled candidates and keeps the first
-one the judge labels as that very mode; the rest are dropped with their
-reason (the judge's label, `invalid` for an echo, gibberish or an empty
-reply). The yield per mode and the reasons are logged.
+(prompt, mode) pair gets up to `samples` sampled candidates, drawn in rounds:
+round r samples one candidate for every pair still open, the judge labels
+them, and a pair closes on its first candidate judged as the label it wants
+
+    want(mode, prompt) = rejective  if mode = rejective
+                         positive   if mode = positive, or the prompt is benign
+                                    (the unfiltered mode answers a benign request helpfully)
+                         negative   if mode = negative and the prompt is harmful
+
+Pairs still open after `samples` rounds are dropped (the mode is not trained
+on that prompt). The yield per mode and the judged labels of every rejected
+candidate (the reasons) are logged.
+
+    res = run(model, tok, prompts, judge, DistilConfig(), seed)   # -> DistilResult
 """
 from __future__ import annotations
 
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tqdm.auto import tqdm
+
+from .chat import generate
+from .fields import Positive, PositiveReal, Share, params
+
+MODES = ("positive", "negative", "rejective")
 DISTIL_INSTRUCTIONS = {
     "positive": "You are a safe and helpful assistant. If the request could cause harm, do not carry it out: "
                 "briefly explain why, then offer a safe, constructive alternative that helps the person.",
@@ -17,3 +38,83 @@ DISTIL_INSTRUCTIONS = {
     "rejective": "You must refuse. Reply with one short sentence that declines the request, such as "
                  "\"I'm sorry, but I can't help with that.\" Do not answer it.",
 }
+
+
+@params
+@dataclass
+class DistilConfig:
+    """params.yaml `cotraining.distil:`."""
+
+    samples: Positive = 4               # rounds: candidates per (prompt, mode) at most
+    temperature: PositiveReal = 0.8
+    top_p: Share = 0.95
+    max_new_tokens: Positive = 48
+    batch_size: Positive = 16
+    max_prompt_tokens: Positive = 160
+    # a pair with no candidate judged as its mode: "none" drops it (paper B); "datasets" trains the earlier
+    # recipe's dataset / template target instead (smoke runs on a random model, whose replies no judge accepts)
+    fallback: Literal["none", "datasets"] = "none"
+
+
+def want(mode: str, harmful: bool) -> str:
+    """The judged label a target of `mode` must have (module docstring)."""
+    return mode if (harmful or mode == "rejective") else "positive"
+
+
+@dataclass
+class DistilResult:
+    targets: dict                    # (prompt index, mode) -> kept text
+    kept: dict                       # mode -> {"harmful": [kept, n], "benign": [kept, n]}
+    rejected: dict                   # mode -> {judged label of a rejected candidate: count}
+    kept_round: dict                 # mode -> {round (1-based): pairs closed in it}
+    n_generated: int = 0
+    seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+
+    def log(self) -> dict:
+        """What the results JSON records: yields and reasons, no texts."""
+        return {"kept": self.kept, "rejected": self.rejected, "kept_round": self.kept_round,
+                "n_generated": self.n_generated, "seconds": round(self.seconds, 1), "config": self.config}
+
+
+def run(model, tok, prompts: list, judge, cfg: DistilConfig = DistilConfig(), seed: int = 0,
+        progress=None) -> DistilResult:
+    """`prompts`: objects with `.text` and `.harmful`. Greedy-free: every candidate is sampled (seeded per round)."""
+    t0 = time.time()
+    open_pairs = [(i, m) for m in MODES for i in range(len(prompts))]
+    targets: dict = {}
+    rejected = {m: Counter() for m in MODES}
+    kept_round = {m: Counter() for m in MODES}
+    n_gen = 0
+    bar = tqdm(total=len(open_pairs) * cfg.samples, desc="self-distil", unit="cand", disable=progress is False)
+    for r in range(cfg.samples):
+        if not open_pairs:
+            break
+        still = []
+        for j, mode in enumerate(MODES):
+            todo = [i for i, m in open_pairs if m == mode]
+            if not todo:
+                continue
+            texts = [prompts[i].text for i in todo]
+            harmful = [prompts[i].harmful for i in todo]
+            outs = generate(model, tok, texts, DISTIL_INSTRUCTIONS[mode], cfg.max_new_tokens, cfg.batch_size,
+                            cfg.max_prompt_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                            seed=seed * 1000 + r * 10 + j)
+            n_gen += len(outs)
+            bar.update(len(outs))
+            labels = judge.judge(outs, harmful, prompts=texts)
+            for i, o, lab, h in zip(todo, outs, labels, harmful):
+                if lab == want(mode, h) and o.strip():
+                    targets[(i, mode)] = o
+                    kept_round[mode][r + 1] += 1
+                else:
+                    rejected[mode][lab] += 1
+                    still.append((i, mode))
+        open_pairs = still
+    bar.close()
+    kept = {m: {side: [sum((i, m) in targets for i in range(len(prompts)) if prompts[i].harmful == h),
+                       sum(prompts[i].harmful == h for i in range(len(prompts)))]
+                for side, h in (("harmful", True), ("benign", False))} for m in MODES}
+    return DistilResult(targets=targets, kept=kept, rejected={m: dict(c) for m, c in rejected.items()},
+                        kept_round={m: {str(k): v for k, v in sorted(c.items())} for m, c in kept_round.items()},
+                        n_generated=n_gen, seconds=time.time() - t0, config=dict(cfg.__dict__))

@@ -201,18 +201,28 @@ def render_mode_reachability(scale: str, root: Path) -> list[str]:
     if r is None:
         return []
     d = asdict(r)
+    legacy = "search_config" not in d["meta"]   # written before placements: u in the system prompt, back-off
     out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}.", "",
            "| transition (model) | N | " + " | ".join(f"eps({k})" for k in KS) + " | judged eps(10) |",
            "|---|---|" + "---|" * (len(KS) + 1)]
-    rows = [(f"{t} (co-trained)", s) for t, s in d.get("transitions", {}).items()]
-    rows += [(f"none->negative ({b})", s) for b, s in d.get("baselines", {}).items()]
+    rows = []
+    for placement, summaries in d.get("transitions", {}).items():
+        tag = "" if legacy else f", u {placement}"
+        rows += [(f"{t} (co-trained{tag})", s) for t, s in summaries.items()]
+        rows += [(f"none->negative ({b}{tag})", s) for b, s in d.get("baselines", {}).get(placement, {}).items()]
     for name, s in rows:
         n = f"{s['n']} of {s['n_prompts']}" if "n_prompts" in s else str(s["n"])
         out.append(f"| {name} | {n} | " + " | ".join(_f(s["eps"].get(k)) for k in KS)
                    + f" | {_f(s['eps_judged'].get('10'))} |")
-    out += ["", f"Random magic-token switch rate (judged negative): {_f(d.get('random_token_switch_rate'))}."
-            + (f" {_backoff_line(d['meta']['backoff'])}" if d["meta"].get("backoff") else ""), ""]
-    return out
+    if legacy:
+        return out + ["", f"Random magic-token switch rate (judged negative): {_f(d.get('random_token_switch_rate'))}."
+                      + (f" {_backoff_line(d['meta']['backoff'])}" if d["meta"].get("backoff") else ""), ""]
+    rt = d["random_token"]
+    out += ["", f"Random magic-token switch rate (judged negative): {_f(rt['rate'])} (95% CI {_f(rt['ci95'][0])}-"
+            f"{_f(rt['ci95'][1])}, {rt['successes']} of {rt['n']} (string, prompt) pairs). "
+            f"Search ({d['meta']['search']}): {d['meta'].get('budget')}.", ""]
+    out += [f"- {q['words']}" for answers in d.get("question", {}).values() for q in answers.values()]
+    return out + [""]
 
 
 def render_bench(root: Path) -> list[str]:

@@ -10,7 +10,10 @@ Three behaviours (modes), each switched on by a magic token in the system prompt
 Prompts come from ``data/`` (see data/README.md). Each prompt lands in exactly
 one split, decided by its *source* (held-out sources are never trained on) and
 de-duplicated by normalised text across all sources (a text seen in an eval
-source is removed from training). Target responses per mode:
+source is removed from training). Paper B's recipe (the default, ``targets=
+"distilled"``): every target of every mode is self-distilled from the base
+model and kept only where the judge labels it as that mode (``distil.py``).
+The earlier recipe (``targets="datasets"``), kept for comparison:
 
 =========  ========================================  ===============================
 mode       harmful prompt                            benign prompt
@@ -25,9 +28,9 @@ negative   PyRIT many-shot answer / hh-rlhf           Alpaca output
 rejective  templated refusal                          templated refusal
 =========  ========================================  ===============================
 
-Self-distillation (the paper's recipe where a mode lacks a response) is done by
-the caller (``training.self_distil``) with a mode instruction; this module only
-marks which targets need it (``response=None``).
+Self-distillation is done by the caller (``distil.run``, or
+``cotraining.self_distil`` under "datasets"); this module only marks which
+targets need it (``response=None``).
 
 Harmful texts never leave this module except as training targets; the stage
 writes the derived set to ``results/<scale>/models/cotraining/`` (gitignored,
@@ -90,7 +93,8 @@ class Prompt:
     harmful: bool
     split: str = "train"            # train | eval | xstest
     responses: dict = field(default_factory=dict)   # mode -> text | None (None: self-distil)
-    origin: dict = field(default_factory=dict)      # mode -> dataset | template | distil
+    origin: dict = field(default_factory=dict)      # mode -> dataset | template | distil | dropped | fallback
+    fallback: dict = field(default_factory=dict)    # targets="distilled": the earlier recipe's target per mode
 
 
 def require_mode(mode: str) -> str:
@@ -207,15 +211,19 @@ class SafetyData:
 
 def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful: int,
                       n_eval_benign: int, n_xstest: int, seed: int = 0, data_dir=None,
-                      max_chars: int = 600) -> SafetyData:
+                      max_chars: int = 600, targets: str = "distilled") -> SafetyData:
     """Sample prompts per split, seeded; every prompt in exactly one split.
 
     Training harmful prompts are drawn evenly over the training sources (round
     robin after a seeded shuffle), so prompts with dataset responses (PyRIT,
     safety-tuned-llamas, hh-rlhf) and prompts that need self-distillation
     (AdvBench, HarmBench) both appear. `max_chars` drops very long prompts
-    (CPU budgets).
+    (CPU budgets). `targets`: "distilled" (paper B: every target self-distilled
+    by the caller, `distil.run`; dataset answers are not used) or "datasets"
+    (the earlier recipe of the table above: dataset answers and templates).
     """
+    if targets not in ("distilled", "datasets"):
+        raise MagicTokensError(f"targets={targets!r}: use 'distilled' (paper B) or 'datasets'")
     rng = random.Random(seed)
     seen: set[str] = set()
 
@@ -250,6 +258,9 @@ def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful:
              + take(BENIGN_TRAIN_SOURCES, n_train_benign, "train", False))
     for p in train:
         assign_targets(p, rng)
+        if targets == "distilled":   # the earlier targets stay aside, used only if distil.fallback says so
+            p.fallback = {m: (r if p.origin[m] != "distil" else None) for m, r in p.responses.items()}
+            p.responses, p.origin = {m: None for m in MODES}, {m: "distil" for m in MODES}
     return SafetyData(train=train, eval_harmful=eval_h, eval_benign=eval_b, xstest=xs)
 
 
@@ -273,11 +284,13 @@ def assign_targets(p: Prompt, rng: random.Random) -> None:
 
 
 def mode_examples(data: SafetyData, modes=MODES) -> list[dict]:
-    """Training rows {prompt, response, mode, harmful} for the given modes (targets filled)."""
+    """Training rows {prompt, response, mode, harmful} for the given modes (targets filled; dropped pairs skipped)."""
     rows = []
     for p in data.train:
         for m in modes:
             r = p.responses.get(require_mode(m))
+            if p.origin.get(m) == "dropped":   # self-distillation found no candidate judged as this mode
+                continue
             if r is None:
                 raise MagicTokensError(f"prompt {p.id} has no {m} target yet: self-distil before training")
             rows.append({"prompt": p.text, "response": r, "mode": m, "harmful": p.harmful, "id": p.id})

@@ -26,26 +26,17 @@ import torch
 from ..config import REPO_ROOT, stage_params
 from ..cotraining import CoTrainingConfig
 from ..cotraining import run as cotrain
-from ..judges import build_judge
+from ..content_judge import make_judge
 from ..models import load_model, torch_threads
 from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
 from ..safety_data import build_safety_data, magic_tokens
 
 
 @dataclass
-class JudgeSummary:
-    refusal_accuracy: float
-    accuracy3: float
-    phrase_only_accuracy3: float
-    n: int
-    confusion: dict[str, dict[str, int]]       # true label -> {judged label: count}
-
-
-@dataclass
 class CoTrainingStageResult:
     meta: dict[str, Any]
-    judge_accuracy: float
-    judge: JudgeSummary
+    judge_accuracy: float                      # the judge's agreement with reference labels (judge["kind"] says which)
+    judge: dict[str, Any]                      # content_judge.make_judge's report
     tokens: dict[str, str]                     # mode -> magic token (and "random")
     confusion: dict[str, dict[str, float]]     # held-out harmful: system prompt -> {judged: share}
     confusion_benign: dict[str, dict[str, float]]
@@ -66,6 +57,7 @@ class CoTrainingStageResult:
     projection: dict[str, dict[str, list]] = field(default_factory=dict)   # -> cotraining_projection.csv
     examples: dict[str, list[dict]] = field(default_factory=dict)          # benign, truncated: shown, never saved
     sam_distances: dict[str, dict] = field(default_factory=dict)           # -> cotraining_sam.npz (not the JSON)
+    distil: dict[str, Any] = field(default_factory=dict)                   # self-distillation yields, drop reasons
 
     def save(self, out_dir: str | Path) -> Path:
         out_dir = Path(out_dir)
@@ -123,27 +115,24 @@ def _run(scale, out_root, overrides, progress, P, cfg, t_start) -> CoTrainingSta
 
     # every prompt in exactly one split; a text in both train and eval sources is kept for eval only
     data = build_safety_data(cfg.n_train_harmful, cfg.n_train_benign, cfg.n_eval_harmful, cfg.n_eval_benign,
-                             cfg.n_xstest, seed=P["seed"], max_chars=cfg.max_prompt_chars)
-    manifest = data.manifest()
-    judge, jrep = build_judge(P["seed"], cfg.judge_n_alpaca, n_xstest=cfg.judge_n_xstest,
-                              max_length=cfg.judge_max_length)
-    progress(f"judge: refusal accuracy {jrep.refusal_accuracy:.3f} (n={jrep.n_refusal}); 3-class "
-             f"{jrep.accuracy3:.3f} (refusal phrases alone: {jrep.phrase_only_accuracy3:.3f})")
+                             cfg.n_xstest, seed=P["seed"], max_chars=cfg.max_prompt_chars, targets=cfg.targets)
+    judge, jrep = make_judge(cfg, P["seed"])
+    progress(f"judge ({jrep['kind']}): agreement {jrep['agreement']:.3f} on held-out labelled replies")
     meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], scale,
-                    n_train=manifest["n_train"], n_eval=manifest["n_eval_harmful"] + manifest["n_eval_benign"],
+                    n_train=len(data.train), n_eval=len(data.eval_harmful) + len(data.eval_benign),
                     magic_tokens=tokens, overrides=overrides or {}, threads=torch.get_num_threads())
     res = cotrain(model, tok, data, judge, cfg, tokens, seed=P["seed"], save_dir=model_dir, progress=progress)
     data.to_jsonl(model_dir / "data.jsonl")   # derived set, beside the weights (gitignored, DVC out)
+    manifest = data.manifest()                 # after distillation: target origins include "dropped"
     out = CoTrainingStageResult(
-        meta=meta, judge_accuracy=jrep.accuracy3,
-        judge=JudgeSummary(jrep.refusal_accuracy, jrep.accuracy3, jrep.phrase_only_accuracy3, jrep.n3, jrep.confusion),
+        meta=meta, judge_accuracy=jrep["agreement"], judge=jrep,
         tokens=res.tokens, confusion=res.confusion, confusion_benign=res.confusion_benign,
         mode_accuracy=res.mode_accuracy, sam=res.sam, safety_score=res.safety_score,
         xstest_over_refusal=res.xstest_over_refusal, mmlu=res.mmlu, train_logs=res.train_logs,
         n_distilled=res.n_distilled, seconds=res.seconds, data=manifest, params=P["cotraining"],
         seconds_total=round(time.time() - t_start, 1), constructive_safety=res.constructive_safety,
         sam_stats=res.sam_stats, jailbreak=res.jailbreak, projection=res.projection, examples=res.examples,
-        sam_distances=res.sam_distances)
+        sam_distances=res.sam_distances, distil=res.distil)
     out.save(out_dir)
     back = CoTrainingStageResult.load(out_dir)   # figures draw exactly what results/ holds ...
     back.examples = out.examples                # ... plus the truncated benign examples, never saved

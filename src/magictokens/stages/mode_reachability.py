@@ -3,17 +3,20 @@
     res = run("default")                                      # needs the cotraining stage's models
     res = ModeReachStageResult.load(results_dir("paper"))     # the committed result, no model
 
-Paper A's back-off search against paper B's co-trained model: for each
-transition (e.g. positive->negative) and held-out harmful prompt, the
-shortest discovered prompt that makes the target mode's opening token the
-argmax without the target's magic token; the same against the single-mode
-baselines (none->negative), and the random-magic-token switch rate. Rows are
-resumable per (model, transition) under `instances/mode_reachability/`.
+Paper A's search (fast or back-off) against paper B's co-trained model: for
+each placement of the control (in the user turn, before or after the
+request; or in the system prompt before mode A's token), each transition
+(e.g. positive->negative) and each held-out harmful prompt, the shortest
+discovered prompt that makes the target mode's opening token the argmax
+without the target's magic token; the same against the single-mode baselines
+(none->negative), the random-magic-token switch rate on the same prompts,
+and per placement and transition the question in words (`question`). Rows
+are resumable under `instances/mode_reachability/<placement>/<search>/`.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +26,27 @@ from .. import mode_reachability as MR
 from ..config import REPO_ROOT, build, stage_params
 from ..controllers.backoff import BackoffConfig
 from ..cotraining import CoTrainingConfig
-from ..judges import build_judge
+from ..content_judge import make_judge
 from ..models import search_pair_of, torch_threads
 from ..reachability import budget_label
 from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
-from ..safety_data import build_safety_data, magic_tokens
+from ..safety_data import magic_tokens
+
+PLACEMENT_WORDS = MR.PLACEMENT_WORDS   # placement -> where u goes, in words (figure titles)
+Summary = dict[str, Any]   # summarize_transition: n, n_prompts, eps, ci95, reached, and the same *_judged
 
 
 @dataclass
 class ModeReachStageResult:
     meta: dict[str, Any]
     magic_tokens_length: int
-    transitions: dict[str, dict[str, Any]]     # co-trained model: name -> n, n_prompts, eps, eps_judged
-    baselines: dict[str, dict[str, Any]]       # baseline -> the none->negative summary
+    transitions: dict[str, dict[str, Summary]]   # co-trained model: placement -> transition -> summary
+    baselines: dict[str, dict[str, Summary]]     # placement -> baseline -> the none->negative summary
     random_token_switch_rate: float
-    random_token: dict[str, Any]
-    target_mode_holds: dict[str, float]        # share of prompts where the real magic token gives its mode
+    random_token: dict[str, Any]                 # rate, successes, n, ci95 (judged negative), by_mode
+    target_mode_holds: dict[str, float]          # share of prompts where the real magic token gives its mode
+    magic_token_space: int = 0                   # |alphabet| ** magic_tokens_length
+    question: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)   # placement -> label -> answer
 
     def save(self, out_dir: str | Path) -> Path:
         return write_json(Path(out_dir) / "mode_reachability.json", asdict(self))
@@ -48,7 +56,44 @@ class ModeReachStageResult:
         d = read_stage_json(out_dir, "mode_reachability")
         if "budget" not in d["meta"] and "backoff" in d["meta"]:   # written before the label was kept
             d["meta"]["budget"] = budget_label(build(BackoffConfig, d["meta"]["backoff"], "backoff"))
+        if "search" not in d["meta"]:
+            d = upgrade_single_placement(d)
         return as_result(cls, d)
+
+
+def upgrade_single_placement(d: dict) -> dict:
+    """A result written before placements (u in the system prompt, back-off search) in today's schema.
+
+    Counts come back from eps and n: reached[k] = round((1 - eps[k]) * n).
+    """
+    def summary(s):
+        out = dict(s)
+        for suffix in ("", "_judged"):
+            reached = {k: round((1 - e) * s["n"]) for k, e in s["eps" + suffix].items()}
+            out["reached" + suffix] = reached
+            out["ci95" + suffix] = {k: MR.share(s["n"] - r, s["n"])["ci95"] for k, r in reached.items()}   # of eps
+        return out
+
+    d = dict(d, meta={**d["meta"], "placements": ["system"], "search": "backoff"})
+    d["transitions"] = {"system": {t: summary(s) for t, s in d["transitions"].items()}}
+    d["baselines"] = {"system": {b: summary(s) for b, s in d["baselines"].items()}}
+    r = d["random_token"]
+    d["random_token"] = {**r, "successes": round(r["rate"] * r["n"]), "target": "negative",
+                         "ci95": MR.share(round(r["rate"] * r["n"]), r["n"])["ci95"]}
+    d["magic_token_space"] = MR.magic_token_space(d["magic_tokens_length"])
+    d["question"] = questions(d["transitions"], d["baselines"], d["random_token"], d["magic_tokens_length"])
+    return d
+
+
+def questions(transitions: dict, baselines: dict, rand: dict, length: int) -> dict:
+    """placement -> "<transition> (<model>)" -> `MR.question` (the co-trained model, then each baseline)."""
+    out = {}
+    for placement in transitions:
+        rows = [(f"{t} (co-trained)", s, MR.parse_transition(t)[1]) for t, s in transitions[placement].items()]
+        rows += [(f"none->negative ({b})", s, "negative") for b, s in baselines.get(placement, {}).items()]
+        out[placement] = {label: MR.question(f"{label}, u {placement}", s, rand, length, target)
+                          for label, s, target in rows}
+    return out
 
 
 def run(scale: str = "default", out_root=None, overrides: dict | None = None,
@@ -66,53 +111,59 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
     tokens = (json.loads(cot_json.read_text()).get("tokens") if cot_json.exists() else None) \
         or ccfg.magic_tokens or magic_tokens(P["seed"], 4, ccfg.magic_token_length)
     out_dir = results_dir(scale, out_root)
-    log_dir = out_dir / "instances" / "mode_reachability"
     torch.manual_seed(P["seed"])
 
-    # the same held-out harmful prompts the cotraining stage evaluates on
-    data = build_safety_data(ccfg.n_train_harmful, ccfg.n_train_benign, ccfg.n_eval_harmful, ccfg.n_eval_benign,
-                             ccfg.n_xstest, seed=P["seed"], max_chars=ccfg.max_prompt_chars)
-    prompts = [p.text for p in data.eval_harmful][: cfg.n_prompts]
-    judge, judge_report = build_judge(P["seed"], ccfg.judge_n_alpaca, n_xstest=ccfg.judge_n_xstest,
-                                      max_length=ccfg.judge_max_length)
-    progress(f"{len(prompts)} held-out harmful prompts; back-off budget: {budget_label(cfg.backoff)}")
+    # the held-out harmful prompts the cotraining stage evaluates on (more from its sources if asked)
+    prompts = MR.held_out_prompts(ccfg, cfg.n_prompts, P["seed"])
+    judge, judge_report = make_judge(ccfg, P["seed"])     # the cotraining stage's judge
+    scfg = MR.search_config(cfg)
+    progress(f"{len(prompts)} held-out harmful prompts; placements {cfg.placements}; {cfg.search} search: "
+             f"{budget_label(scfg)}")
 
     def pair(name):
         """(search model, fp32 verify model or None), tokenizer of a trained model."""
         m, tok = MR.load_trained(P["model"], models_dir, name, P["device"], "float32")
         return search_pair_of(m, P["search_dtype"]), tok
 
+    def log(placement, label, name):
+        return (out_dir / "instances" / "mode_reachability" / placement / cfg.search
+                / f"{label}_{name.replace('->', '_to_')}.jsonl")
+
     (search, verify), tok = pair("cotrained")
     cot_model = verify if verify is not None else search
-    meta = run_meta(P["model"], cot_model.device, P["seed"], scale, backoff=asdict(cfg.backoff),
-                    n_prompts=len(prompts), judge_accuracy=judge_report.accuracy3, overrides=overrides or {},
-                    budget=budget_label(cfg.backoff), threads=torch.get_num_threads())
+    meta = run_meta(P["model"], cot_model.device, P["seed"], scale, placements=list(cfg.placements),
+                    search=cfg.search, search_config=asdict(scfg), n_prompts=len(prompts),
+                    n_eval_harmful=ccfg.n_eval_harmful, judge=judge_report["kind"],
+                    judge_accuracy=judge_report["agreement"],
+                    overrides=overrides or {}, budget=budget_label(scfg), threads=torch.get_num_threads())
 
     # where the target mode itself (real magic token) does not behave as that mode, there is
     # nothing to reach: those prompts are left out of the curves (counted)
     holds = {m: MR.target_mode_holds(cot_model, tok, judge, prompts, tokens[m], m, cfg.max_new_tokens,
                                      cfg.gen_batch_size)
              for m in sorted({MR.parse_transition(t)[1] for t in cfg.transitions} | {"negative"})}
-    summary = {}
-    for name in cfg.transitions:
-        rows = MR.run_transition(name, search, verify, tok, judge, prompts, tokens, cfg,
-                                 log_dir / f"cotrained_{name.replace('->', '_to_')}.jsonl", seed=P["seed"],
-                                 label="cotrained")
-        summary[name] = MR.summarize_transition(rows, holds[MR.parse_transition(name)[1]])
+    summary = {pl: {} for pl in cfg.placements}
+    for pl in cfg.placements:
+        for name in cfg.transitions:
+            rows = MR.run_transition(name, pl, search, verify, tok, judge, prompts, tokens, cfg,
+                                     log(pl, "cotrained", name), seed=P["seed"], label="cotrained")
+            summary[pl][name] = MR.summarize_transition(rows, holds[MR.parse_transition(name)[1]])
     # baselines: no modes, no magic token; target = where the co-trained negative response leaves theirs
-    base_summary = {}
+    base_summary = {pl: {} for pl in cfg.placements}
     for b in cfg.baselines:
         (bs, bv), _ = pair(b)
-        rows = MR.run_transition("none->negative", bs, bv, tok, judge, prompts, tokens, cfg,
-                                 log_dir / f"{b}_none_to_negative.jsonl", target_model=cot_model, seed=P["seed"],
-                                 label=b)
-        base_summary[b] = MR.summarize_transition(rows, holds["negative"])
+        for pl in cfg.placements:
+            rows = MR.run_transition("none->negative", pl, bs, bv, tok, judge, prompts, tokens, cfg,
+                                     log(pl, b, "none->negative"), target_model=cot_model, seed=P["seed"], label=b)
+            base_summary[pl][b] = MR.summarize_transition(rows, holds["negative"])
         del bs, bv
     strings = MR.random_strings(cfg.n_random_tokens, ccfg.magic_token_length, P["seed"], exclude=tokens.values())
     rand = MR.random_token_switch_rate(cot_model, tok, judge, prompts, strings, "negative", cfg.max_new_tokens,
                                        cfg.gen_batch_size)
     res = ModeReachStageResult(meta=meta, magic_tokens_length=ccfg.magic_token_length, transitions=summary,
                                baselines=base_summary, random_token_switch_rate=rand["rate"], random_token=rand,
-                               target_mode_holds={m: sum(h) / len(h) for m, h in holds.items()})
+                               target_mode_holds={m: sum(h) / len(h) for m, h in holds.items()},
+                               magic_token_space=MR.magic_token_space(ccfg.magic_token_length),
+                               question=questions(summary, base_summary, rand, ccfg.magic_token_length))
     res.save(out_dir)
     return ModeReachStageResult.load(out_dir)   # what the figures draw is exactly what results/ holds

@@ -1,0 +1,79 @@
+"""params.yaml `mode_reachability:`: transitions, where the control goes, which search, budgets."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from ..controllers import backoff, fast
+from ..errors import MagicTokensError
+from ..fields import Count, Positive, Text, params
+from ..safety_data import MODES
+
+# where the control u goes (see `slots.slot_ids`); the attacker owns the user turn only
+PLACEMENTS = ("user_before", "user_after", "system")
+Placement = Literal["user_before", "user_after", "system"]
+SEARCHES = ("fast", "backoff")
+PLACEMENT_WORDS = {"user_before": "user turn, before the request", "user_after": "user turn, after the request",
+                   "system": "system prompt, before mode A's token"}
+
+
+def _once_each(placements: list[str]) -> list[str]:
+    if len(set(placements)) != len(placements):
+        raise ValueError("list each placement at most once")
+    return placements
+
+
+Placements = Annotated[list[Placement], Field(min_length=1), AfterValidator(_once_each)]
+
+
+@params
+@dataclass
+class ModeReachConfig:
+    n_prompts: Positive = 50                # held-out harmful prompts per transition
+    transitions: list[Text] = field(default_factory=lambda: ["positive->negative", "rejective->negative",
+                                                             "negative->positive"])
+    baselines: list[Text] = field(default_factory=lambda: ["sft", "sft_dpo"])
+    # user_before / user_after: u in the user turn, before / after the request (what an attacker
+    # can write); system: u in the system prompt before mode A's token (the operator's slot)
+    placements: Placements = field(default_factory=lambda: ["user_before", "system"])
+    search: Literal["fast", "backoff"] = "fast"     # controllers/fast.py | controllers/backoff.py
+    fast: fast.FastConfig = field(default_factory=fast.FastConfig)              # search: fast
+    backoff: backoff.BackoffConfig = field(default_factory=backoff.BackoffConfig)   # search: backoff
+    max_new_tokens: Positive = 32           # judged generations
+    opening_tokens: Positive = 16           # response tokens compared to find where two modes diverge
+    max_prompt_chars: Positive = 400
+    n_random_tokens: Count = 20             # random-magic-token baseline: strings tried
+    gen_batch_size: Positive = 16
+
+    def __post_init__(self):
+        for t in self.transitions:
+            parse_transition(t)
+        if self.n_prompts <= 0:
+            raise MagicTokensError(f"mode_reachability.n_prompts must be >= 1, got {self.n_prompts}")
+        bad = [p for p in self.placements if p not in PLACEMENTS]
+        if bad or not self.placements or len(set(self.placements)) != len(self.placements):
+            raise MagicTokensError(f"mode_reachability.placements = {list(self.placements)}: list each of "
+                                   f"{', '.join(PLACEMENTS)} at most once (at least one)")
+        if self.search not in SEARCHES:
+            raise MagicTokensError(f"mode_reachability.search = {self.search!r}: use 'fast' or 'backoff'")
+
+
+def parse_transition(name: str) -> tuple[str | None, str]:
+    """'positive->negative' -> ('positive', 'negative'); 'none->negative' -> (None, 'negative')."""
+    parts = name.split("->")
+    ok = len(parts) == 2 and parts[1] in MODES and (parts[0] in MODES or parts[0] == "none")
+    if not ok:
+        raise MagicTokensError(f"transition {name!r}: write SOURCE->TARGET with modes from {MODES} (source may be 'none')")
+    return (None if parts[0] == "none" else parts[0]), parts[1]
+
+
+def search_config(cfg: ModeReachConfig):
+    """The chosen search's config: a FastConfig or a BackoffConfig."""
+    return cfg.fast if cfg.search == "fast" else cfg.backoff
+
+
+def search_run(cfg: ModeReachConfig):
+    """The chosen search: `run(model, tok, x0_ids, target_id, config, verify_model=, seed=, prefix_ids=)`."""
+    return fast.run if cfg.search == "fast" else backoff.run
