@@ -148,3 +148,13 @@ def test_agreement_report_by_hand():
     assert r["classes"]["c"]["precision"] == pytest.approx(1 / 2) and r["classes"]["c"]["recall"] == 1.0
     lo, hi = r["agreement_ci95"]
     assert lo < 4 / 6 < hi
+
+
+def test_across_seeds_by_hand():
+    from magictokens.metrics import across_seeds, wilson_interval
+
+    a = across_seeds([0.5, 0.7, 0.9], n=10)
+    assert a["mean"] == pytest.approx(0.7) and a["sd"] == pytest.approx(0.2)
+    assert a["pooled_ci95"] == wilson_interval(21, 30)          # 5 + 7 + 9 of 30
+    one = across_seeds([0.25])
+    assert one["mean"] == 0.25 and np.isnan(one["sd"]) and "pooled_ci95" not in one

@@ -56,3 +56,53 @@ def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
     out = render(tmp_path)
     assert "no larger on 0.80 (lower on 3, higher on 3); median 150000 -> 3000 evaluations" in out
     assert "evals_median_le_5000 met" in out and "k_le_paper_on_90pct missed" in out
+
+
+def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):
+    """Two seeds of the same result: mean = the value, sd = 0; the pooled interval is over 2n prompts."""
+    import json
+    import shutil
+
+    from magictokens.metrics import wilson_interval
+    from magictokens.report import render_seeds
+
+    src = REPO_ROOT / "results" / "variants" / "paper_recipe" / "cotraining.json"
+    d = json.loads(src.read_text())
+    for sub, seed in (("results/default", 0), ("results/seeds/seed1/results/default", 1)):
+        (tmp_path / sub).mkdir(parents=True)
+        d["meta"]["seed"], d["params"]["seed"] = seed, seed
+        (tmp_path / sub / "cotraining.json").write_text(json.dumps(d))
+    assert render_seeds(tmp_path)[0].startswith("**Paper B over 2 training seeds")
+    text = "\n".join(render_seeds(tmp_path))
+    n, share = d["data"]["n_eval_harmful"], d["confusion"]["negative"]["negative"]
+    lo, hi = wilson_interval(2 * round(share * n), 2 * n)
+    assert f"| negative token -> judged negative (n={n} per seed) | {share:.3f} ± 0.000 ({lo:.3f}-{hi:.3f}) |" in text
+    assert "same params otherwise" in text
+    d["params"]["lr_typo"] = 1
+    (tmp_path / "results/seeds/seed1/results/default/cotraining.json").write_text(json.dumps(d))
+    assert "PARAMS DIFFER" in render_seeds(tmp_path)[0]
+    shutil.rmtree(tmp_path / "results" / "seeds")
+    assert render_seeds(tmp_path) == []                       # one seed: no table
+
+
+def test_beyond_result_says_when_its_cotrained_model_is_not_the_committed_one(tmp_path):
+    import json
+
+    from magictokens.report import render_mode_reachability
+    from magictokens.stages.mode_reachability import cotraining_fingerprint
+
+    cot = json.loads((REPO_ROOT / "results" / "default" / "cotraining.json").read_text())
+    mr = json.loads((REPO_ROOT / "results" / "default" / "mode_reachability.json").read_text())
+    (tmp_path / "results" / "default").mkdir(parents=True)
+    (tmp_path / "results" / "default" / "cotraining.json").write_text(json.dumps(cot))
+
+    def header(run):
+        mr["meta"]["cotraining_run"] = run
+        (tmp_path / "results" / "default" / "mode_reachability.json").write_text(json.dumps(mr))
+        return render_mode_reachability("default", tmp_path)[0]
+
+    assert "another co-trained model" not in header(cotraining_fingerprint(cot))
+    assert "another co-trained model" in header("0123456789ab")
+    assert "not recorded" in header(None)
+    cot["train_logs"]["cotrained"]["loss_last"] += 0.1          # a retrained model: another fingerprint
+    assert cotraining_fingerprint(cot) != mr["meta"]["cotraining_run"]

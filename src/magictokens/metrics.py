@@ -238,3 +238,14 @@ def agreement_report(truth: list[str], pred: list[str], classes) -> dict:
                              "precision_ci95": wilson_interval(tp, n_pred),
                              "recall": tp / n_true if n_true else float("nan"), "recall_ci95": wilson_interval(tp, n_true)}
     return out
+
+
+def across_seeds(values, n: int | None = None) -> dict:
+    """One metric over training seeds: mean, sample sd (ddof 1; nan for one seed), and with `n` (prompts
+    per seed, the value a share of them) the Wilson 95% interval of the pooled share sum(round(v n)) / (S n)."""
+    v = np.asarray(list(values), dtype=float)
+    out = {"mean": float(v.mean()) if len(v) else float("nan"),
+           "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"), "values": v.tolist()}
+    if n:
+        out["pooled_ci95"] = wilson_interval(int(sum(round(x * n) for x in v)), n * len(v))
+    return out

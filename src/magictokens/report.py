@@ -13,10 +13,11 @@ from pathlib import Path
 
 from .config import REPO_ROOT, flatten
 from .errors import MagicTokensError
+from .metrics import across_seeds, wilson_interval
 from .papers import K_KEYS as KS
 from .papers import PAPER_A, PAPER_B
 from .stages.cotraining import CoTrainingStageResult
-from .stages.mode_reachability import ModeReachStageResult
+from .stages.mode_reachability import ModeReachStageResult, cotraining_fingerprint
 from .stages.reachability import ReachabilityResult
 from .stages.theorem import TheoremStageResult
 
@@ -143,12 +144,27 @@ def render_cotraining(scale: str, root: Path) -> list[str]:
         return []
     d = asdict(r)
     modes = ["positive", "negative", "rejective"]
+    conf = d.get("confusion", {})
+    cols = modes + (["invalid"] if any("invalid" in row for row in conf.values()) else [])
+    n_h = d.get("data", {}).get("n_eval_harmful")
+    j = d.get("judge", {})
+    ci = j.get("agreement_ci95")
+    judge = (f"judge: {j.get('kind')}, agreement {_f(d.get('judge_accuracy'))} with labels read on N={j.get('n')} "
+             f"held-out replies of this model (95% {_f(ci[0])}-{_f(ci[1])})" if ci else
+             f"judge accuracy {_f(d.get('judge_accuracy'))}")
     out = [f"**Paper B, magic-token co-training ({scale} scale)** - {_meta_line(d['meta'])}; "
-           f"n_train {d['meta'].get('n_train')}, n_eval {d['meta'].get('n_eval')}; judge accuracy "
-           f"{_f(d.get('judge_accuracy'))}.", "",
-           "| system prompt | " + " | ".join(f"judged {m}" for m in modes) + " |", "|---|---|---|---|"]
-    for tok, row in d.get("confusion", {}).items():
-        out.append(f"| {tok} | " + " | ".join(_f(row.get(m)) for m in modes) + " |")
+           f"n_train {d['meta'].get('n_train')}, n_eval {d['meta'].get('n_eval')}; {judge}.", "",
+           f"| system prompt (held-out harmful, n={n_h}) | " + " | ".join(f"judged {m}" for m in cols) + " |",
+           "|---" * (len(cols) + 1) + "|"]
+    for tok, row in conf.items():
+        out.append(f"| {tok} | " + " | ".join(_share_ci(row.get(m), n_h) for m in cols) + " |")
+    if dl := d.get("distil"):
+        k = dl["kept"]
+        out += ["", "Self-distilled targets kept (judged as their own mode; of n prompts, harmful / benign): "
+                + ", ".join(f"{m} {k[m]['harmful'][0]}/{k[m]['harmful'][1]} / {k[m]['benign'][0]}/{k[m]['benign'][1]}"
+                            for m in k) + f"; {dl['n_generated']} sampled candidates judged. Dropped candidates, "
+                "by judged label: " + "; ".join(f"{m}: " + ", ".join(f"{lab} {c}" for lab, c in sorted(r.items()))
+                                                for m, r in dl["rejected"].items() if r) + "."]
     budget = _cotraining_budget(d)
     if budget:
         out += ["", budget]
@@ -173,6 +189,14 @@ def render_cotraining(scale: str, root: Path) -> list[str]:
                 + ", ".join(f"{k} {_f(v['plain'])} -> {_f(v['attacked'])} (drop {_f(v['relative_drop'])}, 95% CI "
                             f"{_f(v['ci95'][0])}-{_f(v['ci95'][1])})" for k, v in jb.items()) + ".", ""]
     return out
+
+
+def _share_ci(share, n) -> str:
+    """A share of n judged prompts with its Wilson 95% interval: "0.83 (0.74-0.89)"."""
+    if share is None or not n:
+        return _f(share)
+    lo, hi = wilson_interval(round(share * n), n)
+    return f"{_f(share)} ({_f(lo)}-{_f(hi)})"
 
 
 def _cotraining_budget(d: dict) -> str:
@@ -202,7 +226,13 @@ def render_mode_reachability(scale: str, root: Path) -> list[str]:
         return []
     d = asdict(r)
     legacy = "search_config" not in d["meta"]   # written before placements: u in the system prompt, back-off
-    out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}.", "",
+    cot = root / "results" / scale / "cotraining.json"
+    now = cotraining_fingerprint(json.loads(cot.read_text())) if cot.exists() else None
+    used = d["meta"].get("cotraining_run")
+    stale = ("" if not now or used == now else
+             f" **Computed on another co-trained model than the committed one** (rerun `magictokens run "
+             f"mode_reachability --scale {scale}`)" if used else " (Which co-training run it used is not recorded.)")
+    out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}.{stale}", "",
            "| transition (model) | N | " + " | ".join(f"eps({k})" for k in KS) + " | judged eps(10) |",
            "|---|---|" + "---|" * (len(KS) + 1)]
     rows = []
@@ -308,10 +338,62 @@ def render_judge(root: Path) -> list[str]:
            f"{_f(c['agreement'])} (95% CI {_f(c['agreement_ci95'][0])}-{_f(c['agreement_ci95'][1])}; it has no "
            f"`invalid` class), {_f(v['agreement'])} of the {v['n']} valid replies: {pr(v)}."]
     if cj := b.get("content_judge"):
-        out.append(f"The content judge (`judges.ContentJudge`, fitted on {cj['n_train']} labelled replies to other "
+        out.append(f"The content judge (`content_judge.ContentJudge`, the paper B stages' judge since it landed; fitted "
+                   f"on {cj['n_train']} labelled replies to other "
                    f"prompts, C = {cj['C']} by cross-validation there) agrees on {_f(cj['agreement'])} (95% CI "
                    f"{_f(cj['agreement_ci95'][0])}-{_f(cj['agreement_ci95'][1])}, N={cj['n']}): {pr(cj)}.")
     return out + [""]
+
+
+def render_variants(root: Path) -> list[str]:
+    """Paper B runs of another recipe than params.yaml's (results/variants/<name>/cotraining.json), one line each."""
+    out = []
+    for d in sorted((root / "results" / "variants").glob("*/cotraining.json")):
+        r = asdict(CoTrainingStageResult.load(d.parent))
+        p, k = r["params"], r.get("distil", {}).get("kept", {})
+        cos = r.get("sam_stats", {}).get("cotrained", {}).get("cosine_logits", {})
+        out.append(f"- Variant `{d.parent.name}` ({r['meta'].get('scale')} scale, seed {r['meta'].get('seed')}; targets "
+                   f"{p.get('targets')}, fallback {p.get('distil', {}).get('fallback')}, judge {r['judge'].get('kind')}): "
+                   + (("targets kept (harmful / benign) " + ", ".join(
+                       f"{m} {v['harmful'][0]}/{v['harmful'][1]} / {v['benign'][0]}/{v['benign'][1]}" for m, v in k.items())
+                       + "; ") if k else "")
+                   + f"{r['train_logs']['cotrained']['steps']} co-training steps; mode accuracy {_f(r['mode_accuracy'])}; "
+                   f"SAM (cosine) co-trained {_f(cos.get('sam'))} (p {_f(cos.get('p_value'), 3)}); CSS co-trained "
+                   f"{_f(r['constructive_safety'].get('cotrained_positive'))} vs SFT {_f(r['constructive_safety'].get('sft'))}.")
+    return (["**Paper B, other recipes, measured** (`results/variants/`):", ""] + out + [""]) if out else []
+
+
+def render_seeds(root: Path) -> list[str]:
+    """Paper B over training seeds: seed 0 = results/default, more from scripts/cotraining_seeds.sh."""
+    dirs = [root / "results" / "default"] + sorted((root / "results" / "seeds").glob("seed*/results/default"))
+    runs = [asdict(CoTrainingStageResult.load(d)) for d in dirs if (d / "cotraining.json").exists()]
+    if len(runs) < 2:
+        return []
+    strip = lambda p: {k: v for k, v in p.items() if k != "seed"}
+    same = all(strip(r["params"]) == strip(runs[0]["params"]) for r in runs)
+    n_h, n_x = runs[0]["data"]["n_eval_harmful"], runs[0]["data"]["n_xstest"]
+
+    def cell(get, n=None):
+        a = across_seeds([get(r) for r in runs], n)
+        ci = a.get("pooled_ci95")
+        return f"{_f(a['mean'])} ± {_f(a['sd'])}" + (f" ({_f(ci[0])}-{_f(ci[1])})" if ci else "")
+
+    rows = [("mode accuracy (mean diagonal)", cell(lambda r: r["mode_accuracy"]))]
+    rows += [(f"{m} token -> judged {m} (n={n_h} per seed)", cell(lambda r, m=m: r["confusion"][m][m], n_h))
+             for m in ("positive", "negative", "rejective")]
+    rows += [(f"XSTest over-refusal, {k} (n={n_x})", cell(lambda r, k=k: r["xstest_over_refusal"][k], n_x))
+             for k in runs[0]["xstest_over_refusal"]]
+    rows += [(f"Constructive Safety Score, {k}", cell(lambda r, k=k: r["constructive_safety"][k]))
+             for k in runs[0]["constructive_safety"]]
+    rows += [(f"SAM (cosine on logits), {k}", cell(lambda r, k=k: r["sam_stats"][k]["cosine_logits"]["sam"]))
+             for k in runs[0]["sam_stats"]]
+    rows += [(f"jailbreak relative drop, {k}", cell(lambda r, k=k: r["jailbreak"][k]["relative_drop"]))
+             for k in runs[0]["jailbreak"]]
+    return ([f"**Paper B over {len(runs)} training seeds (default scale; seeds "
+             f"{', '.join(str(r['meta']['seed']) for r in runs)}; "
+             + ("same params otherwise" if same else "PARAMS DIFFER beyond the seed: not comparable") + ")**: "
+             "mean ± sd over seeds; shares also with the Wilson 95% interval of the pooled count.", "",
+             "| metric | over seeds |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""])
 
 
 def render(root: str | Path | None = None) -> str:
@@ -320,6 +402,8 @@ def render(root: str | Path | None = None) -> str:
     for scale in ("paper", "default"):
         for fn in (render_reachability, render_theorem, render_cotraining, render_mode_reachability):
             lines += fn(scale, root)
+    lines += render_seeds(root)
+    lines += render_variants(root)
     lines += render_fast_bench(root)
     lines += render_judge(root)
     lines += render_bench(root)

@@ -15,6 +15,7 @@ are resumable under `instances/mode_reachability/<placement>/<search>/`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,6 +97,15 @@ def questions(transitions: dict, baselines: dict, rand: dict, length: int) -> di
     return out
 
 
+def cotraining_fingerprint(cot: dict) -> str | None:
+    """Which co-training run a result was computed on: its training losses and tokens, hashed
+    (a retrained model changes them; the weights themselves are a DVC out, absent from a clean clone)."""
+    if not cot.get("train_logs"):
+        return None
+    key = json.dumps({"train_logs": cot["train_logs"], "tokens": cot.get("tokens")}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def run(scale: str = "default", out_root=None, overrides: dict | None = None,
         progress=print) -> ModeReachStageResult:
     P, cfg = stage_params(scale, "mode_reachability", MR.ModeReachConfig, overrides)
@@ -108,8 +118,8 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
     root = Path(out_root) if out_root else REPO_ROOT
     models_dir = root / "results" / scale / "models" / "cotraining"
     cot_json = root / "results" / scale / "cotraining.json"
-    tokens = (json.loads(cot_json.read_text()).get("tokens") if cot_json.exists() else None) \
-        or ccfg.magic_tokens or magic_tokens(P["seed"], 4, ccfg.magic_token_length)
+    cot = json.loads(cot_json.read_text()) if cot_json.exists() else {}
+    tokens = cot.get("tokens") or ccfg.magic_tokens or magic_tokens(P["seed"], 4, ccfg.magic_token_length)
     out_dir = results_dir(scale, out_root)
     torch.manual_seed(P["seed"])
 
@@ -132,6 +142,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
     (search, verify), tok = pair("cotrained")
     cot_model = verify if verify is not None else search
     meta = run_meta(P["model"], cot_model.device, P["seed"], scale, placements=list(cfg.placements),
+                    cotraining_run=cotraining_fingerprint(cot),
                     search=cfg.search, search_config=asdict(scfg), n_prompts=len(prompts),
                     n_eval_harmful=ccfg.n_eval_harmful, judge=judge_report["kind"],
                     judge_accuracy=judge_report["agreement"],
