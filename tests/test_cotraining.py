@@ -257,3 +257,44 @@ def test_safety_data_targets_recipe():
     assert all(p.origin[m] == "distil" and p.responses[m] is None for p in d.train for m in MODES)
     with pytest.raises(MagicTokensError, match="targets="):
         build_safety_data(10, 4, 2, 2, 2, targets="templates")
+
+
+def test_validation_split_changes_no_other_split_and_is_disjoint():
+    a = build_safety_data(12, 6, 4, 4, 3, seed=2)
+    b = build_safety_data(12, 6, 4, 4, 3, seed=2, n_val_harmful=5, n_val_benign=3)
+    for split in ("train", "eval_harmful", "eval_benign", "xstest"):
+        assert [p.text for p in getattr(a, split)] == [p.text for p in getattr(b, split)], split
+    assert len(b.validation) == 8 and sum(p.harmful for p in b.validation) == 5
+    seen = {" ".join(p.text.lower().split()) for p in b.train + b.eval_harmful + b.eval_benign + b.xstest}
+    assert not seen & {" ".join(p.text.lower().split()) for p in b.validation}
+    assert {p.source for p in b.validation} <= {p.source for p in b.train}      # training sources, not held-out ones
+    assert a.validation == [] and all(p.split == "validation" and not p.responses for p in b.validation)
+
+
+def test_sweep_scores_each_grid_point_on_validation_prompts_only(tiny):
+    from magictokens import sweep
+    from magictokens.cotraining import CoTrainingConfig
+    from magictokens.distil import DistilConfig
+
+    model, tok = tiny
+    data = build_safety_data(3, 2, 2, 2, 1, seed=0, n_val_harmful=3, n_val_benign=1)
+    for p in data.train:      # tiny vocabulary: the tokenizer knows only a few words
+        p.text = "the cat is big"
+    for p in data.validation:
+        p.text = "a dog"
+    cfg = CoTrainingConfig(distil=DistilConfig(samples=1, max_new_tokens=2, batch_size=8, fallback="datasets"),
+                           train=T.TrainConfig(batch_size=4, max_prompt_tokens=16, max_response_tokens=4,
+                                               bf16_autocast=False), max_new_tokens=2, gen_batch_size=8)
+    judge = AlwaysJudge("rejective")       # every reply reads as a refusal: diag = (0, 0, 1) at every point
+    res = sweep.run(model, tok, data, judge, cfg, magic_tokens(0), {"lr": [1e-3, 2e-3], "epochs": [1, 2]},
+                    progress=lambda *_: None)
+    assert [(r["lr"], r["epochs"]) for r in res.rows] == [(1e-3, 1), (1e-3, 2), (2e-3, 1), (2e-3, 2)]
+    assert all(r["diag"] == {"positive": 0.0, "negative": 0.0, "rejective": 1.0} for r in res.rows)
+    assert res.best["lr"] == 1e-3 and res.best["epochs"] == 1       # a tie: fewest steps, then smaller lr
+    assert res.n_validation == 3 and judge.calls[-3:] == [3, 3, 3]  # harmful validation prompts only
+    assert sweep.choose([{"score": 0.5, "steps": 9, "lr": 1}, {"score": 0.6, "steps": 99, "lr": 2}])["lr"] == 2
+    with pytest.raises(MagicTokensError, match="validation prompts"):
+        sweep.run(model, tok, build_safety_data(3, 2, 2, 2, 1, seed=0), judge, cfg, magic_tokens(0),
+                  {"lr": [1e-3], "epochs": [1]})
+    with pytest.raises(MagicTokensError, match="'lr' and 'epochs'"):
+        sweep.run(model, tok, data, judge, cfg, magic_tokens(0), {"lr": [1e-3], "steps": [1]})

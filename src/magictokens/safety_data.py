@@ -184,15 +184,17 @@ def read_source(name: str, data_dir=None) -> list[dict]:
 
 @dataclass
 class SafetyData:
-    """train: prompts with per-mode targets; eval_harmful / eval_benign / xstest: held-out prompts."""
+    """train: prompts with per-mode targets; eval_harmful / eval_benign / xstest: held-out prompts;
+    validation: prompts of the training sources never trained on, for choosing hyperparameters."""
 
     train: list[Prompt]
     eval_harmful: list[Prompt]
     eval_benign: list[Prompt]
     xstest: list[Prompt]
+    validation: list[Prompt] = field(default_factory=list)
 
     def all(self) -> list[Prompt]:
-        return self.train + self.eval_harmful + self.eval_benign + self.xstest
+        return self.train + self.eval_harmful + self.eval_benign + self.xstest + self.validation
 
     def manifest(self) -> dict:
         """Counts and ids only (no texts): what a results JSON may carry."""
@@ -211,7 +213,8 @@ class SafetyData:
 
 def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful: int,
                       n_eval_benign: int, n_xstest: int, seed: int = 0, data_dir=None,
-                      max_chars: int = 600, targets: str = "distilled") -> SafetyData:
+                      max_chars: int = 600, targets: str = "distilled", n_val_harmful: int = 0,
+                      n_val_benign: int = 0) -> SafetyData:
     """Sample prompts per split, seeded; every prompt in exactly one split.
 
     Training harmful prompts are drawn evenly over the training sources (round
@@ -221,6 +224,9 @@ def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful:
     (CPU budgets). `targets`: "distilled" (paper B: every target self-distilled
     by the caller, `distil.run`; dataset answers are not used) or "datasets"
     (the earlier recipe of the table above: dataset answers and templates).
+    `n_val_*`: a validation split from the *training* sources, drawn after the
+    training prompts (so asking for one changes no other split), for choosing
+    hyperparameters without looking at the held-out evaluation.
     """
     if targets not in ("distilled", "datasets"):
         raise MagicTokensError(f"targets={targets!r}: use 'distilled' (paper B) or 'datasets'")
@@ -261,7 +267,11 @@ def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful:
         if targets == "distilled":   # the earlier targets stay aside, used only if distil.fallback says so
             p.fallback = {m: (r if p.origin[m] != "distil" else None) for m, r in p.responses.items()}
             p.responses, p.origin = {m: None for m in MODES}, {m: "distil" for m in MODES}
-    return SafetyData(train=train, eval_harmful=eval_h, eval_benign=eval_b, xstest=xs)
+    val = ((take(HARMFUL_TRAIN_SOURCES, n_val_harmful, "validation", True) if n_val_harmful else [])
+           + (take(BENIGN_TRAIN_SOURCES, n_val_benign, "validation", False) if n_val_benign else []))
+    for p in val:
+        p.responses = {}      # prompts only: a validation prompt is never a training target
+    return SafetyData(train=train, eval_harmful=eval_h, eval_benign=eval_b, xstest=xs, validation=val)
 
 
 def assign_targets(p: Prompt, rng: random.Random) -> None:

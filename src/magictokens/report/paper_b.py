@@ -1,0 +1,214 @@
+"""README lines of paper B (co-training, its judge, seeds, variants, the validation sweep) and the beyond study."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..metrics import across_seeds, wilson_interval
+from ..papers import K_KEYS as KS
+from ..papers import PAPER_B
+from ..stages.cotraining import CoTrainingStageResult
+from ..stages.mode_reachability import ModeReachStageResult, cotraining_fingerprint
+from .common import _backoff_line, _f, _meta_line, _typed
+
+
+def render_cotraining(scale: str, root: Path) -> list[str]:
+    r = _typed(CoTrainingStageResult, scale, root)
+    if r is None:
+        return []
+    d = asdict(r)
+    modes = ["positive", "negative", "rejective"]
+    conf = d.get("confusion", {})
+    cols = modes + (["invalid"] if any("invalid" in row for row in conf.values()) else [])
+    n_h = d.get("data", {}).get("n_eval_harmful")
+    j = d.get("judge", {})
+    ci = j.get("agreement_ci95")
+    judge = (f"judge: {j.get('kind')}, agreement {_f(d.get('judge_accuracy'))} with labels read on N={j.get('n')} "
+             f"held-out replies of this model (95% {_f(ci[0])}-{_f(ci[1])})" if ci else
+             f"judge accuracy {_f(d.get('judge_accuracy'))}")
+    out = [f"**Paper B, magic-token co-training ({scale} scale)** - {_meta_line(d['meta'])}; "
+           f"n_train {d['meta'].get('n_train')}, n_eval {d['meta'].get('n_eval')}; {judge}.", "",
+           f"| system prompt (held-out harmful, n={n_h}) | " + " | ".join(f"judged {m}" for m in cols) + " |",
+           "|---" * (len(cols) + 1) + "|"]
+    for tok, row in conf.items():
+        out.append(f"| {tok} | " + " | ".join(_share_ci(row.get(m), n_h) for m in cols) + " |")
+    if dl := d.get("distil"):
+        k = dl["kept"]
+        out += ["", "Self-distilled targets kept (judged as their own mode; of n prompts, harmful / benign): "
+                + ", ".join(f"{m} {k[m]['harmful'][0]}/{k[m]['harmful'][1]} / {k[m]['benign'][0]}/{k[m]['benign'][1]}"
+                            for m in k) + f"; {dl['n_generated']} sampled candidates judged. Dropped candidates, "
+                "by judged label: " + "; ".join(f"{m}: " + ", ".join(f"{lab} {c}" for lab, c in sorted(r.items()))
+                                                for m, r in dl["rejected"].items() if r) + "."]
+    budget = _cotraining_budget(d)
+    if budget:
+        out += ["", budget]
+    sam, ss, xs, mm = (d.get(k, {}) for k in ("sam", "safety_score", "xstest_over_refusal", "mmlu"))
+    out += ["", f"Mode accuracy {_f(d.get('mode_accuracy'))}. Safety Alignment Margin: "
+            + ", ".join(f"{k} {_f(v)}" for k, v in sam.items())
+            + f" (paper: {PAPER_B['sam_cotrained']:.3f} co-trained vs ~{PAPER_B['sam_baselines']:.2f} baselines). "
+            "Safety score: " + ", ".join(f"{k} {_f(v)}" for k, v in ss.items()) + ". XSTest over-refusal: "
+            + ", ".join(f"{k} {_f(v)}" for k, v in xs.items()) + ". MMLU: "
+            + ", ".join(f"{k} {_f(v)}" for k, v in mm.items()) + ".", ""]
+    if css := d.get("constructive_safety"):
+        out += ["Constructive Safety Score (harmful + safe prompts, paper B's definition): "
+                + ", ".join(f"{k} {_f(v)}" for k, v in css.items()) + ". SAM as the paper reads it (cosine on "
+                "first-token logits; 95% prompt-bootstrap CI; p against a within-prompt label-permutation null): "
+                + ", ".join(f"{k} {_f(v['cosine_logits']['sam'])} ({_f(v['cosine_logits']['ci95'][0])}-"
+                            f"{_f(v['cosine_logits']['ci95'][1])}, p {_f(v['cosine_logits']['p_value'], 3)})"
+                            for k, v in d.get("sam_stats", {}).items()) + ".", ""]
+    if jb := d.get("jailbreak"):
+        out += ["Under jailbreak templates (PyRIT, seeded; paper B: relative drop "
+                f"{PAPER_B['jailbreak_safety_drop']['cotrained']:.1%} co-trained vs "
+                f"{PAPER_B['jailbreak_safety_drop']['baselines']:.1%} baselines): "
+                + ", ".join(f"{k} {_f(v['plain'])} -> {_f(v['attacked'])} (drop {_f(v['relative_drop'])}, 95% CI "
+                            f"{_f(v['ci95'][0])}-{_f(v['ci95'][1])})" for k, v in jb.items()) + ".", ""]
+    return out
+
+
+def _share_ci(share, n) -> str:
+    """A share of n judged prompts with its Wilson 95% interval: "0.83 (0.74-0.89)"."""
+    if share is None or not n:
+        return _f(share)
+    lo, hi = wilson_interval(round(share * n), n)
+    return f"{_f(share)} ({_f(lo)}-{_f(hi)})"
+
+
+def _cotraining_budget(d: dict) -> str:
+    """One line: what the co-training run trained on, with which budget."""
+    p, log = d.get("params", {}), d.get("train_logs", {}).get("cotrained", {})
+    t = p.get("train", {})
+    if not t or not log:
+        return ""
+    kind = f"LoRA r={t.get('lora_r')}" if t.get("lora") else "full fine-tuning"
+    return (f"Training: {d['meta'].get('n_train')} prompts x 3 modes, {t.get('epochs')} epochs = {log.get('steps')} "
+            f"optimizer steps of {t.get('batch_size')} ({kind}, lr {t.get('lr')}), responses cut at "
+            f"{t.get('max_response_tokens')} tokens; co-training took {_f(log.get('seconds'), 0)} s; judged "
+            f"generations of {p.get('max_new_tokens')} tokens.")
+
+
+def render_mode_reachability(scale: str, root: Path) -> list[str]:
+    r = _typed(ModeReachStageResult, scale, root)
+    if r is None:
+        return []
+    d = asdict(r)
+    legacy = "search_config" not in d["meta"]   # written before placements: u in the system prompt, back-off
+    cot = root / "results" / scale / "cotraining.json"
+    now = cotraining_fingerprint(json.loads(cot.read_text())) if cot.exists() else None
+    used = d["meta"].get("cotraining_run")
+    stale = ("" if not now or used == now else
+             f" **Computed on another co-trained model than the committed one** (rerun `magictokens run "
+             f"mode_reachability --scale {scale}`)" if used else " (Which co-training run it used is not recorded.)")
+    out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}.{stale}", "",
+           "| transition (model) | N | " + " | ".join(f"eps({k})" for k in KS) + " | judged eps(10) |",
+           "|---|---|" + "---|" * (len(KS) + 1)]
+    rows = []
+    for placement, summaries in d.get("transitions", {}).items():
+        tag = "" if legacy else f", u {placement}"
+        rows += [(f"{t} (co-trained{tag})", s) for t, s in summaries.items()]
+        rows += [(f"none->negative ({b}{tag})", s) for b, s in d.get("baselines", {}).get(placement, {}).items()]
+    for name, s in rows:
+        n = f"{s['n']} of {s['n_prompts']}" if "n_prompts" in s else str(s["n"])
+        out.append(f"| {name} | {n} | " + " | ".join(_f(s["eps"].get(k)) for k in KS)
+                   + f" | {_f(s['eps_judged'].get('10'))} |")
+    if legacy:
+        return out + ["", f"Random magic-token switch rate (judged negative): {_f(d.get('random_token_switch_rate'))}."
+                      + (f" {_backoff_line(d['meta']['backoff'])}" if d["meta"].get("backoff") else ""), ""]
+    rt = d["random_token"]
+    out += ["", f"Random magic-token switch rate (judged negative): {_f(rt['rate'])} (95% CI {_f(rt['ci95'][0])}-"
+            f"{_f(rt['ci95'][1])}, {rt['successes']} of {rt['n']} (string, prompt) pairs). "
+            f"Search ({d['meta']['search']}): {d['meta'].get('budget')}.", ""]
+    out += [f"- {q['words']}" for answers in d.get("question", {}).values() for q in answers.values()]
+    return out + [""]
+
+
+def render_judge(root: Path) -> list[str]:
+    """`benchmarks/judge_validation.py report`: the judge against replies of this model labelled by reading."""
+    p = root / "results" / "bench" / "judge.json"
+    if not p.exists():
+        return []
+    b = json.loads(p.read_text())
+    c, v = b["committed_judge"], b["committed_judge_on_valid"]
+
+    def pr(d):
+        return "; ".join(f"{k} precision {_f(x['precision'], 2)} ({_f(x['precision_ci95'][0], 2)}-"
+                         f"{_f(x['precision_ci95'][1], 2)}), recall {_f(x['recall'], 2)} ({_f(x['recall_ci95'][0], 2)}-"
+                         f"{_f(x['recall_ci95'][1], 2)}), n={x['n_true']}" for k, x in d["classes"].items() if x["n_true"])
+    out = [f"**Paper B's judge against this model's own replies, `benchmarks/judge_validation.py`** "
+           f"({b['meta']['pool']['n']} sampled replies of the base model under the three behaviour instructions, "
+           f"labelled by reading: " + ", ".join(f"{k} {n}" for k, n in b["label_counts"].items())
+           + f"; labels by hash in `{b['meta']['labels']}`): the judge of the committed paper B runs agrees on "
+           f"{_f(c['agreement'])} (95% CI {_f(c['agreement_ci95'][0])}-{_f(c['agreement_ci95'][1])}; it has no "
+           f"`invalid` class), {_f(v['agreement'])} of the {v['n']} valid replies: {pr(v)}."]
+    if cj := b.get("content_judge"):
+        out.append(f"The content judge (`content_judge.ContentJudge`, the paper B stages' judge since it landed; fitted "
+                   f"on {cj['n_train']} labelled replies to other "
+                   f"prompts, C = {cj['C']} by cross-validation there) agrees on {_f(cj['agreement'])} (95% CI "
+                   f"{_f(cj['agreement_ci95'][0])}-{_f(cj['agreement_ci95'][1])}, N={cj['n']}): {pr(cj)}.")
+    return out + [""]
+
+
+def render_variants(root: Path) -> list[str]:
+    """Paper B runs of another recipe than params.yaml's (results/variants/<name>/cotraining.json), one line each."""
+    out = []
+    for d in sorted((root / "results" / "variants").glob("*/cotraining.json")):
+        r = asdict(CoTrainingStageResult.load(d.parent))
+        p, k = r["params"], r.get("distil", {}).get("kept", {})
+        cos = r.get("sam_stats", {}).get("cotrained", {}).get("cosine_logits", {})
+        out.append(f"- Variant `{d.parent.name}` ({r['meta'].get('scale')} scale, seed {r['meta'].get('seed')}; targets "
+                   f"{p.get('targets')}, fallback {p.get('distil', {}).get('fallback')}, judge {r['judge'].get('kind')}): "
+                   + (("targets kept (harmful / benign) " + ", ".join(
+                       f"{m} {v['harmful'][0]}/{v['harmful'][1]} / {v['benign'][0]}/{v['benign'][1]}" for m, v in k.items())
+                       + "; ") if k else "")
+                   + f"{r['train_logs']['cotrained']['steps']} co-training steps; mode accuracy {_f(r['mode_accuracy'])}; "
+                   f"SAM (cosine) co-trained {_f(cos.get('sam'))} (p {_f(cos.get('p_value'), 3)}); CSS co-trained "
+                   f"{_f(r['constructive_safety'].get('cotrained_positive'))} vs SFT {_f(r['constructive_safety'].get('sft'))}.")
+    return (["**Paper B, other recipes, measured** (`results/variants/`):", ""] + out + [""]) if out else []
+
+
+def render_seeds(root: Path) -> list[str]:
+    """Paper B over training seeds: seed 0 = results/default, more from scripts/cotraining_seeds.sh."""
+    dirs = [root / "results" / "default"] + sorted((root / "results" / "seeds").glob("seed*/results/default"))
+    runs = [asdict(CoTrainingStageResult.load(d)) for d in dirs if (d / "cotraining.json").exists()]
+    if len(runs) < 2:
+        return []
+    strip = lambda p: {k: v for k, v in p.items() if k != "seed"}
+    same = all(strip(r["params"]) == strip(runs[0]["params"]) for r in runs)
+    n_h, n_x = runs[0]["data"]["n_eval_harmful"], runs[0]["data"]["n_xstest"]
+
+    def cell(get, n=None):
+        a = across_seeds([get(r) for r in runs], n)
+        ci = a.get("pooled_ci95")
+        return f"{_f(a['mean'])} ± {_f(a['sd'])}" + (f" ({_f(ci[0])}-{_f(ci[1])})" if ci else "")
+
+    rows = [("mode accuracy (mean diagonal)", cell(lambda r: r["mode_accuracy"]))]
+    rows += [(f"{m} token -> judged {m} (n={n_h} per seed)", cell(lambda r, m=m: r["confusion"][m][m], n_h))
+             for m in ("positive", "negative", "rejective")]
+    rows += [(f"XSTest over-refusal, {k} (n={n_x})", cell(lambda r, k=k: r["xstest_over_refusal"][k], n_x))
+             for k in runs[0]["xstest_over_refusal"]]
+    rows += [(f"Constructive Safety Score, {k}", cell(lambda r, k=k: r["constructive_safety"][k]))
+             for k in runs[0]["constructive_safety"]]
+    rows += [(f"SAM (cosine on logits), {k}", cell(lambda r, k=k: r["sam_stats"][k]["cosine_logits"]["sam"]))
+             for k in runs[0]["sam_stats"]]
+    rows += [(f"jailbreak relative drop, {k}", cell(lambda r, k=k: r["jailbreak"][k]["relative_drop"]))
+             for k in runs[0]["jailbreak"]]
+    return ([f"**Paper B over {len(runs)} training seeds (default scale; seeds "
+             f"{', '.join(str(r['meta']['seed']) for r in runs)}; "
+             + ("same params otherwise" if same else "PARAMS DIFFER beyond the seed: not comparable") + ")**: "
+             "mean ± sd over seeds; shares also with the Wilson 95% interval of the pooled count.", "",
+             "| metric | over seeds |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""])
+
+
+def render_sweep(root: Path) -> list[str]:
+    """`benchmarks/cotraining_sweep.py`: paper B's lr x epochs on the validation split."""
+    p = root / "results" / "bench" / "cotraining_sweep.json"
+    if not p.exists():
+        return []
+    b = json.loads(p.read_text())
+    use, best = b["meta"]["params_in_use"], b["best"]
+    return [f"**Paper B hyperparameters on a validation split** (`benchmarks/cotraining_sweep.py`; "
+            f"{b['n_validation']} harmful prompts of the training sources, never trained on; score = mode accuracy "
+            f"there): " + ", ".join(f"lr {r['lr']} x {r['epochs']} epochs {_f(r['score'])}" for r in b["rows"])
+            + f". Best: lr {best['lr']} x {best['epochs']} epochs; params.yaml: lr {use['lr']} x {use['epochs']} "
+            + ("(the same)." if (use["lr"], use["epochs"]) == (best["lr"], best["epochs"]) else
+               "(**not the validated choice**: rerun the stage with it)."), ""]

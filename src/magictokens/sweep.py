@@ -1,0 +1,70 @@
+"""Paper B's training hyperparameters, chosen on a validation split, never on the held-out evaluation.
+
+The validation prompts come from the *training* sources and are never trained
+on (`safety_data.build_safety_data(n_val_harmful=...)`). For every point of a
+grid over (lr, epochs) the co-training of the stage is repeated on the same
+self-distilled rows, and the model is scored on the validation harmful
+prompts: under each mode's magic token, the judged share of that mode,
+
+    diag(m) = #{p in V : judge(generate(p | token_m)) = m} / |V|,
+    score   = mean_m diag(m)                       (the stage's mode accuracy, on V)
+
+The best score wins; ties go to fewer optimizer steps, then to the smaller lr.
+
+    res = run(model, tok, data, judge, cfg, tokens, {"lr": [...], "epochs": [...]})   # -> SweepResult
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from . import distil
+from .chat import generate
+from .cotraining import CoTrainingConfig, apply_distilled, cotraining_rows
+from .errors import MagicTokensError
+from .safety_data import MODES, SafetyData
+from .training import sft
+
+
+@dataclass
+class SweepResult:
+    rows: list[dict]                     # one per grid point: lr, epochs, steps, diag, score, loss_last, seconds
+    best: dict                           # the winning row
+    n_validation: int                    # validation harmful prompts scored
+    distil: dict = field(default_factory=dict)
+
+
+def choose(rows: list[dict]) -> dict:
+    """Highest score; ties -> fewer steps, then smaller lr."""
+    return min(rows, key=lambda r: (-r["score"], r["steps"], r["lr"]))
+
+
+def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict, grid: dict, seed: int = 0,
+        progress=print) -> SweepResult:
+    val = [p.text for p in data.validation if p.harmful]
+    if not val:
+        raise MagicTokensError("the sweep needs validation prompts: build_safety_data(..., n_val_harmful=N > 0)")
+    bad = set(grid) - {"lr", "epochs"} or {k for k in ("lr", "epochs") if not grid.get(k)}
+    if bad:
+        raise MagicTokensError(f"sweep grid keys {sorted(bad)}: give non-empty lists for exactly 'lr' and 'epochs'")
+    dres = distil.run(model, tok, data.train, judge, cfg.distil, seed)
+    apply_distilled(data, dres, cfg.distil.fallback == "datasets")
+    train_rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed)
+    out = []
+    for lr, epochs in itertools.product(grid["lr"], grid["epochs"]):
+        t0 = time.time()
+        tc = dataclasses.replace(cfg.train, lr=float(lr), epochs=int(epochs))
+        m, log = sft(model, tok, train_rows, tc, seed)
+        diag = {}
+        for mode in MODES:
+            outs = generate(m, tok, val, tokens[mode], cfg.max_new_tokens, cfg.gen_batch_size, tc.max_prompt_tokens)
+            labels = judge.judge(outs, [True] * len(val), prompts=val)
+            diag[mode] = sum(x == mode for x in labels) / len(val)
+        row = {"lr": float(lr), "epochs": int(epochs), "steps": log.steps, "diag": diag,
+               "score": sum(diag.values()) / len(MODES), "loss_last": log.losses[-1], "seconds": time.time() - t0}
+        out.append(row)
+        progress(f"lr {lr} x {epochs} epochs ({log.steps} steps): validation mode accuracy {row['score']:.3f}")
+        del m
+    return SweepResult(rows=out, best=choose(out), n_validation=len(val), distil=dres.log())
