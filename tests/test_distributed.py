@@ -1,4 +1,5 @@
-"""Scale-out: `accelerate launch` processes share the searches and leave exactly one run's rows."""
+"""Scale-out: `accelerate launch` processes share the searches and the generation and leave exactly one
+run's rows and results (paper A's searches, paper B's evaluation, the beyond study)."""
 import json
 import os
 import shutil
@@ -29,20 +30,24 @@ def search(root: Path, *extra) -> None:
                     *extra], env=env(), check=True, capture_output=True, timeout=600, cwd=REPO)
 
 
-def launch(root: Path, n: int = 2) -> str:
+def accelerate(*args, n: int = 2) -> str:
+    """`accelerate launch` n processes of a module (`-m NAME ...`) or a script. -> stdout"""
+    if not ACCELERATE.exists():
+        pytest.skip("accelerate's launcher is not installed in this environment")
     # --multi_gpu is accelerate's torchrun launcher; on a CPU-only machine it starts n CPU processes
     # (`--cpu --num_processes n` runs one process unless MPI is installed: accelerate issue #2741)
     out = subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
-                          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "magictokens.pipeline", "search",
-                          "--scale", "smoke", "--out-root", str(root)],
+                          "--mixed_precision", "no", "--dynamo_backend", "no", *map(str, args)],
                          env=env(), check=True, capture_output=True, text=True, timeout=900, cwd=REPO)
     return out.stdout
 
 
+def launch(root: Path, n: int = 2) -> str:
+    return accelerate("-m", "magictokens.pipeline", "search", "--scale", "smoke", "--out-root", root, n=n)
+
+
 @pytest.mark.notebook
 def test_accelerate_launch_gives_the_rows_of_one_process_and_resumes(tmp_path):
-    if not ACCELERATE.exists():
-        pytest.skip("accelerate's launcher is not installed in this environment")
     search(tmp_path / "solo")
     out = launch(tmp_path / "launched")
     assert json.loads(out.strip().splitlines()[-1]) == {"true_token": [4, 4], "top75": [2, 2], "uniform_rank": [3, 3]}
@@ -58,8 +63,6 @@ def test_accelerate_launch_gives_the_rows_of_one_process_and_resumes(tmp_path):
 
 @pytest.mark.notebook
 def test_a_mix_of_shard_launch_and_single_runs_merges_to_one_log(tmp_path):
-    if not ACCELERATE.exists():
-        pytest.skip("accelerate's launcher is not installed in this environment")
     search(tmp_path / "solo")
     mix = tmp_path / "mix"
     search(mix, "--shard", "0/3", "--family", "true_token")              # a job array's first task only
@@ -70,3 +73,134 @@ def test_a_mix_of_shard_launch_and_single_runs_merges_to_one_log(tmp_path):
     assert rows(mix) == rows(tmp_path / "solo")
     assert not list((mix / "results").rglob("*.shard*.jsonl"))
     shutil.rmtree(mix)
+
+
+# ----------------------------------------------------------------------------- launch-free pieces
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("rank, size", [(None, "2"), ("0", None), ("2", "2"), ("one", "2")])
+def test_a_half_set_launcher_environment_is_one_clear_error(monkeypatch, rank, size):
+    from magictokens.distributed import world
+    from magictokens.errors import MagicTokensError
+
+    for key, value in (("RANK", rank), ("WORLD_SIZE", size)):
+        monkeypatch.delenv(key, raising=False)
+        if value is not None:
+            monkeypatch.setenv(key, value)
+    with pytest.raises(MagicTokensError, match="a launcher sets both"):
+        world()
+
+
+@pytest.mark.unit
+def test_alone_map_ranks_is_the_plain_map(monkeypatch):
+    from magictokens.distributed import map_ranks, world
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert world() == (0, 1)
+    assert map_ranks(lambda xs: [len(x) for x in xs], ["a", "bbb", "cc"], chunk=2) == [1, 3, 2]
+
+
+@pytest.mark.unit
+def test_merge_keeps_a_redone_row_and_skips_a_repeated_line(tmp_path):
+    from magictokens.distributed import merge, shard_path
+
+    log = tmp_path / "t.jsonl"
+    old = {"id": "a", "config_hash": "h", "x0": [1]}
+    log.write_text(json.dumps(old) + "\n")
+    redone = {"id": "a", "config_hash": "h", "x0": [2]}          # same id, other content: redone by a shard
+    shard_path(log, 0, 2).write_text(json.dumps(old) + "\n" + json.dumps(redone) + "\n" + '{"id": "b", "conf')
+    assert merge(log) == 1 and not list(tmp_path.glob("*.shard*"))
+    assert [json.loads(x) for x in log.read_text().splitlines()] == [old, redone]     # the later row wins on resume
+
+
+# ----------------------------------------------------------------------------- paper B and the beyond study
+
+JOBS = REPO / "tests" / "launched_jobs.py"
+
+
+def job(*args) -> None:
+    """tests/launched_jobs.py in one process."""
+    subprocess.run([sys.executable, str(JOBS), *map(str, args)], env=env(), check=True, capture_output=True,
+                   timeout=300, cwd=REPO)
+
+
+def beyond_rows(path: Path) -> list:
+    return sorted((r["id"], r["prompt_index"], r["k"], r["target_id"], tuple(r["ids"]), tuple(r["judged"].items()))
+                  for r in map(json.loads, path.read_text().splitlines()))
+
+
+@pytest.mark.notebook
+def test_map_ranks_under_a_launch_is_the_single_process_map_in_order(tmp_path):
+    from launched_jobs import PROMPTS
+
+    job("replies", tmp_path / "alone")
+    accelerate(JOBS, "replies", tmp_path / "launched")
+    alone = json.loads((tmp_path / "alone" / "rank0.json").read_text())
+    r0, r1 = (json.loads((tmp_path / "launched" / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert alone["did"] == PROMPTS and [p for p, _ in alone["replies"]] == PROMPTS
+    # batches of 2 dealt round-robin: each process generated its own, every process holds all, in order
+    assert r0["did"] == PROMPTS[0:2] + PROMPTS[4:6] and r1["did"] == PROMPTS[2:4] + PROMPTS[6:]
+    assert r0["replies"] == r1["replies"] == alone["replies"]
+
+
+@pytest.mark.notebook
+def test_beyond_study_runner_shard_launch_and_single_runs_leave_the_rows_of_one_process(tmp_path):
+    solo, log = tmp_path / "solo.jsonl", tmp_path / "mix" / "t.jsonl"
+    job("transition", solo)
+    assert len(beyond_rows(solo)) == 5 and any(r[3] is not None for r in beyond_rows(solo))   # searches ran
+    job("transition", log, "0/3")                       # a job array's first task: prompts 0 and 3, not merged
+    assert not log.exists() and len((log.parent / "t.shard0of3.jsonl").read_text().splitlines()) == 2
+    accelerate(JOBS, "transition", log)                 # two processes take what is left; rank 0 merges
+    assert not list(log.parent.glob("*.shard*")) and beyond_rows(log) == beyond_rows(solo)
+    # merged shard by shard: launch rank 0 (prompts 2, 4), the job array's task (0, 3), launch rank 1 (1)
+    assert [json.loads(x)["prompt_index"] for x in log.read_text().splitlines()] == [2, 4, 0, 3, 1]
+    before = log.read_text()
+    accelerate(JOBS, "transition", log)                 # a second launch repeats no prompt
+    job("transition", log)                              # nor does one process
+    assert log.read_text() == before and not list(log.parent.glob("*.shard*"))
+
+
+SETS = {"cotraining": {"threads": 1, "gen_batch_size": 4}, "mode_reachability": {"n_prompts": 3, "gen_batch_size": 2}}
+ALONE = """
+import json, sys
+from magictokens.stages import cotraining, mode_reachability
+for stage in (cotraining, mode_reachability):
+    stage.run("smoke", sys.argv[1], json.loads(sys.argv[2]), progress=lambda *a: None)
+"""
+
+
+def stage_json(root: Path, stage: str) -> dict:
+    d = json.loads((root / "results" / "smoke" / f"{stage}.json").read_text())
+    for key in ("meta", "seconds", "seconds_total"):       # the machine and wall times; everything else must match
+        d.pop(key, None)
+    for log in [*d.get("train_logs", {}).values(), d.get("distil", {})]:
+        log.pop("seconds", None), log.pop("tokens_per_s", None)
+    return d
+
+
+def instance_logs(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_text() for p in (root / "results").rglob("*.jsonl")
+            if "instances" in p.parts}
+
+
+@pytest.mark.notebook
+def test_paper_b_and_the_beyond_study_under_a_launch_give_the_results_of_one_process(tmp_path):
+    alone, launched = tmp_path / "alone", tmp_path / "launched"
+    subprocess.run([sys.executable, "-c", ALONE, str(alone), json.dumps(SETS)], env=env(), check=True,
+                   capture_output=True, timeout=600, cwd=REPO)
+    sets = [x for k, v in SETS.items() for kk, vv in v.items() for x in ("--set", f"{k}.{kk}={vv}")]
+    for stage in ("cotraining", "mode_reachability"):   # rank 0 executes the notebook, rank 1 runs the stage
+        out = accelerate("-m", "magictokens.pipeline", "run", stage, "--scale", "smoke", "--out-root", launched, *sets)
+        assert out.strip().splitlines()[-1].endswith(".ipynb")                 # one process printed, rank 0
+    for stage in ("cotraining", "mode_reachability"):
+        assert stage_json(launched, stage) == stage_json(alone, stage), stage
+    rows = {name: beyond_rows(launched / name) for name in instance_logs(launched)}
+    assert rows == {name: beyond_rows(alone / name) for name in instance_logs(alone)}
+    assert len(rows) == 8 and all(len(r) == 3 for r in rows.values())         # 2 placements x 4 models, 3 prompts
+    assert not list(launched.rglob("*.shard*"))
+    before = instance_logs(launched)
+    accelerate("-m", "magictokens.pipeline", "run", "mode_reachability", "--scale", "smoke", "--out-root", launched,
+               *sets)
+    assert instance_logs(launched) == before                                   # resumed: no prompt searched again

@@ -6,16 +6,20 @@
     accelerate launch --multi_gpu --num_processes N -m magictokens.pipeline search ...   (one process per device)
     magictokens merge [--scale paper]   (shard logs of finished --shard runs -> one log per family)
     magictokens report      (README's numbers from results/*.json)
+    accelerate launch --multi_gpu --num_processes N -m magictokens.pipeline run STAGE ...   (stages that split)
 
 A stage is a jupytext ``py:percent`` notebook ``notebooks/NN_<stage>.py``. The
 runner renders it to .ipynb and executes it with papermill (kernel python3,
 cwd = repo root), passing ``scale``, ``out_root`` and ``overrides`` into its
 ``parameters`` cell. The executed notebook lands in
-``<out_root>/results/<scale>/executed/``.
+``<out_root>/results/<scale>/executed/``. Under a launcher rank 0 executes
+the notebook and every other process runs the notebook's stage beside it
+(`SPLIT_STAGES`: they share its searches and generation and write nothing).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -26,6 +30,7 @@ from .config import REPO_ROOT, SCALES
 from .errors import MagicTokensError
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
+SPLIT_STAGES = ("reachability", "cotraining", "mode_reachability")   # share their work under `accelerate launch`
 
 
 def stages() -> dict[str, Path]:
@@ -49,21 +54,33 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = None,
-              overrides: dict | None = None, log_output: bool = False, redraw: bool = False) -> Path:
+              overrides: dict | None = None, log_output: bool = False, redraw: bool = False) -> Path | None:
     """Render + execute one notebook stage; returns the executed notebook path.
 
     `redraw`: the notebook draws the committed result of the scale from
-    results/ (no model, no search; stages that support it).
+    results/ (no model, no search; stages that support it). Under a launcher
+    (`distributed.world`), processes other than rank 0 run the stage's `run`
+    only, whose result rank 0's notebook writes, and return None.
     """
     # here, not at the top: `data`, `search` and `report` run without the notebook machinery
     import jupytext
     import papermill as pm
+
+    from .distributed import world
 
     known = stages()
     if stage not in known:
         raise MagicTokensError(f"unknown stage {stage!r}: choose one of {sorted(known)}")
     if scale not in SCALES:
         raise MagicTokensError(f"unknown scale {scale!r}: use one of {SCALES}")
+    rank, n = world()
+    if n > 1 and stage not in SPLIT_STAGES:
+        raise MagicTokensError(f"stage {stage!r} does not split over processes: run it without a launcher "
+                               f"(these do: {', '.join(SPLIT_STAGES)})")
+    if rank != 0:   # the notebook's kernel (rank 0) calls the same `run`: the two meet at its barriers
+        if not redraw:
+            importlib.import_module(f"{__package__}.stages.{stage}").run(scale, out_root, overrides)
+        return None
     root = Path(out_root or REPO_ROOT).resolve()
     executed = root / "results" / scale / "executed"
     executed.mkdir(parents=True, exist_ok=True)
@@ -152,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "stages":
             print(json.dumps({k: str(v.relative_to(REPO_ROOT)) for k, v in stages().items()}, indent=2))
         else:
-            print(run_stage(args.stage, args.scale, args.out_root, parse_sets(args.set), args.log_output, args.redraw))
+            executed = run_stage(args.stage, args.scale, args.out_root, parse_sets(args.set), args.log_output,
+                                 args.redraw)
+            if executed is not None:   # under a launcher: rank 0's notebook
+                print(executed)
     except MagicTokensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

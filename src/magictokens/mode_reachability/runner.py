@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from ..chat import end_of_turn_id, generate_from_ids, pad_id, prompt_ids
 from ..controllers.results import resume_key
+from ..distributed import merge_after_launch, own_share, share_logs
 from ..models import weights_digest
 from ..results import InstanceLog
 from .config import ModeReachConfig, parse_transition, search_config, search_run
@@ -55,7 +57,7 @@ def resume_header(name: str, placement: str, cfg: ModeReachConfig, seed: int, la
 
 def run_transition(name: str, placement: str, search_model, verify_model, tok, judge, prompts: list[str],
                    tokens: dict, cfg: ModeReachConfig, log_path, target_model=None, seed: int = 0,
-                   label: str = "") -> list[dict]:
+                   label: str = "", shard: tuple[int, int] | None = None) -> list[dict]:
     """Search + judged generations for one transition on one model, u at `placement`; resumable rows.
 
     Per prompt p: prefix, suffix = slot_ids(p, token_A, placement); want = the
@@ -64,16 +66,26 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
     difference d, state = suffix + want[:d]. The search (`cfg.search`) finds
     the shortest u with y = argmax P(. | prefix + u + state); the response
     after each k's best prompt is judged (the judge reads the prompt p too).
+
+    Scale-out as paper A's searches (`reachability.run_families`): prompt i
+    belongs to share i % n, `shard=(i, n)` or the launcher's (rank, world
+    size); a share of n > 1 writes `<log>.shard<i>of<n>.jsonl` and counts
+    every log beside it as finished; a launch merges them into `log_path`
+    (rank 0, after a barrier). -> the rows of every prompt, in order (with
+    `shard`: of those finished so far).
     """
     source, target = parse_transition(name)
     judge_model = verify_model if verify_model is not None else search_model
     target_model = target_model if target_model is not None else judge_model
     # keyed by every weight of the searched and the target model (a retrained model
     # must never reuse rows) and, per row, by the prompt text
-    log = InstanceLog(log_path, resume_header(name, placement, cfg, seed, label,
-                                              [weights_digest(judge_model), weights_digest(target_model)]))
+    header = resume_header(name, placement, cfg, seed, label, [weights_digest(judge_model), weights_digest(target_model)])
+    i_shard, n_shards = own_share(shard)
+    path, finished_logs = share_logs(Path(log_path), i_shard, n_shards)
+    log = InstanceLog(path, header, read_also=finished_logs)
     search, scfg = search_run(cfg), search_config(cfg)
-    for i, p in enumerate(tqdm(prompts, desc=f"{label} {name} ({placement})", unit="prompt")):
+    mine = list(enumerate(prompts))[i_shard::n_shards]
+    for i, p in tqdm(mine, desc=f"{label} {name} ({placement})", unit="prompt"):
         pid = f"{label}:{name}:{i}"
         psha = hashlib.sha256(p.encode()).hexdigest()[:12]
         if log.done(pid) and log.rows[pid].get("prompt_sha") == psha:
@@ -110,4 +122,6 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
                       "retokenizes": r.retokenizes, "base_loss": r.base_loss, "base_rank": r.base_rank,
                       "seconds": r.seconds, "n_candidates": r.n_candidates,
                       "trace": [{k: v for k, v in asdict(t).items() if k != "ids"} for t in r.trace]})
-    return [log.rows[f"{label}:{name}:{i}"] for i in range(len(prompts))]
+    if merge_after_launch([log_path], shard):
+        log = InstanceLog(log_path, header)
+    return [log.rows[pid] for pid in (f"{label}:{name}:{i}" for i in range(len(prompts))) if pid in log.rows]

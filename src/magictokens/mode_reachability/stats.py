@@ -8,6 +8,7 @@ import string
 import numpy as np
 
 from ..chat import generate_from_ids, prompt_ids
+from ..distributed import map_ranks
 from ..metrics import k_epsilon_curve, wilson_ci, wilson_interval
 from ..papers import K_GRID as KS
 from ..safety_data import MODES
@@ -48,11 +49,15 @@ def summarize_transition(rows: list[dict], holds: list[bool] | None = None) -> d
     return out
 
 
+def replies(model, tok, seqs: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy replies to id sequences, the batches shared out over a launch's processes (`map_ranks`)."""
+    return map_ranks(lambda part: generate_from_ids(model, tok, part, max_new_tokens, batch_size), seqs, batch_size)
+
+
 def target_mode_holds(model, tok, judge, prompts: list[str], token: str, target: str, max_new_tokens: int,
                       batch_size: int = 16) -> list[bool]:
     """Per prompt: is the response under the target mode's real magic token judged as that mode?"""
-    responses = generate_from_ids(model, tok, [prompt_ids(tok, p, token) for p in prompts], max_new_tokens,
-                                  batch_size)
+    responses = replies(model, tok, [prompt_ids(tok, p, token) for p in prompts], max_new_tokens, batch_size)
     return [m == target for m in judge.judge(responses, [True] * len(responses), prompts=prompts)]
 
 
@@ -77,7 +82,7 @@ def random_token_switch_rate(model, tok, judge, prompts: list[str], strings: lis
     """
     texts = [p for _ in strings for p in prompts]           # string-major: (S, P) flattened
     seqs = [prompt_ids(tok, p, s) for s in strings for p in prompts]
-    responses = generate_from_ids(model, tok, seqs, max_new_tokens, batch_size)
+    responses = replies(model, tok, seqs, max_new_tokens, batch_size)
     modes = judge.judge(responses, [True] * len(responses), prompts=texts)
     hits = np.array([m == target for m in modes], dtype=float)
     n = len(hits)

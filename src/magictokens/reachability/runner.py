@@ -25,8 +25,7 @@ from tqdm.auto import tqdm
 
 from ..controllers import backoff, fast, greedy
 from ..controllers.results import resume_key
-from ..distributed import barrier, launched, merge, shard_logs, shard_path, world
-from ..errors import MagicTokensError
+from ..distributed import merge_after_launch, own_share, share_logs
 from ..models import fingerprint
 from ..results import InstanceLog
 from .instances import Instance
@@ -89,12 +88,12 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
     header = resume_header(config, seed, weights)
     batch_sizes = batch_sizes_of(config)
     is_fast = isinstance(config, fast.FastConfig)
-    i_shard, n_shards = shard or world()
-    if not 0 <= i_shard < n_shards:
-        raise MagicTokensError(f"shard {i_shard}/{n_shards}: want 0 <= i < n")
+    i_shard, n_shards = own_share(shard)
     main = {name: Path(log_dir) / f"{name}.jsonl" for name in families}
-    logs = {name: InstanceLog(main[name] if n_shards == 1 else shard_path(main[name], i_shard, n_shards), header,
-                              read_also=[main[name], *shard_logs(main[name])]) for name in families}
+    logs = {}
+    for name in families:
+        path, finished_logs = share_logs(main[name], i_shard, n_shards)
+        logs[name] = InstanceLog(path, header, read_also=finished_logs)
 
     def finished(name: str, x: Instance) -> bool:  # same id *and* same content (N or seed may have changed)
         row = logs[name].rows.get(x.id)
@@ -139,12 +138,7 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
                               # timings depend on what else the machine ran: keep the load beside them
                               "load_avg_1min": os.getloadavg()[0], "shards": n_shards, "batch_sizes": batch_sizes,
                               "threads": torch.get_num_threads()})
-    if shard is None and launched():      # every process of the launch is done: one log per family again
-        barrier()
-        if world()[0] == 0:
-            for path in main.values():
-                merge(path)
-        barrier()
+    if merge_after_launch(main.values(), shard):      # every process of the launch is done: one log per family
         logs = {name: InstanceLog(main[name], header) for name in families}
     return {name: [logs[name].rows[x.id] for x in insts if finished(name, x)] for name, insts in families.items()}
 

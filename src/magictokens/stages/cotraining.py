@@ -11,6 +11,10 @@ first-token distributions that figure 2 draws, and `cotraining_sam.npz`, the
 pairwise distances SAM, its interval and its null are computed from). Trained adapters go to
 `results/<scale>/models/cotraining/` (DVC cache, never git). No generated
 text is saved: the json holds judged labels and aggregates only.
+
+Under `accelerate launch` rank 0 trains and the other processes take its
+weights; all of them generate their share of the evaluation; rank 0 alone
+writes (adapters, data, results) and returns the result, the others None.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from ..config import REPO_ROOT, stage_params
 from ..cotraining import CoTrainingConfig
 from ..cotraining import run as cotrain
 from ..content_judge import make_judge
+from ..distributed import world
 from ..models import load_model, torch_threads
 from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
 from ..safety_data import build_safety_data, magic_tokens
@@ -98,14 +103,14 @@ class CoTrainingStageResult:
 
 
 def run(scale: str = "default", out_root=None, overrides: dict | None = None,
-        progress=print) -> CoTrainingStageResult:
+        progress=print) -> CoTrainingStageResult | None:
     t_start = time.time()
     P, cfg = stage_params(scale, "cotraining", CoTrainingConfig, overrides)
     with torch_threads(cfg.threads):   # same seed + same threads = same model on one machine (tested)
         return _run(scale, out_root, overrides, progress, P, cfg, t_start)
 
 
-def _run(scale, out_root, overrides, progress, P, cfg, t_start) -> CoTrainingStageResult:
+def _run(scale, out_root, overrides, progress, P, cfg, t_start) -> CoTrainingStageResult | None:
     torch.manual_seed(P["seed"])
     model, tok = load_model(P["model"], dtype="float32", device=P["device"])
     tokens = cfg.magic_tokens or magic_tokens(P["seed"], length=cfg.magic_token_length)
@@ -122,6 +127,8 @@ def _run(scale, out_root, overrides, progress, P, cfg, t_start) -> CoTrainingSta
                     n_train=len(data.train), n_eval=len(data.eval_harmful) + len(data.eval_benign),
                     magic_tokens=tokens, overrides=overrides or {}, threads=torch.get_num_threads())
     res = cotrain(model, tok, data, judge, cfg, tokens, seed=P["seed"], save_dir=model_dir, progress=progress)
+    if world()[0] != 0:   # under a launcher: this process evaluated its share; rank 0 trained and writes
+        return None
     data.to_jsonl(model_dir / "data.jsonl")   # derived set, beside the weights (gitignored, DVC out)
     manifest = data.manifest()                 # after distillation: target origins include "dropped"
     out = CoTrainingStageResult(

@@ -12,6 +12,11 @@ without the target's magic token; the same against the single-mode baselines
 (none->negative), the random-magic-token switch rate on the same prompts,
 and per placement and transition the question in words (`question`). Rows
 are resumable under `instances/mode_reachability/<placement>/<search>/`.
+
+Under `accelerate launch` each process searches every N-th prompt of each
+transition (its own shard log, merged by rank 0 after each transition) and
+generates its share of the batches of the mode checks and the random-token
+baseline; every process then holds the whole result, and rank 0 writes it.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from ..config import REPO_ROOT, build, stage_params
 from ..controllers.backoff import BackoffConfig
 from ..cotraining import CoTrainingConfig
 from ..content_judge import make_judge
+from ..distributed import world
 from ..models import search_pair_of, torch_threads
 from ..reachability import budget_label
 from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
@@ -176,5 +182,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
                                target_mode_holds={m: sum(h) / len(h) for m, h in holds.items()},
                                magic_token_space=MR.magic_token_space(ccfg.magic_token_length),
                                question=questions(summary, base_summary, rand, ccfg.magic_token_length))
+    if world()[0] != 0:   # under a launcher every process holds the merged rows; rank 0 writes the result
+        return res
     res.save(out_dir)
     return ModeReachStageResult.load(out_dir)   # what the figures draw is exactly what results/ holds
