@@ -6,8 +6,8 @@
 #   usage: bash scripts/cotraining_seeds.sh [SEED ...]      (default: 1 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for s in "${@:-1 2}"; do
-  for seed in $s; do
-    .venv/bin/magictokens run cotraining --scale default --set "seed=$seed" --out-root "results/seeds/seed$seed"
-  done
+seeds=("$@")
+[ ${#seeds[@]} -gt 0 ] || seeds=(1 2)
+for seed in "${seeds[@]}"; do
+  .venv/bin/magictokens run cotraining --scale default --set "seed=$seed" --out-root "results/seeds/seed$seed"
 done

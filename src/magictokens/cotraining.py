@@ -104,6 +104,17 @@ def apply_distilled(data: SafetyData, res: "distil.DistilResult", fallback: bool
     return len(res.targets)
 
 
+def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: int = 0) -> tuple[int, dict]:
+    """Every missing training target, by `cfg.targets`: "distilled" samples and judge-filters them
+    (`distil.run`, then `apply_distilled`); "datasets" fills the few missing ones greedily
+    (`self_distil`). -> (targets filled, the distillation log: yields and drop reasons, {} for "datasets")."""
+    if cfg.targets == "distilled":   # paper B: every target sampled from the base model, kept if judged its mode
+        dres = distil.run(model, tok, data.train, judge, cfg.distil, seed)
+        return apply_distilled(data, dres, cfg.distil.fallback == "datasets"), dres.log()
+    return self_distil(model, tok, data, cfg.distil_max_new_tokens, cfg.gen_batch_size,
+                       cfg.train.max_prompt_tokens), {}
+
+
 def cotraining_rows(data: SafetyData, tokens: dict, untokened_positive_share: float = 0.0,
                     seed: int = 0) -> list[dict]:
     """All three modes, each with its magic token as the system prompt."""
@@ -174,14 +185,8 @@ def train(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: di
           save_dir=None, progress=print) -> Trained:
     """Self-distil missing targets, co-train, train the baselines (adapters saved under `save_dir`)."""
     secs: dict[str, float] = {}
-    tp = cfg.train.max_prompt_tokens
     t = time.time()
-    distil_log = {}
-    if cfg.targets == "distilled":   # paper B: every target sampled from the base model, kept if judged its mode
-        dres = distil.run(model, tok, data.train, judge, cfg.distil, seed)
-        n_distilled, distil_log = apply_distilled(data, dres, cfg.distil.fallback == "datasets"), dres.log()
-    else:
-        n_distilled = self_distil(model, tok, data, cfg.distil_max_new_tokens, cfg.gen_batch_size, tp)
+    n_distilled, distil_log = fill_targets(model, tok, data, judge, cfg, seed)
     secs["self_distil"] = time.time() - t
     progress(f"self-distilled {n_distilled} targets in {secs['self_distil']:.0f}s"
              + (f"; kept per mode {distil_log['kept']}" if distil_log else ""))

@@ -20,9 +20,8 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from . import distil
 from .chat import generate
-from .cotraining import CoTrainingConfig, apply_distilled, cotraining_rows
+from .cotraining import CoTrainingConfig, cotraining_rows, fill_targets
 from .errors import MagicTokensError
 from .safety_data import MODES, SafetyData
 from .training import sft
@@ -49,8 +48,7 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     bad = set(grid) - {"lr", "epochs"} or {k for k in ("lr", "epochs") if not grid.get(k)}
     if bad:
         raise MagicTokensError(f"sweep grid keys {sorted(bad)}: give non-empty lists for exactly 'lr' and 'epochs'")
-    dres = distil.run(model, tok, data.train, judge, cfg.distil, seed)
-    apply_distilled(data, dres, cfg.distil.fallback == "datasets")
+    _, distil_log = fill_targets(model, tok, data, judge, cfg, seed)   # the stage's own targets
     train_rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed)
     out = []
     for lr, epochs in itertools.product(grid["lr"], grid["epochs"]):
@@ -67,4 +65,4 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
         out.append(row)
         progress(f"lr {lr} x {epochs} epochs ({log.steps} steps): validation mode accuracy {row['score']:.3f}")
         del m
-    return SweepResult(rows=out, best=choose(out), n_validation=len(val), distil=dres.log())
+    return SweepResult(rows=out, best=choose(out), n_validation=len(val), distil=distil_log)
