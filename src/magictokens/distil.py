@@ -72,9 +72,10 @@ class DistilResult:
     config: dict = field(default_factory=dict)
 
     def log(self) -> dict:
-        """What the results JSON records: yields and reasons, no texts."""
+        """What the results JSON records: yields and reasons, no texts. (No wall time: it lives in the
+        stage's `seconds`, so two runs of one seed give the same log, which tests/test_determinism.py checks.)"""
         return {"kept": self.kept, "rejected": self.rejected, "kept_round": self.kept_round,
-                "n_generated": self.n_generated, "seconds": round(self.seconds, 1), "config": self.config}
+                "n_generated": self.n_generated, "config": self.config}
 
 
 def run(model, tok, prompts: list, judge, cfg: DistilConfig = DistilConfig(), seed: int = 0,
