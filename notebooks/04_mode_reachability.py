@@ -70,7 +70,7 @@ summary, base_summary, rand = res.transitions, res.baselines, res.random_token
 placements = list(summary)
 set_theme()
 print(f"{meta['n_prompts']} held-out harmful prompts; placements {placements}; {meta['search']} search: "
-      f"{meta.get('budget')}")
+      f"{meta.get('budget')}" + ("; PARTIAL run: cut by search_minutes" if res.partial else ""))
 
 # %% [markdown]
 # ## The question
@@ -140,8 +140,10 @@ for key, title in (("eps", "first token is the target mode's"), ("eps_judged", "
                    label=f"random magic token: 1 - switch rate ({rand['rate']:.2f})")
         ax.set_title(f"u in the {stage.PLACEMENT_WORDS.get(pl, pl)} ({pl})", fontsize=9)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Reaching a mode without its magic token ({title})", fontsize=10)
-    stamp(fig, meta, meta["n_prompts"], meta.get("budget", ""))   # N = prompts searched per transition
+    fig.suptitle(f"Reaching a mode without its magic token ({title})"
+                 + ("\nPARTIAL run (search_minutes): each curve's 'of' counts the prompts searched so far"
+                    if res.partial else ""), fontsize=10, color="firebrick" if res.partial else "black")
+    stamp(fig, meta, meta["n_prompts"], meta.get("budget", ""))   # N = prompts planned per transition
     save_figure(fig, f"mode_k_eps_{'first_token' if key == 'eps' else 'judged'}", fig_dir)
 plt.show()
 

@@ -2,7 +2,8 @@
 # Paper B at the default scale for more training seeds (seed 0 is the dvc stage's own run):
 # each seed retrains co-training + baselines and writes results/seeds/seed<S>/results/default/.
 # `magictokens report` then puts mean, spread and pooled Wilson intervals over seed 0 and these in
-# README. About 25 min per seed on the 2-core CPU (both threads: stop other heavy jobs first).
+# README. Each seed takes the co-training stage's time (its recorded seconds_total, in README) on the
+# 2-core CPU, both threads: stop other heavy jobs first.
 #   usage: bash scripts/cotraining_seeds.sh [SEED ...]      (default: 1 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."

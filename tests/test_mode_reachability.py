@@ -100,6 +100,10 @@ def test_judged_curve_and_random_strings():
     s = MR.summarize_transition(rows, holds=[False, True, True, False])
     assert s["n"] == 2 and s["n_prompts"] == 4 and s["eps"]["0"] == 1.0 and s["eps"]["2"] == 0.5
     assert s["eps_judged"]["2"] == 0.5 and s["reached"]["10"] == 1
+    # a cut run: rows of prompts 1 and 3 only; holds is read at each row's prompt_index
+    part = [dict(rows[1], prompt_index=1), dict(rows[3], prompt_index=3)]
+    s = MR.summarize_transition(part, holds=[True, False, True, True], n_planned=4)
+    assert (s["n"], s["n_prompts"], s["n_planned"]) == (1, 2, 4) and s["reached"]["4"] == 1 and s["eps"]["2"] == 1.0
     a = MR.random_strings(5, 8, seed=1, exclude=["aaaaaaaa"])
     assert a == MR.random_strings(5, 8, seed=1) and len(set(a)) == 5 and all(len(x) == 8 for x in a)
 
@@ -314,6 +318,13 @@ def test_transition_targets_the_divergence_token(tiny, tmp_path):
     import dataclasses
     old = run("user_before", dataclasses.replace(cfg, search="backoff"))
     assert len(log.read_text().splitlines()) == n + 6 and all(r["search"] == "backoff" for r in old)
+    # a deadline passed: no new prompt starts, the finished ones stay; a cut is not part of the resume key
+    def cut_run(path):
+        return MR.run_transition("positive->negative", "user_before", model, None, tok, Judge(), prompts, tokens, cfg,
+                                 path, target_model=other, label="t", deadline=0.0)
+    assert cut_run(tmp_path / "fresh.jsonl") == [] and cut_run(log) == rows
+    cut = dataclasses.replace(cfg, search_minutes=5.0)
+    assert MR.resume_header("x", "system", cut, 0, "t", []) == MR.resume_header("x", "system", cfg, 0, "t", [])
     h = [MR.resume_header("x", pl, cfg, 0, "t", []) for pl in ("user_before", "system")]
     assert h[0] != h[1] and h[0]["fast"]["k1_candidates"] == 8 and "backoff" not in h[0]
 
@@ -366,3 +377,7 @@ def test_report_labels_each_placement(tmp_path):
     assert "| none->negative (sft, u system) | 2 of 2 |" in out
     assert "switch rate (judged negative): 0.250 (95% CI 0.046-0.699, 1 of 4 (string, prompt) pairs)" in out
     assert "- positive->negative (co-trained), u user_before: 2 tokens reached" in out
+    assert "Partial run" not in out
+    res.partial = True
+    res.save(tmp_path / "results" / "default")
+    assert "**Partial run**: cut by `search_minutes`" in render_mode_reachability("default", tmp_path)[0]

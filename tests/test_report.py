@@ -106,3 +106,39 @@ def test_beyond_result_says_when_its_cotrained_model_is_not_the_committed_one(tm
     assert "not recorded" in header(None)
     cot["train_logs"]["cotrained"]["loss_last"] += 0.1          # a retrained model: another fingerprint
     assert cotraining_fingerprint(cot) != mr["meta"]["cotraining_run"]
+
+
+def test_repro_time_sums_what_the_stages_recorded(tmp_path):
+    """Hand-made results: 100 s + 20 s of reachability rows, 30 s theorem, 600 s co-training = 12.5 min;
+    the beyond stage's rows count only under today's placements and search (a stale file is left out)."""
+    import json
+
+    from magictokens.report import render_repro_time, stage_seconds
+
+    base = tmp_path / "results" / "default"
+    rows = base / "instances" / "reachability" / "fast"
+    rows.mkdir(parents=True)
+    (rows / "true_token.jsonl").write_text(json.dumps({"id": "a", "seconds": 100}) + "\n"
+                                           + json.dumps({"id": "b", "seconds": 20}) + "\n")
+    (base / "instances" / "reachability" / "backoff").mkdir()   # another method's rows: not this result's
+    (base / "instances" / "reachability" / "backoff" / "true_token.jsonl").write_text(json.dumps({"seconds": 999}))
+    (base / "reachability.json").write_text(json.dumps({"meta": {"method": "fast"}}))
+    (base / "theorem.json").write_text(json.dumps({"meta": {"runtime_s": 30}}))
+    (base / "cotraining.json").write_text(json.dumps({"meta": {"threads": 2}, "seconds_total": 600}))
+    st = stage_seconds("default", tmp_path)
+    assert {k: v["seconds"] for k, v in st.items()} == {"reachability": 120, "theorem": 30, "cotraining": 600}
+    line = render_repro_time(tmp_path)[0]
+    assert "total 12.5 min" in line and "not yet run in today's form: mode_reachability" in line
+
+    mr = base / "instances" / "mode_reachability"
+    (mr / "user_before" / "fast").mkdir(parents=True)
+    (mr / "user_before" / "fast" / "cotrained_positive_to_negative.jsonl").write_text(
+        json.dumps({"header": 1}) + "\n" + json.dumps({"seconds": 1050}) + "\n")
+    (mr / "system" / "backoff").mkdir(parents=True)
+    (mr / "system" / "backoff" / "old.jsonl").write_text(json.dumps({"seconds": 5000}) + "\n")
+    (base / "mode_reachability.json").write_text(json.dumps({"meta": {"search": "fast", "placements": ["user_before"]}}))
+    line = render_repro_time(tmp_path)[0]
+    assert "mode_reachability 17.5 min (1 search rows" in line
+    assert "total 30.0 min: under the 30-minute target" in line
+    (base / "theorem.json").write_text(json.dumps({"meta": {"runtime_s": 90}}))
+    assert "total 31.0 min: the 30-minute target is missed by 1 min" in render_repro_time(tmp_path)[0]

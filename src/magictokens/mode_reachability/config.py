@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field
 
 from ..controllers import backoff, fast
 from ..errors import MagicTokensError
-from ..fields import Count, Positive, Text, params
+from ..fields import Count, NonNegativeReal, Positive, Text, params
 from ..safety_data import MODES
 
 # where the control u goes (see `slots.slot_ids`); the attacker owns the user turn only
@@ -46,6 +46,9 @@ class ModeReachConfig:
     max_prompt_chars: Positive = 400
     n_random_tokens: Count = 20             # random-magic-token baseline: strings tried
     gen_batch_size: Positive = 16
+    # a cut run: no prompt is started after this many minutes of searching (null: run to the end);
+    # the result then says "partial" and counts the prompts searched per transition
+    search_minutes: NonNegativeReal | None = None
 
     def __post_init__(self):
         for t in self.transitions:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def resume_header(name: str, placement: str, cfg: ModeReachConfig, seed: int, la
 
 def run_transition(name: str, placement: str, search_model, verify_model, tok, judge, prompts: list[str],
                    tokens: dict, cfg: ModeReachConfig, log_path, target_model=None, seed: int = 0,
-                   label: str = "", shard: tuple[int, int] | None = None) -> list[dict]:
+                   label: str = "", shard: tuple[int, int] | None = None,
+                   deadline: float | None = None) -> list[dict]:
     """Search + judged generations for one transition on one model, u at `placement`; resumable rows.
 
     Per prompt p: prefix, suffix = slot_ids(p, token_A, placement); want = the
@@ -71,8 +73,10 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
     belongs to share i % n, `shard=(i, n)` or the launcher's (rank, world
     size); a share of n > 1 writes `<log>.shard<i>of<n>.jsonl` and counts
     every log beside it as finished; a launch merges them into `log_path`
-    (rank 0, after a barrier). -> the rows of every prompt, in order (with
-    `shard`: of those finished so far).
+    (rank 0, after a barrier). `deadline` (a `time.time()`): no prompt is
+    started after it (a cut run; finished rows stay). -> the rows of every
+    prompt finished, in prompt order (with `shard` or a deadline: of those
+    finished so far).
     """
     source, target = parse_transition(name)
     judge_model = verify_model if verify_model is not None else search_model
@@ -90,6 +94,8 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
         psha = hashlib.sha256(p.encode()).hexdigest()[:12]
         if log.done(pid) and log.rows[pid].get("prompt_sha") == psha:
             continue
+        if deadline is not None and time.time() > deadline:
+            break
         head = {"transition": name, "model": label, "placement": placement, "search": cfg.search,
                 "prompt_index": i, "prompt_sha": psha}
         prefix, suffix = slot_ids(tok, p, tokens[source] if source else None, placement)

@@ -27,7 +27,7 @@ def share(successes: int, n: int) -> dict:
             "ci95": wilson_interval(int(successes), int(n))}
 
 
-def summarize_transition(rows: list[dict], holds: list[bool] | None = None) -> dict:
+def summarize_transition(rows: list[dict], holds: list[bool] | None = None, n_planned: int | None = None) -> dict:
     """Curves over KS (k = 0 included) of the prompts where the target mode holds.
 
     With k_i the shortest reaching length of prompt i (None: not reached), over
@@ -38,9 +38,13 @@ def summarize_transition(rows: list[dict], holds: list[bool] | None = None) -> d
     `holds[i]`: the target mode, given its real magic token, is judged as that
     mode on prompt i. Prompts where it is not (a "negative" mode that refuses
     anyway) have nothing to reach and are left out of the curves (n < n_prompts).
+    Rows carry their `prompt_index` into `holds` (a cut run holds only some
+    prompts); `n_planned`: the prompts of the plan (n_prompts < n_planned: a
+    partial transition).
     """
-    keep = [r for r, h in zip(rows, holds if holds is not None else [True] * len(rows)) if h]
-    out = {"n": len(keep), "n_prompts": len(rows)}
+    ok = lambda i, r: holds is None or holds[r.get("prompt_index", i)]
+    keep = [r for i, r in enumerate(rows) if ok(i, r)]
+    out = {"n": len(keep), "n_prompts": len(rows), "n_planned": len(rows) if n_planned is None else int(n_planned)}
     for suffix, key in (("", "k"), ("_judged", "k_judged")):
         req = [r[key] for r in keep]
         out["eps" + suffix] = {str(k): v for k, v in k_epsilon_curve(req, KS).items()}

@@ -13,10 +13,11 @@ from ..config import REPO_ROOT
 from .paper_a import render_bench, render_fast_bench, render_reachability, render_theorem
 from .paper_b import (render_cotraining, render_judge, render_mode_reachability, render_seeds, render_sweep,
                       render_variants)
+from .timing import render_repro_time, stage_seconds
 
 __all__ = ["BEGIN", "END", "render", "update_readme", "render_reachability", "render_theorem", "render_cotraining",
            "render_mode_reachability", "render_seeds", "render_sweep", "render_variants", "render_judge",
-           "render_fast_bench", "render_bench"]
+           "render_fast_bench", "render_bench", "render_repro_time", "stage_seconds"]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -27,6 +28,7 @@ def render(root: str | Path | None = None) -> str:
     for scale in ("paper", "default"):
         for fn in (render_reachability, render_theorem, render_cotraining, render_mode_reachability):
             lines += fn(scale, root)
+    lines += render_repro_time(root)
     lines += render_sweep(root)
     lines += render_seeds(root)
     lines += render_variants(root)

@@ -99,7 +99,9 @@ def render_mode_reachability(scale: str, root: Path) -> list[str]:
     stale = ("" if not now or used == now else
              f" **Computed on another co-trained model than the committed one** (rerun `magictokens run "
              f"mode_reachability --scale {scale}`)" if used else " (Which co-training run it used is not recorded.)")
-    out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}.{stale}", "",
+    cut = (" **Partial run**: cut by `search_minutes`; N counts the prompts searched so far (\"of n\": searched, "
+           f"of {d['meta'].get('n_prompts')} planned per row)." if d.get("partial") else "")
+    out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}.{stale}{cut}", "",
            "| transition (model) | N | " + " | ".join(f"eps({k})" for k in KS) + " | judged eps(10) |",
            "|---|---|" + "---|" * (len(KS) + 1)]
     rows = []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class ModeReachStageResult:
     target_mode_holds: dict[str, float]          # share of prompts where the real magic token gives its mode
     magic_token_space: int = 0                   # |alphabet| ** magic_tokens_length
     question: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)   # placement -> label -> answer
+    partial: bool = False                        # cut by search_minutes: some transition searched fewer prompts
 
     def save(self, out_dir: str | Path) -> Path:
         return write_json(Path(out_dir) / "mode_reachability.json", asdict(self))
@@ -159,20 +161,24 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
     holds = {m: MR.target_mode_holds(cot_model, tok, judge, prompts, tokens[m], m, cfg.max_new_tokens,
                                      cfg.gen_batch_size)
              for m in sorted({MR.parse_transition(t)[1] for t in cfg.transitions} | {"negative"})}
+    # search_minutes cuts the searches short: every transition then holds the prompts finished so far
+    deadline = time.time() + 60 * cfg.search_minutes if cfg.search_minutes is not None else None
     summary = {pl: {} for pl in cfg.placements}
     for pl in cfg.placements:
         for name in cfg.transitions:
             rows = MR.run_transition(name, pl, search, verify, tok, judge, prompts, tokens, cfg,
-                                     log(pl, "cotrained", name), seed=P["seed"], label="cotrained")
-            summary[pl][name] = MR.summarize_transition(rows, holds[MR.parse_transition(name)[1]])
+                                     log(pl, "cotrained", name), seed=P["seed"], label="cotrained",
+                                     deadline=deadline)
+            summary[pl][name] = MR.summarize_transition(rows, holds[MR.parse_transition(name)[1]], len(prompts))
     # baselines: no modes, no magic token; target = where the co-trained negative response leaves theirs
     base_summary = {pl: {} for pl in cfg.placements}
     for b in cfg.baselines:
         (bs, bv), _ = pair(b)
         for pl in cfg.placements:
             rows = MR.run_transition("none->negative", pl, bs, bv, tok, judge, prompts, tokens, cfg,
-                                     log(pl, b, "none->negative"), target_model=cot_model, seed=P["seed"], label=b)
-            base_summary[pl][b] = MR.summarize_transition(rows, holds["negative"])
+                                     log(pl, b, "none->negative"), target_model=cot_model, seed=P["seed"], label=b,
+                                     deadline=deadline)
+            base_summary[pl][b] = MR.summarize_transition(rows, holds["negative"], len(prompts))
         del bs, bv
     strings = MR.random_strings(cfg.n_random_tokens, ccfg.magic_token_length, P["seed"], exclude=tokens.values())
     rand = MR.random_token_switch_rate(cot_model, tok, judge, prompts, strings, "negative", cfg.max_new_tokens,
@@ -181,7 +187,10 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
                                baselines=base_summary, random_token_switch_rate=rand["rate"], random_token=rand,
                                target_mode_holds={m: sum(h) / len(h) for m, h in holds.items()},
                                magic_token_space=MR.magic_token_space(ccfg.magic_token_length),
-                               question=questions(summary, base_summary, rand, ccfg.magic_token_length))
+                               question=questions(summary, base_summary, rand, ccfg.magic_token_length),
+                               partial=any(s["n_prompts"] < len(prompts)
+                                           for part in (summary, base_summary) for d in part.values()
+                                           for s in d.values()))
     if world()[0] != 0:   # under a launcher every process holds the merged rows; rank 0 writes the result
         return res
     res.save(out_dir)
