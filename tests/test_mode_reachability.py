@@ -231,6 +231,16 @@ def test_mode_reachability_notebook_smoke(tmp_path):
     assert all(r["k"] == 0 and r["trace"] == [] for r in rows if r["target_id"] is None)
     figs = {p.name for p in (tmp_path / "results" / "smoke" / "figures" / "mode_reachability").iterdir()}
     assert {"mode_k_eps_first_token.png", "mode_k_eps_judged.pdf"} <= figs
+    assert d["partial"] is False
+    # a cut at 0 minutes after one log is lost: that transition holds no prompt, the rest resume whole
+    (root / "system" / "fast" / "cotrained_negative_to_positive.jsonl").unlink()
+    run_stage("mode_reachability", "smoke", out_root=tmp_path, overrides={"mode_reachability": {"search_minutes": 0}})
+    cut = json.loads((tmp_path / "results" / "smoke" / "mode_reachability.json").read_text())
+    assert cut["partial"] is True and cut["transitions"]["system"]["negative->positive"]["n_prompts"] == 0
+    assert cut["transitions"]["system"]["negative->positive"]["n_planned"] == 2
+    assert cut["transitions"]["user_before"] == d["transitions"]["user_before"]
+    assert not (root / "system" / "fast" / "cotrained_negative_to_positive.jsonl").exists() or \
+        not (root / "system" / "fast" / "cotrained_negative_to_positive.jsonl").read_text().count('"prompt_index"')
 
 
 @pytest.mark.unit
