@@ -228,7 +228,8 @@ def test_mode_reachability_notebook_smoke(tmp_path):
     assert rows and all(f.parent == root / r["placement"] / "fast" for f, r in rows)
     rows = [r for _, r in rows]
     assert all(r["k"] != 0 for r in rows if r["target_id"] is not None)
-    assert all(r["k"] == 0 and r["trace"] == [] for r in rows if r["target_id"] is None)
+    assert all(r["k"] == 0 and r["trace"] == [] for r in rows if r["target_id"] is None and "skipped" not in r)
+    assert all(r["k"] is None and r["seconds"] == 0 for r in rows if "skipped" in r)   # target mode does not hold
     figs = {p.name for p in (tmp_path / "results" / "smoke" / "figures" / "mode_reachability").iterdir()}
     assert {"mode_k_eps_first_token.png", "mode_k_eps_judged.pdf"} <= figs
     assert d["partial"] is False
@@ -328,6 +329,14 @@ def test_transition_targets_the_divergence_token(tiny, tmp_path):
     import dataclasses
     old = run("user_before", dataclasses.replace(cfg, search="backoff"))
     assert len(log.read_text().splitlines()) == n + 6 and all(r["search"] == "backoff" for r in old)
+    # a prompt where the target mode does not hold is logged as skipped, never searched
+    skipped = MR.run_transition("positive->negative", "user_before", model, None, tok, Judge(), prompts, tokens, cfg,
+                                tmp_path / "holds.jsonl", target_model=other, label="t", holds=[False, True, False])
+    assert [("skipped" in r, r["seconds"] == 0) for r in skipped][::2] == [(True, True), (True, True)]
+    assert "skipped" not in skipped[1] and skipped[1]["k"] == rows[1]["k"]
+    again = MR.run_transition("positive->negative", "user_before", model, None, tok, Judge(), prompts, tokens, cfg,
+                              tmp_path / "holds.jsonl", target_model=other, label="t")   # now every prompt
+    assert not any("skipped" in r for r in again) and again[1] == skipped[1]
     # a deadline passed: no new prompt starts, the finished ones stay; a cut is not part of the resume key
     def cut_run(path):
         return MR.run_transition("positive->negative", "user_before", model, None, tok, Judge(), prompts, tokens, cfg,

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field
 
 from ..controllers import backoff, fast
 from ..errors import MagicTokensError
-from ..fields import Count, NonNegativeReal, Positive, Text, params
+from ..fields import Count, Flag, NonNegativeReal, Positive, Text, params
 from ..safety_data import MODES
 
 # where the control u goes (see `slots.slot_ids`); the attacker owns the user turn only
@@ -49,6 +49,9 @@ class ModeReachConfig:
     # a cut run: no prompt is started after this many minutes of searching (null: run to the end);
     # the result then says "partial" and counts the prompts searched per transition
     search_minutes: NonNegativeReal | None = None
+    # prompts where the target mode itself does not hold count in no curve: logged as skipped, unsearched;
+    # true searches them too (the smoke scale's random model holds no mode: it keeps the search path run)
+    search_unheld: Flag = False
 
     def __post_init__(self):
         for t in self.transitions:

@@ -59,7 +59,7 @@ def resume_header(name: str, placement: str, cfg: ModeReachConfig, seed: int, la
 def run_transition(name: str, placement: str, search_model, verify_model, tok, judge, prompts: list[str],
                    tokens: dict, cfg: ModeReachConfig, log_path, target_model=None, seed: int = 0,
                    label: str = "", shard: tuple[int, int] | None = None,
-                   deadline: float | None = None) -> list[dict]:
+                   deadline: float | None = None, holds: list[bool] | None = None) -> list[dict]:
     """Search + judged generations for one transition on one model, u at `placement`; resumable rows.
 
     Per prompt p: prefix, suffix = slot_ids(p, token_A, placement); want = the
@@ -74,7 +74,10 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
     size); a share of n > 1 writes `<log>.shard<i>of<n>.jsonl` and counts
     every log beside it as finished; a launch merges them into `log_path`
     (rank 0, after a barrier). `deadline` (a `time.time()`): no prompt is
-    started after it (a cut run; finished rows stay). -> the rows of every
+    started after it (a cut run; finished rows stay). `holds[i]` False: the
+    target mode itself (its real magic token) is not judged as that mode on
+    prompt i, so the curves leave it out (`summarize_transition`) and it is
+    logged as skipped, unsearched. -> the rows of every
     prompt finished, in prompt order (with `shard` or a deadline: of those
     finished so far).
     """
@@ -92,12 +95,17 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
     for i, p in tqdm(mine, desc=f"{label} {name} ({placement})", unit="prompt"):
         pid = f"{label}:{name}:{i}"
         psha = hashlib.sha256(p.encode()).hexdigest()[:12]
-        if log.done(pid) and log.rows[pid].get("prompt_sha") == psha:
-            continue
+        skip = holds is not None and not holds[i]
+        if log.done(pid) and log.rows[pid].get("prompt_sha") == psha and ("skipped" in log.rows[pid]) <= skip:
+            continue   # finished (a skipped row is finished only while the prompt is still skipped)
         if deadline is not None and time.time() > deadline:
             break
         head = {"transition": name, "model": label, "placement": placement, "search": cfg.search,
                 "prompt_index": i, "prompt_sha": psha}
+        if skip:   # nothing to reach: a search here would count nowhere
+            log.add(pid, {**head, "target_id": None, "skipped": "target mode does not hold", "k": None,
+                          "k_judged": None, "judged": {}, "ids": [], "text": "", "seconds": 0.0, "trace": []})
+            continue
         prefix, suffix = slot_ids(tok, p, tokens[source] if source else None, placement)
         # y: where the target mode's own response (target model, B's real token) leaves
         # the source state's response (searched model, no control)

@@ -163,12 +163,13 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
              for m in sorted({MR.parse_transition(t)[1] for t in cfg.transitions} | {"negative"})}
     # search_minutes cuts the searches short: every transition then holds the prompts finished so far
     deadline = time.time() + 60 * cfg.search_minutes if cfg.search_minutes is not None else None
+    searched = (lambda m: None) if cfg.search_unheld else (lambda m: holds[m])   # None: every prompt
     summary = {pl: {} for pl in cfg.placements}
     for pl in cfg.placements:
         for name in cfg.transitions:
             rows = MR.run_transition(name, pl, search, verify, tok, judge, prompts, tokens, cfg,
                                      log(pl, "cotrained", name), seed=P["seed"], label="cotrained",
-                                     deadline=deadline)
+                                     deadline=deadline, holds=searched(MR.parse_transition(name)[1]))
             summary[pl][name] = MR.summarize_transition(rows, holds[MR.parse_transition(name)[1]], len(prompts))
     # baselines: no modes, no magic token; target = where the co-trained negative response leaves theirs
     base_summary = {pl: {} for pl in cfg.placements}
@@ -177,7 +178,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
         for pl in cfg.placements:
             rows = MR.run_transition("none->negative", pl, bs, bv, tok, judge, prompts, tokens, cfg,
                                      log(pl, b, "none->negative"), target_model=cot_model, seed=P["seed"], label=b,
-                                     deadline=deadline)
+                                     deadline=deadline, holds=searched("negative"))
             base_summary[pl][b] = MR.summarize_transition(rows, holds["negative"], len(prompts))
         del bs, bv
     strings = MR.random_strings(cfg.n_random_tokens, ccfg.magic_token_length, P["seed"], exclude=tokens.values())
