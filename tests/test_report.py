@@ -78,6 +78,9 @@ def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):
     lo, hi = wilson_interval(2 * round(share * n), 2 * n)
     assert f"| negative token -> judged negative (n={n} per seed) | {share:.3f} ± 0.000 ({lo:.3f}-{hi:.3f}) |" in text
     assert "same params otherwise" in text
+    p = d["sam_stats"]["cotrained"]["cosine_logits"]["p_value"]
+    assert f"| SAM null (label permutation), cotrained: 95% quantile; p per seed | " in text
+    assert f"; p {p:.3f}, {p:.3f} |" in text
     d["params"]["lr_typo"] = 1
     (tmp_path / "results/seeds/seed1/results/default/cotraining.json").write_text(json.dumps(d))
     assert "PARAMS DIFFER" in render_seeds(tmp_path)[0]

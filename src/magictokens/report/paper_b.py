@@ -192,6 +192,10 @@ def render_seeds(root: Path) -> list[str]:
              for k in runs[0]["constructive_safety"]]
     rows += [(f"SAM (cosine on logits), {k}", cell(lambda r, k=k: r["sam_stats"][k]["cosine_logits"]["sam"]))
              for k in runs[0]["sam_stats"]]
+    rows += [(f"SAM null (label permutation), {k}: 95% quantile; p per seed",
+              cell(lambda r, k=k: r["sam_stats"][k]["cosine_logits"]["null_q95"]) + "; p "
+              + ", ".join(_f(r["sam_stats"][k]["cosine_logits"]["p_value"]) for r in runs))
+             for k in runs[0]["sam_stats"]]
     rows += [(f"jailbreak relative drop, {k}", cell(lambda r, k=k: r["jailbreak"][k]["relative_drop"]))
              for k in runs[0]["jailbreak"]]
     return ([f"**Paper B over {len(runs)} training seeds (default scale; seeds "
