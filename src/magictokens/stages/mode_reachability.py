@@ -164,23 +164,23 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
     # search_minutes cuts the searches short: every transition then holds the prompts finished so far
     deadline = time.time() + 60 * cfg.search_minutes if cfg.search_minutes is not None else None
     searched = (lambda m: None) if cfg.search_unheld else (lambda m: holds[m])   # None: every prompt
-    summary = {pl: {} for pl in cfg.placements}
+    # placement by placement (the first, the user turn, is the study's main setting): the co-trained
+    # transitions, then the baselines on the same prompts, so a cut run holds whole comparisons first
+    summary, base_summary = {pl: {} for pl in cfg.placements}, {pl: {} for pl in cfg.placements}
     for pl in cfg.placements:
         for name in cfg.transitions:
             rows = MR.run_transition(name, pl, search, verify, tok, judge, prompts, tokens, cfg,
                                      log(pl, "cotrained", name), seed=P["seed"], label="cotrained",
                                      deadline=deadline, holds=searched(MR.parse_transition(name)[1]))
             summary[pl][name] = MR.summarize_transition(rows, holds[MR.parse_transition(name)[1]], len(prompts))
-    # baselines: no modes, no magic token; target = where the co-trained negative response leaves theirs
-    base_summary = {pl: {} for pl in cfg.placements}
-    for b in cfg.baselines:
-        (bs, bv), _ = pair(b)
-        for pl in cfg.placements:
+        # baselines: no modes, no magic token; target = where the co-trained negative response leaves theirs
+        for b in cfg.baselines:
+            (bs, bv), _ = pair(b)
             rows = MR.run_transition("none->negative", pl, bs, bv, tok, judge, prompts, tokens, cfg,
                                      log(pl, b, "none->negative"), target_model=cot_model, seed=P["seed"], label=b,
                                      deadline=deadline, holds=searched("negative"))
             base_summary[pl][b] = MR.summarize_transition(rows, holds["negative"], len(prompts))
-        del bs, bv
+            del bs, bv
     strings = MR.random_strings(cfg.n_random_tokens, ccfg.magic_token_length, P["seed"], exclude=tokens.values())
     rand = MR.random_token_switch_rate(cot_model, tok, judge, prompts, strings, "negative", cfg.max_new_tokens,
                                        cfg.gen_batch_size)
