@@ -397,6 +397,10 @@ def test_report_labels_each_placement(tmp_path):
     assert "switch rate (judged negative): 0.250 (95% CI 0.046-0.699, 1 of 4 (string, prompt) pairs)" in out
     assert "- positive->negative (co-trained), u user_before: 2 tokens reached" in out
     assert "Partial run" not in out
+    empty = MR.summarize_transition([], [True, True], n_planned=2)
+    assert MR.question("x", empty, rand, 8, "negative")["words"] == "x: not searched yet (a cut run stopped before it)."
+    unheld = MR.summarize_transition([{"k": None, "k_judged": None}], [False])
+    assert "never held" in MR.question("x", unheld, rand, 8, "negative")["words"]
     res.partial = True
     res.save(tmp_path / "results" / "default")
     assert "**Partial run**: cut by `search_minutes`" in render_mode_reachability("default", tmp_path)[0]

@@ -113,6 +113,7 @@ def question(label: str, s: dict, rand: dict, length: int, target: str) -> dict:
            "at_shortest": share(s["reached"][str(shortest)], n) if shortest is not None else None,
            "within_k_max": share(s["reached"][str(kmax)], n),
            "within_k_max_judged": share(s["reached_judged"][str(kmax)], n),
+           "n_done": s.get("n_prompts", n),   # prompts finished so far (0: a cut run has not begun it)
            "random_token": rnd, "magic_token_length": int(length), "magic_token_alphabet": len(ALPHABET),
            "magic_token_space": magic_token_space(length)}
     out["words"] = question_words(label, out, target)
@@ -128,6 +129,8 @@ def _pct(x: dict) -> str:
 def question_words(label: str, q: dict, target: str) -> str:
     """The answer of `question` as one sentence."""
     w, j = q["within_k_max"], q["within_k_max_judged"]
+    if not q.get("n_done", 1):
+        return f"{label}: not searched yet (a cut run stopped before it)."
     if not w["n"]:
         return f"{label}: the target mode never held on these prompts: nothing to reach."
     first = (f"{label}: no prompt of <= {q['k_max']} tokens made the target mode's next token the argmax "
