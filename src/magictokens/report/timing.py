@@ -47,7 +47,8 @@ def stage_seconds(scale: str, root: Path) -> dict[str, dict]:
     if (m := _load(scale, "mode_reachability", root)) is not None and "search" in m["meta"]:
         dirs = [base / "instances" / "mode_reachability" / p / m["meta"]["search"] for p in m["meta"]["placements"]]
         s, n = _row_seconds(sorted(f for d in dirs for f in d.glob("*.jsonl")))
-        out["mode_reachability"] = {"seconds": s, "what": f"{n} search rows", "threads": m["meta"].get("threads")}
+        out["mode_reachability"] = {"seconds": s, "what": f"{n} search rows" + (", a partial run" if m.get("partial") else ""),
+                                    "threads": m["meta"].get("threads")}
     return out
 
 
