@@ -142,7 +142,7 @@ for key, title in (("eps", "first token is the target mode's"), ("eps_judged", "
         ax.legend(fontsize=7)
     fig.suptitle(f"Reaching a mode without its magic token ({title})"
                  + ("\nPARTIAL run (search_minutes): each curve's 'of' counts the prompts searched so far"
-                    if res.partial else ""), fontsize=10, color="firebrick" if res.partial else "black")
+                    if res.partial else ""), fontsize=10, **({"color": "firebrick"} if res.partial else {}))
     stamp(fig, meta, meta["n_prompts"], meta.get("budget", ""))   # N = prompts planned per transition
     save_figure(fig, f"mode_k_eps_{'first_token' if key == 'eps' else 'judged'}", fig_dir)
 plt.show()
