@@ -121,8 +121,9 @@ def test_repro_time_sums_what_the_stages_recorded(tmp_path):
     base = tmp_path / "results" / "default"
     rows = base / "instances" / "reachability" / "fast"
     rows.mkdir(parents=True)
-    (rows / "true_token.jsonl").write_text(json.dumps({"id": "a", "seconds": 100}) + "\n"
-                                           + json.dumps({"id": "b", "seconds": 20}) + "\n")
+    (rows / "true_token.jsonl").write_text(json.dumps({"id": "a", "seconds": 7}) + "\n"   # a rerun replaced it
+                                           + json.dumps({"id": "a", "seconds": 100}) + "\n"
+                                           + json.dumps({"id": "b", "seconds": 20}) + "\n" + '{"id": "c", "sec')
     (base / "instances" / "reachability" / "backoff").mkdir()   # another method's rows: not this result's
     (base / "instances" / "reachability" / "backoff" / "true_token.jsonl").write_text(json.dumps({"seconds": 999}))
     (base / "reachability.json").write_text(json.dumps({"meta": {"method": "fast"}}))

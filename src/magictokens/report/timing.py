@@ -21,13 +21,20 @@ from .common import _load
 
 
 def _row_seconds(paths) -> tuple[float, int]:
+    """Seconds summed over the rows of JSONL logs, read as `results.InstanceLog` reads them: per file the
+    last row of each id counts (a rerun or a re-searched skipped prompt appends a new row), a line cut by a
+    crash is skipped, header lines carry no time."""
     total, n = 0.0, 0
     for p in paths:
+        rows: dict = {}
         for line in p.read_text().splitlines():
-            if line.strip():
+            try:
                 row = json.loads(line)
-                if "seconds" in row:   # header lines carry no time
-                    total, n = total + float(row["seconds"]), n + 1
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "seconds" in row:
+                rows[row.get("id", len(rows))] = float(row["seconds"])
+        total, n = total + sum(rows.values()), n + len(rows)
     return total, n
 
 

@@ -189,7 +189,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
                                target_mode_holds={m: sum(h) / len(h) for m, h in holds.items()},
                                magic_token_space=MR.magic_token_space(ccfg.magic_token_length),
                                question=questions(summary, base_summary, rand, ccfg.magic_token_length),
-                               partial=any(s["n_prompts"] < len(prompts)
+                               partial=any(s["n_prompts"] < s["n_planned"]
                                            for part in (summary, base_summary) for d in part.values()
                                            for s in d.values()))
     if world()[0] != 0:   # under a launcher every process holds the merged rows; rank 0 writes the result
