@@ -68,7 +68,7 @@ def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):
 
     src = REPO_ROOT / "results" / "variants" / "paper_recipe" / "cotraining.json"
     d = json.loads(src.read_text())
-    for sub, seed in (("results/default", 0), ("results/seeds/seed1/results/default", 1)):
+    for sub, seed in (("results/cpu", 0), ("results/seeds/seed1/results/cpu", 1)):
         (tmp_path / sub).mkdir(parents=True)
         d["meta"]["seed"], d["params"]["seed"] = seed, seed
         (tmp_path / sub / "cotraining.json").write_text(json.dumps(d))
@@ -82,7 +82,7 @@ def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):
     assert f"| SAM null (label permutation), cotrained: 95% quantile; p per seed | " in text
     assert f"; p {p:.3f}, {p:.3f} |" in text
     d["params"]["lr_typo"] = 1
-    (tmp_path / "results/seeds/seed1/results/default/cotraining.json").write_text(json.dumps(d))
+    (tmp_path / "results/seeds/seed1/results/cpu/cotraining.json").write_text(json.dumps(d))
     assert "PARAMS DIFFER" in render_seeds(tmp_path)[0]
     shutil.rmtree(tmp_path / "results" / "seeds")
     assert render_seeds(tmp_path) == []                       # one seed: no table
@@ -94,15 +94,15 @@ def test_beyond_result_says_when_its_cotrained_model_is_not_the_committed_one(tm
     from magictokens.report import render_mode_reachability
     from magictokens.stages.mode_reachability import cotraining_fingerprint
 
-    cot = json.loads((REPO_ROOT / "results" / "default" / "cotraining.json").read_text())
-    mr = json.loads((REPO_ROOT / "results" / "default" / "mode_reachability.json").read_text())
-    (tmp_path / "results" / "default").mkdir(parents=True)
-    (tmp_path / "results" / "default" / "cotraining.json").write_text(json.dumps(cot))
+    cot = json.loads((REPO_ROOT / "results" / "cpu" / "cotraining.json").read_text())
+    mr = json.loads((REPO_ROOT / "results" / "cpu" / "mode_reachability.json").read_text())
+    (tmp_path / "results" / "cpu").mkdir(parents=True)
+    (tmp_path / "results" / "cpu" / "cotraining.json").write_text(json.dumps(cot))
 
     def header(run):
         mr["meta"]["cotraining_run"] = run
-        (tmp_path / "results" / "default" / "mode_reachability.json").write_text(json.dumps(mr))
-        return render_mode_reachability("default", tmp_path)[0]
+        (tmp_path / "results" / "cpu" / "mode_reachability.json").write_text(json.dumps(mr))
+        return render_mode_reachability("cpu", tmp_path)[0]
 
     assert "another co-trained model" not in header(cotraining_fingerprint(cot))
     assert "another co-trained model" in header("0123456789ab")

@@ -60,8 +60,8 @@ RESULT_FILES = {"reachability": ("reachability.json", "speed.json", "reachabilit
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("stage", list(RESULT_FILES))
-@pytest.mark.parametrize("scale", ["default", "paper"])
+@pytest.mark.parametrize("stage,scale", [(st, sc) for sc in ("default", "paper", "cpu") for st in RESULT_FILES
+                                         if sc != "cpu" or st in ("cotraining", "mode_reachability")])
 def test_committed_figures_redraw_from_results_alone(tmp_path, stage, scale):
     """Each notebook with redraw=True reads its stage's files in results/<scale>/ only (the model
     name is made unloadable) and draws every committed figure byte for byte (PNG)."""
@@ -137,5 +137,21 @@ def test_bad_param_values_give_one_line(section, cls, overrides, line):
 def test_every_scale_of_params_yaml_validates():
     for section, cls in (("reachability", ReachabilityConfig), ("theorem", TheoremConfig),
                          ("cotraining", CoTrainingConfig), ("mode_reachability", ModeReachConfig)):
-        for scale in ("default", "paper", "smoke"):
+        for scale in ("default", "cpu", "paper", "smoke"):
             stage_params(scale, section, cls)
+
+
+@pytest.mark.unit
+def test_paper_b_records_were_made_with_todays_cpu_scale():
+    """results/cpu (and its seeds) is paper B's CPU record: its recorded co-training params are the cpu
+    scale's, so an edit to params.yaml that would orphan it (or a default cut that leaks into it) fails here."""
+    import json
+
+    want = stage_params("cpu", "cotraining", CoTrainingConfig)[0]["cotraining"]
+    runs = [REPO_ROOT / "results" / "cpu"] + sorted((REPO_ROOT / "results" / "seeds").glob("seed*/results/cpu"))
+    assert len(runs) >= 3
+    for d in runs:
+        rec = json.loads((d / "cotraining.json").read_text())
+        assert rec["meta"]["scale"] == "cpu", d
+        assert rec["params"] == want, f"{d}: recorded co-training params are not params.yaml's cpu scale"
+    assert stage_params("default", "cotraining", CoTrainingConfig)[0]["cotraining"] != want

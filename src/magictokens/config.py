@@ -31,7 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 from .errors import MagicTokensError
 from .fields import Count, Text, params
 
-SCALES = ("default", "paper", "smoke")
+SCALES = ("default", "cpu", "paper", "smoke")
 TINY_MODEL = "tiny-random-llama"   # the random test model (models.build_tiny_model): smoke scale only
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """Command line: fill data/, run a notebook stage at a scale.
 
     magictokens data [--source DIR | --from-hub]
-    magictokens run STAGE [--scale default|paper|smoke] [--out-root DIR] [--set key=value ...] [--redraw]
+    magictokens run STAGE [--scale default|cpu|paper|smoke] [--out-root DIR] [--set key=value ...] [--redraw]
     magictokens search [--scale paper] [--family F] [--minutes M] [--shard I/N]   (searches only, resumable)
     accelerate launch --multi_gpu --num_processes N -m magictokens.pipeline search ...   (one process per device)
     magictokens merge [--scale paper]   (shard logs of finished --shard runs -> one log per family)

@@ -25,7 +25,7 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 def render(root: str | Path | None = None) -> str:
     root = Path(root or REPO_ROOT)
     lines: list[str] = []
-    for scale in ("paper", "default"):
+    for scale in ("paper", "cpu", "default"):
         for fn in (render_reachability, render_theorem, render_cotraining, render_mode_reachability):
             lines += fn(scale, root)
     lines += render_repro_time(root)

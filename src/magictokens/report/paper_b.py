@@ -169,8 +169,8 @@ def render_variants(root: Path) -> list[str]:
 
 
 def render_seeds(root: Path) -> list[str]:
-    """Paper B over training seeds: seed 0 = results/default, more from scripts/cotraining_seeds.sh."""
-    dirs = [root / "results" / "default"] + sorted((root / "results" / "seeds").glob("seed*/results/default"))
+    """Paper B over training seeds at the cpu scale: seed 0 = results/cpu, more from scripts/cotraining_seeds.sh."""
+    dirs = [root / "results" / "cpu"] + sorted((root / "results" / "seeds").glob("seed*/results/cpu"))
     runs = [asdict(CoTrainingStageResult.load(d)) for d in dirs if (d / "cotraining.json").exists()]
     if len(runs) < 2:
         return []
@@ -198,7 +198,7 @@ def render_seeds(root: Path) -> list[str]:
              for k in runs[0]["sam_stats"]]
     rows += [(f"jailbreak relative drop, {k}", cell(lambda r, k=k: r["jailbreak"][k]["relative_drop"]))
              for k in runs[0]["jailbreak"]]
-    return ([f"**Paper B over {len(runs)} training seeds (default scale; seeds "
+    return ([f"**Paper B over {len(runs)} training seeds (cpu scale; seeds "
              f"{', '.join(str(r['meta']['seed']) for r in runs)}; "
              + ("same params otherwise" if same else "PARAMS DIFFER beyond the seed: not comparable") + ")**: "
              "mean ± sd over seeds; shares also with the Wilson 95% interval of the pooled count.", "",
@@ -215,6 +215,6 @@ def render_sweep(root: Path) -> list[str]:
     return [f"**Paper B hyperparameters on a validation split** (`benchmarks/cotraining_sweep.py`; "
             f"{b['n_validation']} harmful prompts of the training sources, never trained on; score = mode accuracy "
             f"there): " + ", ".join(f"lr {r['lr']} x {r['epochs']} epochs {_f(r['score'])}" for r in b["rows"])
-            + f". Best: lr {best['lr']} x {best['epochs']} epochs; params.yaml: lr {use['lr']} x {use['epochs']} "
+            + f". Best: lr {best['lr']} x {best['epochs']} epochs; params.yaml (cpu scale): lr {use['lr']} x {use['epochs']} "
             + ("(the same)." if (use["lr"], use["epochs"]) == (best["lr"], best["epochs"]) else
                "(**not the validated choice**: rerun the stage with it)."), ""]
