@@ -141,8 +141,40 @@ def test_repro_time_sums_what_the_stages_recorded(tmp_path):
     (mr / "system" / "backoff").mkdir(parents=True)
     (mr / "system" / "backoff" / "old.jsonl").write_text(json.dumps({"seconds": 5000}) + "\n")
     (base / "mode_reachability.json").write_text(json.dumps({"meta": {"search": "fast", "placements": ["user_before"]}}))
-    line = render_repro_time(tmp_path)[0]
+    line = render_repro_time(tmp_path, target_min=30)[0]
     assert "mode_reachability 17.5 min (1 search rows" in line
     assert "total 30.0 min: under the 30-minute target" in line
     (base / "theorem.json").write_text(json.dumps({"meta": {"runtime_s": 90}}))
-    assert "total 31.0 min: the 30-minute target is missed by 1 min" in render_repro_time(tmp_path)[0]
+    assert "total 31.0 min: the 30-minute target is missed by 1.0 min" in render_repro_time(tmp_path, target_min=30)[0]
+    assert "the 20-minute target is missed by 11.0 min" in render_repro_time(tmp_path)[0]   # issue 14's target
+
+
+def test_measured_repro_line_and_its_staleness(tmp_path):
+    """benchmarks/repro_time.py's JSON: per-stage minutes, the total against 20 minutes, and "Stale" once
+    params.yaml's default section is not the one measured."""
+    import json
+    import shutil
+    import sys
+
+    from magictokens.report.timing import default_params_hash, render_measured_repro
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import repro_time
+
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    assert default_params_hash(tmp_path) == repro_time.default_params_hash(tmp_path)   # one hash, two writers
+    assert repro_time.stages(REPO_ROOT) == ["reachability", "theorem", "cotraining", "mode_reachability"]
+    assert render_measured_repro(tmp_path) == []
+    b = {"meta": {"device": "cpu (2 cores)", "threads": 2, "versions": {"git": "abc1234"}, "date": "2026-11-25",
+                  "default_params": default_params_hash(tmp_path), "load_avg_1min": [0.5, 2.1]},
+         "from_scratch": True, "stages_s": {"reachability": 600, "theorem": 60, "cotraining": 420}, "total_s": 1080}
+    (tmp_path / "results" / "bench").mkdir(parents=True)
+    (tmp_path / "results" / "bench" / "repro_time.json").write_text(json.dumps(b))
+    line = render_measured_repro(tmp_path)[0]
+    assert "reachability 10.0 min, theorem 1.0 min, cotraining 7.0 min; total **18.0 min**: under the 20-minute" in line
+    assert "Stale" not in line and "load 0.5-2.1" in line
+    (tmp_path / "params.yaml").write_text((tmp_path / "params.yaml").read_text().replace("seed: 0", "seed: 1", 1))
+    assert "**Stale**" in render_measured_repro(tmp_path)[0]
+    b["total_s"] = 1500
+    (tmp_path / "results" / "bench" / "repro_time.json").write_text(json.dumps(b))
+    assert "the 20-minute target is missed by 5.0 min" in render_measured_repro(tmp_path)[0]

@@ -13,6 +13,10 @@ from ..stages.mode_reachability import ModeReachStageResult, cotraining_fingerpr
 from .common import _backoff_line, _f, _meta_line, _typed
 
 
+# the default scale is what a bare `dvc repro` runs in minutes: a check of the pipeline at small N, not a measurement
+SMALL = {"default": " *Small N (a bare `dvc repro` in minutes): a check that the stage runs end to end, not a "
+                    "measurement; paper B's record is the cpu scale above.*"}
+
 def render_cotraining(scale: str, root: Path) -> list[str]:
     r = _typed(CoTrainingStageResult, scale, root)
     if r is None:
@@ -28,7 +32,7 @@ def render_cotraining(scale: str, root: Path) -> list[str]:
              f"held-out replies of this model (95% {_f(ci[0])}-{_f(ci[1])})" if ci else
              f"judge accuracy {_f(d.get('judge_accuracy'))}")
     out = [f"**Paper B, magic-token co-training ({scale} scale)** - {_meta_line(d['meta'])}; "
-           f"n_train {d['meta'].get('n_train')}, n_eval {d['meta'].get('n_eval')}; {judge}.", "",
+           f"n_train {d['meta'].get('n_train')}, n_eval {d['meta'].get('n_eval')}; {judge}.{SMALL.get(scale, '')}", "",
            f"| system prompt (held-out harmful, n={n_h}) | " + " | ".join(f"judged {m}" for m in cols) + " |",
            "|---" * (len(cols) + 1) + "|"]
     for tok, row in conf.items():
@@ -101,7 +105,8 @@ def render_mode_reachability(scale: str, root: Path) -> list[str]:
              f"mode_reachability --scale {scale}`)" if used else " (Which co-training run it used is not recorded.)")
     cut = (" **Partial run**: cut by `search_minutes`; N counts the prompts searched so far (\"of n\": searched, "
            f"of {d['meta'].get('n_prompts')} planned per row)." if d.get("partial") else "")
-    out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}.{stale}{cut}", "",
+    out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}."
+           f"{stale}{cut}{SMALL.get(scale, '')}", "",
            "| transition (model) | N | " + " | ".join(f"eps({k})" for k in KS) + " | judged eps(10) |",
            "|---|---|" + "---|" * (len(KS) + 1)]
     rows = []
