@@ -404,3 +404,27 @@ def test_report_labels_each_placement(tmp_path):
     res.partial = True
     res.save(tmp_path / "results" / "default")
     assert "**Partial run**: cut by `search_minutes`" in render_mode_reachability("default", tmp_path)[0]
+
+
+@pytest.mark.unit
+def test_committed_beyond_rows_resume_under_todays_cpu_params():
+    """The cpu-scale beyond study is built over sessions: every committed row's config hash is the one
+    today's params.yaml (cpu scale) gives with the weight digests its result recorded, so an edit that
+    would orphan hours of rows (a search knob, max_new_tokens, opening_tokens, ...) fails here first."""
+    from magictokens.config import REPO_ROOT, build, stage_params
+    from magictokens.results import config_hash
+
+    P, cfg = stage_params("cpu", "mode_reachability", MR.ModeReachConfig)
+    digests = json.loads((REPO_ROOT / "results/cpu/mode_reachability.json").read_text())["meta"]["weights_digest"]
+    n = 0
+    for placement in cfg.placements:
+        for path in sorted((REPO_ROOT / "results/cpu/instances/mode_reachability" / placement / cfg.search).glob("*.jsonl")):
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            label, name = rows[0]["model"], rows[0]["transition"]
+            weights = [digests[label], digests["cotrained"]]
+            want = config_hash(MR.resume_header(name, placement, cfg, P["seed"], label, weights))
+            assert {r["config_hash"] for r in rows} == {want}, path
+            n += len(rows)
+    assert n >= 59   # the rows committed when this test was written
+    bumped = build(MR.ModeReachConfig, {**P["mode_reachability"], "opening_tokens": 17}, "mode_reachability")
+    assert config_hash(MR.resume_header(name, placement, bumped, P["seed"], label, weights)) != want

@@ -178,3 +178,15 @@ def test_measured_repro_line_and_its_staleness(tmp_path):
     b["total_s"] = 1500
     (tmp_path / "results" / "bench" / "repro_time.json").write_text(json.dumps(b))
     assert "the 20-minute target is missed by 5.0 min" in render_measured_repro(tmp_path)[0]
+
+
+def test_every_figure_and_file_readme_links_exists():
+    """README's images and linked repository files exist (figures move when a scale is renamed)."""
+    import re
+
+    text = (REPO_ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#\s]+)\)", text)
+    local = [x for x in links if not re.match(r"[a-z]+://", x)]
+    assert any(x.endswith(".png") for x in local)
+    missing = [x for x in local if not (REPO_ROOT / x).exists()]
+    assert not missing, f"README links to missing files: {missing}"

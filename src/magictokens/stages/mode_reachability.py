@@ -35,7 +35,7 @@ from ..controllers.backoff import BackoffConfig
 from ..cotraining import CoTrainingConfig
 from ..content_judge import make_judge
 from ..distributed import world
-from ..models import search_pair_of, torch_threads
+from ..models import search_pair_of, torch_threads, weights_digest
 from ..reachability import budget_label
 from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
 from ..safety_data import magic_tokens
@@ -155,6 +155,10 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
                     n_eval_harmful=ccfg.n_eval_harmful, judge=judge_report["kind"],
                     judge_accuracy=judge_report["agreement"],
                     overrides=overrides or {}, budget=budget_label(scfg), threads=torch.get_num_threads())
+    # every searched model's weight digest, as the rows' resume keys hold it: a test recomputes each
+    # committed row's config hash from today's params and these, so a params edit that would orphan
+    # hours of rows fails there first
+    meta["weights_digest"] = {"cotrained": weights_digest(cot_model)}
 
     # where the target mode itself (real magic token) does not behave as that mode, there is
     # nothing to reach: those prompts are left out of the curves (counted)
@@ -176,6 +180,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
         # baselines: no modes, no magic token; target = where the co-trained negative response leaves theirs
         for b in cfg.baselines:
             (bs, bv), _ = pair(b)
+            meta["weights_digest"][b] = weights_digest(bv if bv is not None else bs)
             rows = MR.run_transition("none->negative", pl, bs, bv, tok, judge, prompts, tokens, cfg,
                                      log(pl, b, "none->negative"), target_model=cot_model, seed=P["seed"], label=b,
                                      deadline=deadline, holds=searched("negative"))
