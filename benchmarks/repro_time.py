@@ -16,8 +16,6 @@ both cores.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -28,15 +26,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from magictokens.report.timing import default_params_hash   # the hash README checks staleness by
 from magictokens.results import REPO_ROOT, device_name, versions, write_json
 
 OUT = REPO_ROOT / "results" / "bench" / "repro_time.json"
-
-
-def default_params_hash(root: Path = REPO_ROOT) -> str:
-    """sha256 (12 hex) of params.yaml's `default` section: what a bare `dvc repro` runs."""
-    raw = yaml.safe_load((root / "params.yaml").read_text())["default"]
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def stages(root: Path = REPO_ROOT) -> list[str]:
@@ -63,7 +56,7 @@ def main():
         print(f"{stage}: {seconds[stage] / 60:.1f} min", flush=True)
     total = time.time() - t_all
     write_json(OUT, {"meta": {"device": device_name("cpu"), "threads": torch.get_num_threads(),
-                              "versions": versions(), "default_params": default_params_hash(),
+                              "versions": versions(), "default_params": default_params_hash(REPO_ROOT),
                               "load_avg_1min": load, "date": time.strftime("%Y-%m-%d")},
                      "from_scratch": True, "stages_s": seconds, "total_s": total})
     print(f"bare dvc repro: {total / 60:.1f} min -> {OUT}")
