@@ -3,7 +3,7 @@
 # `magictokens run cotraining --scale cpu` itself (results/cpu/): each seed retrains co-training +
 # baselines and writes results/seeds/seed<S>/results/cpu/. `magictokens report` then puts mean,
 # spread and pooled Wilson intervals over seed 0 and these in README. Each seed takes the cpu-scale
-# stage's time (its recorded seconds_total, ~30-36 min) on the 2-core CPU, both threads: stop other
+# stage's time (its recorded seconds_total: 28-36 min for seeds 0-2) on the 2-core CPU, both threads: stop other
 # heavy jobs first.
 #   usage: bash scripts/cotraining_seeds.sh [SEED ...]      (default: 1 2)
 set -euo pipefail
