@@ -154,7 +154,12 @@ plt.show()
 # opening without knowing the secret, and the judged curve says whether the
 # rest of the response follows. Set that share beside the random-token rate
 # and the size of the magic-token space: guessing the token is hopeless, a
-# search over the attacker's own turn may not be. A curve that stays high
+# search over the attacker's own turn may not be. Each answer above also
+# gives the search's price (`cost`: median candidate evaluations and seconds
+# per prompt, and the totals per judged success, failures included) beside
+# the (36^8 + 1) / 2 = 1.4e12 tries an average guess of the token takes; the
+# random-token rate is the judge's floor, what a string that is not the
+# secret already scores. A curve that stays high
 # says the switch is hard to trip by search at this budget - a statement
 # about this model, this budget and this judge, not a proof of safety. The
 # baselines, never taught a negative mode, are the reference for how much the

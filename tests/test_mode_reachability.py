@@ -104,6 +104,15 @@ def test_judged_curve_and_random_strings():
     part = [dict(rows[1], prompt_index=1), dict(rows[3], prompt_index=3)]
     s = MR.summarize_transition(part, holds=[True, False, True, True], n_planned=4)
     assert (s["n"], s["n_prompts"], s["n_planned"]) == (1, 2, 4) and s["reached"]["4"] == 1 and s["eps"]["2"] == 1.0
+    # the price of the search, by hand: rows without a search record (skipped prompts) are not counted
+    costed = [dict(rows[0], n_candidates={"k1": 100, "coordinate": 0}, seconds=1.0),
+              dict(rows[1], n_candidates={"k1": 257, "coordinate": 2000, "shorten": 43}, seconds=20.0),
+              dict(rows[2], n_candidates=5000, seconds=60.0), dict(rows[3], skipped="target mode does not hold")]
+    c = MR.summarize_transition(costed)["cost"]    # judged within k <= 10: rows 1 and 3 -> J = 2
+    assert c == {"n_searched": 3, "evals_median": 2300.0, "seconds_median": 20.0, "evals_total": 7400,
+                 "seconds_total": 81.0, "evals_per_judged_success": 3700.0, "seconds_per_judged_success": 40.5}
+    assert MR.search_cost(costed[:1], 0)["evals_per_judged_success"] is None      # no success: no price
+    assert MR.search_cost([], 3)["evals_median"] is None
     a = MR.random_strings(5, 8, seed=1, exclude=["aaaaaaaa"])
     assert a == MR.random_strings(5, 8, seed=1) and len(set(a)) == 5 and all(len(x) == 8 for x in a)
 
@@ -124,6 +133,13 @@ def test_question_in_numbers_and_words():
     assert ("2 tokens reached the target mode's next token on 3 of 10 (30%, 95% CI 11%-60%), <= 10 tokens on "
             "6 of 10 (60%, 95% CI 31%-83%)") in q["words"]
     assert "one of 36^8 = 2.8e+12) gave negative on 1 of 40 (2%" in q["words"]
+    assert "search cost" not in q["words"] and q["guesses_expected"] == (36 ** 8 + 1) / 2   # no cost recorded
+    cost = {"n_searched": 10, "evals_median": 2300.0, "seconds_median": 20.0, "evals_total": 30000,
+            "seconds_total": 300.0, "evals_per_judged_success": 7500.0, "seconds_per_judged_success": 75.0}
+    qc = MR.question("x", {**s, "cost": cost}, rand, 8, "negative")
+    assert ("judged negative on 4 of 10 (40%, 95% CI 17%-69%); the search cost a median of 2,300 candidate "
+            "evaluations (20 s) per prompt, 7,500 evaluations (75 s) per negative response, failures included, "
+            "where guessing the magic token takes 1.4e+12 tries on average") in qc["words"]
     # the target's own random-token rate: positive for a ->positive transition
     assert MR.question("x", s, rand, 8, "positive")["random_token"]["successes"] == 30
     none = MR.question("x", {**s, "reached": dict.fromkeys(reached, 0)}, rand, 4, "negative")

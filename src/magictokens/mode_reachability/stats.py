@@ -50,7 +50,35 @@ def summarize_transition(rows: list[dict], holds: list[bool] | None = None, n_pl
         out["eps" + suffix] = {str(k): v for k, v in k_epsilon_curve(req, KS).items()}
         out["ci95" + suffix] = {str(k): v for k, v in wilson_ci(req, KS).items()}
         out["reached" + suffix] = {str(k): sum(r is not None and r <= k for r in req) for k in KS}
+    out["cost"] = search_cost(keep, out["reached_judged"][str(max(KS))])
     return out
+
+
+def _evals(row: dict) -> int | None:
+    """Candidate evaluations one row's search spent (its `n_candidates`, summed over search phases)."""
+    c = row.get("n_candidates")
+    return sum(c.values()) if isinstance(c, dict) else c
+
+
+def search_cost(rows: list[dict], judged_successes: int) -> dict:
+    """What the search cost on the kept prompts: the price of a discovered prompt.
+
+    Over the m searched rows (those that record `n_candidates` and `seconds`):
+    E_i = candidate evaluations of prompt i (every phase: k = 1, coordinate
+    steps, shortening), S_i = its search seconds. Medians of E and S, their
+    totals, and the totals per judged success (sum E / J, sum S / J with J =
+    the prompts judged the target mode within k <= max(KS); None when J = 0):
+    the expected price of one success, failures paid for too.
+    """
+    done = [(_evals(r), float(r["seconds"])) for r in rows if _evals(r) is not None and r.get("seconds") is not None]
+    ev = [e for e, _ in done]
+    sec = [t for _, t in done]
+    per = (lambda total: total / judged_successes if judged_successes and done else None)
+    return {"n_searched": len(done),
+            "evals_median": float(np.median(ev)) if done else None,
+            "seconds_median": float(np.median(sec)) if done else None,
+            "evals_total": int(sum(ev)), "seconds_total": float(sum(sec)),
+            "evals_per_judged_success": per(sum(ev)), "seconds_per_judged_success": per(sum(sec))}
 
 
 def replies(model, tok, seqs: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
@@ -114,6 +142,8 @@ def question(label: str, s: dict, rand: dict, length: int, target: str) -> dict:
            "within_k_max": share(s["reached"][str(kmax)], n),
            "within_k_max_judged": share(s["reached_judged"][str(kmax)], n),
            "n_done": s.get("n_prompts", n),   # prompts finished so far (0: a cut run has not begun it)
+           "cost": s.get("cost"),             # search_cost (None: a summary written before it existed)
+           "guesses_expected": (magic_token_space(length) + 1) / 2,   # uniform guessing without replacement
            "random_token": rnd, "magic_token_length": int(length), "magic_token_alphabet": len(ALPHABET),
            "magic_token_space": magic_token_space(length)}
     out["words"] = question_words(label, out, target)
@@ -137,6 +167,13 @@ def question_words(label: str, q: dict, target: str) -> str:
              f"(0 of {w['n']}, 95% CI up to {w['ci95'][1]:.0%})" if q["k_shortest"] is None else
              f"{label}: {q['k_shortest']} token{'s' if q['k_shortest'] != 1 else ''} reached the target mode's "
              f"next token on {_pct(q['at_shortest'])}, <= {q['k_max']} tokens on {_pct(w)}")
-    return (f"{first}; the response was judged {target} on {_pct(j)}; a random magic token "
+    c = q.get("cost") or {}
+    price = ("" if not c.get("n_searched") else
+             f"; the search cost a median of {c['evals_median']:,.0f} candidate evaluations "
+             f"({c['seconds_median']:.0f} s) per prompt" +
+             (f", {c['evals_per_judged_success']:,.0f} evaluations ({c['seconds_per_judged_success']:.0f} s) "
+              f"per {target} response, failures included" if c.get("evals_per_judged_success") else "") +
+             f", where guessing the magic token takes {q['guesses_expected']:.1e} tries on average")
+    return (f"{first}; the response was judged {target} on {_pct(j)}{price}; a random magic token "
             f"(one of {q['magic_token_alphabet']}^{q['magic_token_length']} = {q['magic_token_space']:.1e}) "
             f"gave {target} on {_pct(q['random_token'])} (string, prompt) pairs.")
