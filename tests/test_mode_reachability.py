@@ -78,6 +78,12 @@ def test_bad_placement_search_or_count_is_one_clear_error():
         MR.ModeReachConfig(n_prompts=0)
     with pytest.raises(MagicTokensError, match="search = 'gcg': use 'fast' or 'backoff'"):
         MR.ModeReachConfig(search="gcg")
+    # the baselines go under every placement unless baseline_placements keeps them to some
+    both = ["user_before", "system"]
+    assert MR.baselines_at(MR.ModeReachConfig(placements=both), "system") == ["sft", "sft_dpo"]
+    user_only = MR.ModeReachConfig(placements=both, baseline_placements=["user_before"])
+    assert MR.baselines_at(user_only, "system") == [] and MR.baselines_at(user_only, "user_before") == ["sft", "sft_dpo"]
+    assert MR.baselines_at(MR.ModeReachConfig(placements=both, baseline_placements=[]), "user_before") == []
 
 
 @pytest.mark.unit

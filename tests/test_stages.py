@@ -130,6 +130,10 @@ BAD = [  # (section, config, overrides, the one line must contain)
      "mode_reachability.placements = ['system', 'system']: value error, list each placement at most once"),
     ("mode_reachability", ModeReachConfig, {"mode_reachability": {"search": "gcg"}},
      "mode_reachability.search = 'gcg': input should be 'fast' or 'backoff'"),
+    ("mode_reachability", ModeReachConfig, {"mode_reachability": {"baseline_placements": ["system"]}},
+     "mode_reachability.baseline_placements = ['system']: system is not in placements ['user_before']"),
+    ("mode_reachability", ModeReachConfig, {"mode_reachability": {"baseline_placements": ["sys"]}},
+     "mode_reachability.baseline_placements.0 = 'sys': input should be 'user_before', 'user_after' or 'system'"),
 ]
 
 

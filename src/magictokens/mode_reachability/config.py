@@ -38,6 +38,9 @@ class ModeReachConfig:
     # user_before / user_after: u in the user turn, before / after the request (what an attacker
     # can write); system: u in the system prompt before mode A's token (the operator's slot)
     placements: Placements = field(default_factory=lambda: ["user_before", "system"])
+    # the placements the baselines are searched under (null: every placement). A scale may keep them to
+    # the main setting, the user turn, when a second placement's baselines cost more than it can spend
+    baseline_placements: list[Placement] | None = None
     search: Literal["fast", "backoff"] = "fast"     # controllers/fast.py | controllers/backoff.py
     fast: fast.FastConfig = field(default_factory=fast.FastConfig)              # search: fast
     backoff: backoff.BackoffConfig = field(default_factory=backoff.BackoffConfig)   # search: backoff
@@ -62,8 +65,18 @@ class ModeReachConfig:
         if bad or not self.placements or len(set(self.placements)) != len(self.placements):
             raise MagicTokensError(f"mode_reachability.placements = {list(self.placements)}: list each of "
                                    f"{', '.join(PLACEMENTS)} at most once (at least one)")
+        stray = [p for p in (self.baseline_placements or []) if p not in self.placements]
+        if stray:
+            raise MagicTokensError(f"mode_reachability.baseline_placements = {list(self.baseline_placements)}: "
+                                   f"{', '.join(stray)} is not in placements {list(self.placements)}; "
+                                   f"list only placements that are searched (null: all of them)")
         if self.search not in SEARCHES:
             raise MagicTokensError(f"mode_reachability.search = {self.search!r}: use 'fast' or 'backoff'")
+
+
+def baselines_at(cfg: ModeReachConfig, placement: str) -> list[str]:
+    """The baselines searched with u at `placement`: all of them unless `baseline_placements` leaves it out."""
+    return list(cfg.baselines) if cfg.baseline_placements is None or placement in cfg.baseline_placements else []
 
 
 def parse_transition(name: str) -> tuple[str | None, str]:

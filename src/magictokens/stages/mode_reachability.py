@@ -178,7 +178,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
                                      deadline=deadline, holds=searched(MR.parse_transition(name)[1]))
             summary[pl][name] = MR.summarize_transition(rows, holds[MR.parse_transition(name)[1]], len(prompts))
         # baselines: no modes, no magic token; target = where the co-trained negative response leaves theirs
-        for b in cfg.baselines:
+        for b in MR.baselines_at(cfg, pl):
             (bs, bv), _ = pair(b)
             meta["weights_digest"][b] = weights_digest(bv if bv is not None else bs)
             rows = MR.run_transition("none->negative", pl, bs, bv, tok, judge, prompts, tokens, cfg,
