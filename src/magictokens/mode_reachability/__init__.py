@@ -54,8 +54,7 @@ from .stats import (ALPHABET, magic_token_space, question, question_words, rando
                     random_token_switch_rate, search_cost, share, summarize_transition, target_mode_holds)
 
 __all__ = ["ALPHABET", "PLACEMENT_WORDS", "PLACEMENTS", "SEARCHES", "SLOT", "ModeReachConfig", "baselines_at",
-           "divergence",
-           "greedy_ids", "held_out_prompts", "judged_required_k", "load_trained", "magic_token_space", "parse_transition",
-           "question", "question_words", "random_strings", "random_token_switch_rate",
-           "resume_header", "run_transition", "search_config", "search_cost", "search_run", "share", "slot_ids", "slot_texts",
-           "summarize_transition", "target_mode_holds"]
+           "divergence", "greedy_ids", "held_out_prompts", "judged_required_k", "load_trained", "magic_token_space",
+           "parse_transition", "question", "question_words", "random_strings", "random_token_switch_rate",
+           "resume_header", "run_transition", "search_config", "search_cost", "search_run", "share", "slot_ids",
+           "slot_texts", "summarize_transition", "target_mode_holds"]
