@@ -160,6 +160,34 @@ def evals(r) -> int:
     return int(sum(r["n_candidates"].values()))
 
 
+def solving_stage(r) -> str:
+    """`"<method> k=<k>"` of the first successful trace step of a row (`"none"` if never solved)."""
+    ok = [t for t in r["trace"] if t["success"]]
+    return f"{ok[0]['method']} k={ok[0]['k']}" if ok else "none"
+
+
+def evals_at_k(r, k: int) -> int:
+    """Candidate evaluations a row spent at prompt length k (0 if its search never got there)."""
+    return int(sum(t["n_candidates"] for t in r["trace"] if t["k"] == k))
+
+
+def explain_misses(pairs: list[tuple[dict, dict]], target: float = 0.9) -> dict:
+    """Why `k_fast <= k_paper` falls short: for each (paper row, fast row) pair where fast needs a longer
+    prompt, the authors' solving stage and what each search spent at the authors' k; and how many more
+    instances would have to agree to reach `target`."""
+    inf = lambda k: math.inf if k is None else k     # noqa: E731
+    higher = [(p, f) for p, f in pairs if inf(f["k"]) > inf(p["k"])]
+    n_le = sum(inf(f["k"]) <= inf(p["k"]) for p, f in pairs)
+    by_stage: dict[str, int] = {}
+    for p, _ in higher:
+        by_stage[solving_stage(p)] = by_stage.get(solving_stage(p), 0) + 1
+    return {"n_short_of_target": max(0, math.ceil(target * len(pairs) - 1e-9) - n_le),
+            "higher_by_paper_stage": dict(sorted(by_stage.items())),
+            "higher": [{"id": f["id"], "k_paper": p["k"], "k_fast": f["k"], "paper_stage": solving_stage(p),
+                        "evals_at_k_paper": {"paper": evals_at_k(p, p["k"]), "fast": evals_at_k(f, p["k"])}}
+                       for p, f in higher]}
+
+
 def med(xs):
     return float(np.median(xs)) if len(xs) else math.nan
 
@@ -197,7 +225,8 @@ def report(a):
             "evals_paper_median": med([evals(p) for p, _ in searched]),
             "evals_fast_median": med([evals(f) for _, f in searched]),
             "seconds_paper_median": med([p["seconds"] for p, _ in searched]),
-            "seconds_fast_median": med([f["seconds"] for _, f in searched])}
+            "seconds_fast_median": med([f["seconds"] for _, f in searched]),
+            "misses": explain_misses(h)}
         o = out["head2head"]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
         show = lambda k: 12 if k is None else k     # noqa: E731  (unsolved drawn at "inf")

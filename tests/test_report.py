@@ -1,4 +1,5 @@
 import pytest
+from pathlib import Path
 
 from magictokens.report import BEGIN, END, render
 from magictokens.config import REPO_ROOT
@@ -49,13 +50,43 @@ def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
     b = {"meta": {"device": "cpu", "model": "m"},
          "head2head": {"n": 15, "n_searched": 14, "share_k_fast_le_paper": 0.8, "n_k_fast_lt_paper": 3,
                        "n_k_fast_gt_paper": 3, "evals_paper_median": 150000, "evals_fast_median": 3000,
-                       "seconds_paper_median": 900, "seconds_fast_median": 20.0},
+                       "seconds_paper_median": 900, "seconds_fast_median": 20.0,
+                       "misses": {"n_short_of_target": 2, "higher_by_paper_stage": {"gcg k=4": 2, "greedy k=1": 1},
+                                  "higher": [{"evals_at_k_paper": {"paper": p, "fast": f}}
+                                             for p, f in ((26000, 5000), (6000, 4000), (49135, 1025))]}},
          "targets": {"evals_median_le_5000": True, "seconds_median_le_60": True, "k_le_paper_on_90pct": False}}
     (tmp_path / "results" / "bench").mkdir(parents=True)
     (tmp_path / "results" / "bench" / "fast.json").write_text(json.dumps(b))
     out = render(tmp_path)
     assert "no larger on 0.80 (lower on 3, higher on 3); median 150000 -> 3000 evaluations" in out
     assert "evals_median_le_5000 met" in out and "k_le_paper_on_90pct missed" in out
+    assert ("longer prompt (3; 2 more would have to agree for the 90% target), the authors' search succeeded at: "
+            "gcg k=4 (2), greedy k=1 (1); at the authors' k it spent median 26000 evaluations to our 4000.") in out
+
+
+def test_explain_misses_counts_stages_and_shortfall():
+    """Hand-built rows: 4 pairs, fast longer on 2 (one of them unsolved), so 90% needs all 4 and 2 more agree."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_fast", Path(__file__).parents[1] / "benchmarks/bench_fast.py")
+    bf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bf)
+
+    def row(i, k, steps):
+        return {"id": i, "k": k, "trace": [{"k": kk, "method": m, "success": ok, "n_candidates": n}
+                                           for kk, m, ok, n in steps]}
+    pairs = [(row("a", 1, [(0, "none", False, 1), (1, "greedy", True, 49135)]),
+              row("a", 2, [(0, "none", False, 1), (1, "k1_top", False, 1025), (2, "coordinate", True, 577)])),
+             (row("b", 4, [(0, "none", False, 1), (4, "gcg", True, 6404)]),
+              row("b", None, [(0, "none", False, 1), (4, "coordinate", False, 4929)])),
+             (row("c", 0, [(0, "none", True, 1)]), row("c", 0, [(0, "none", True, 1)])),
+             (row("d", 6, [(0, "none", False, 1), (6, "gcg", True, 9000)]),
+              row("d", 4, [(0, "none", False, 1), (4, "coordinate", True, 300)]))]
+    m = bf.explain_misses(pairs)
+    assert m["n_short_of_target"] == 2
+    assert m["higher_by_paper_stage"] == {"gcg k=4": 1, "greedy k=1": 1}
+    assert [x["evals_at_k_paper"] for x in m["higher"]] == [{"paper": 49135, "fast": 1025},
+                                                            {"paper": 6404, "fast": 4929}]
 
 
 def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):

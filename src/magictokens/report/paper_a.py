@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import median as _median
 
 from ..papers import K_KEYS as KS
 from ..papers import PAPER_A
@@ -109,6 +110,13 @@ def render_fast_bench(root: Path) -> list[str]:
                    f"(lower on {h['n_k_fast_lt_paper']}, higher on {h['n_k_fast_gt_paper']}); median "
                    f"{_f(h['evals_paper_median'], 0)} -> {_f(h['evals_fast_median'], 0)} evaluations and "
                    f"{_f(h['seconds_paper_median'], 0)} -> {_f(h['seconds_fast_median'], 1)} s per searched instance.")
+        if (m := h.get("misses")) and m["higher"]:
+            spent = [x["evals_at_k_paper"] for x in m["higher"]]
+            out.append(f"- Where it needs a longer prompt ({len(m['higher'])}; {m['n_short_of_target']} more would have "
+                       "to agree for the 90% target), the authors' search succeeded at: "
+                       + ", ".join(f"{k} ({n})" for k, n in m["higher_by_paper_stage"].items())
+                       + f"; at the authors' k it spent median {_f(_median([s['paper'] for s in spent]), 0)} evaluations "
+                       f"to our {_f(_median([s['fast'] for s in spent]), 0)}.")
     if v := b.get("vs_default"):
         f, d = v["fast"], v["default"]
         out.append(f"- Against the previous default search (greedy top-128, GCG 128x64x6), same {v['n']} true-token "
