@@ -232,10 +232,11 @@ def reading():
                    f"{e['0']:.3f} at k=0 to {e['4']:.3f} at k=4 and {e['10']:.3f} at k=10 (95% Wilson {lo:.3f}-{hi:.3f}); "
                    f"the authors' GPT-2 small run: {PA['gpt2_small_eps'][0]:.3f}, {PA['gpt2_small_eps'][4]:.3f}, "
                    f"{PA['gpt2_small_eps'][10]:.4f}.")
-    for name, summ, paper in (("top-75", t75, "0.85-0.89"), ("uniform-rank", ur, "0.46")):
+    for name, key, summ, paper in (("top-75", "top75", t75, "0.85-0.89"), ("uniform-rank", "uniform_rank", ur, "0.46")):
         if summ.n:
             lo, hi = summ.ci95["10"]
-            out.append(f"{name} targets (N={summ.n}): reachable with k <= 10 for {1 - summ.eps['10']:.3f} "
+            part = f" of {res.n_planned[key]} planned, partial" if summ.n < res.n_planned[key] else ""
+            out.append(f"{name} targets (N={summ.n}{part}): reachable with k <= 10 for {1 - summ.eps['10']:.3f} "
                        f"(95% Wilson {1 - hi:.3f}-{1 - lo:.3f}; paper {paper}).")
     c = res.correlations
     out.append(f"Base loss predicts the required k: Pearson r = {c['loss_k']:.2f} (base rank: {c['rank_k']:.2f}) over "
