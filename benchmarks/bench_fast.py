@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 
 import numpy as np
 import torch
@@ -160,6 +161,11 @@ def evals(r) -> int:
     return int(sum(r["n_candidates"].values()))
 
 
+def inf(k):
+    """A row's required k, unsolved (None) counted as longer than any k."""
+    return math.inf if k is None else k
+
+
 def solving_stage(r) -> str:
     """`"<method> k=<k>"` of the first successful trace step of a row (`"none"` if never solved)."""
     ok = [t for t in r["trace"] if t["success"]]
@@ -175,12 +181,9 @@ def explain_misses(pairs: list[tuple[dict, dict]], target: float = 0.9) -> dict:
     """Why `k_fast <= k_paper` falls short: for each (paper row, fast row) pair where fast needs a longer
     prompt, the authors' solving stage and what each search spent at the authors' k; and how many more
     instances would have to agree to reach `target`."""
-    inf = lambda k: math.inf if k is None else k     # noqa: E731
     higher = [(p, f) for p, f in pairs if inf(f["k"]) > inf(p["k"])]
     n_le = sum(inf(f["k"]) <= inf(p["k"]) for p, f in pairs)
-    by_stage: dict[str, int] = {}
-    for p, _ in higher:
-        by_stage[solving_stage(p)] = by_stage.get(solving_stage(p), 0) + 1
+    by_stage = Counter(solving_stage(p) for p, _ in higher)
     return {"n_short_of_target": max(0, math.ceil(target * len(pairs) - 1e-9) - n_le),
             "higher_by_paper_stage": dict(sorted(by_stage.items())),
             "higher": [{"id": f["id"], "k_paper": p["k"], "k_fast": f["k"], "paper_stage": solving_stage(p),
@@ -214,7 +217,6 @@ def report(a):
     paper_rows = {r["id"]: r for r in paper_budget_rows()}
     h = [(paper_rows[r["id"]], r) for r in read_rows("head2head") if r["id"] in paper_rows]
     searched = [(p, f) for p, f in h if p["k"] != 0]
-    inf = lambda k: math.inf if k is None else k     # noqa: E731
     if h:
         out["head2head"] = {
             "n": len(h), "n_searched": len(searched),
