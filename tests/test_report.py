@@ -62,6 +62,17 @@ def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
     assert "evals_median_le_5000 met" in out and "k_le_paper_on_90pct missed" in out
     assert ("longer prompt (3; 2 more would have to agree for the 90% target), the authors' search succeeded at: "
             "gcg k=4 (2), greedy k=1 (1); at the authors' k it spent median 26000 evaluations to our 4000.") in out
+    # a calibration short of its plan says so, and names the sweeps whose fp32 shortlist was capped
+    rec = {str(n): 0.5 for n in (256, 1024, 8192)}
+    b["calibration"] = {"n": 12, "n_planned": 100, "n_near_capped": 1, "n_k1_solvable": 2, "lengths": [8, 10],
+                        "recall_within_top_n": {"ce_at_y": rec}, "authors_check_share_of_solvable": 1.0}
+    (tmp_path / "results" / "bench" / "fast.json").write_text(json.dumps(b))
+    out = render(tmp_path)
+    assert ("Calibration of k = 1: 12 of 100 planned exhaustive sweeps (|x0| in [8, 10]; 1 hit the fp32 shortlist "
+            "cap, so their best solver rank is an upper bound), 2 solvable at k = 1") in out
+    b["calibration"].update(n=100, n_near_capped=0)
+    (tmp_path / "results" / "bench" / "fast.json").write_text(json.dumps(b))
+    assert "Calibration of k = 1: 100 exhaustive sweeps (|x0| in [8, 10]), 2 solvable" in render(tmp_path)
 
 
 def test_explain_misses_counts_stages_and_shortfall():

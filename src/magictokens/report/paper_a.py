@@ -130,12 +130,16 @@ def render_fast_bench(root: Path) -> list[str]:
                    f"{_f(v['seconds_median']['default'], 1)} s (threads {v['threads']}, load {_f(v['load_avg_mean'], 1)}).")
     if c := b.get("calibration"):
         r = c["recall_within_top_n"]["ce_at_y"]
-        out.append(f"- Calibration of k = 1: {c['n']} exhaustive sweeps (|x0| in {c['lengths']}), {c['n_k1_solvable']} "
+        planned = f" of {c['n_planned']} planned" if c.get("n_planned", 0) > c["n"] else ""
+        capped = (f"; {c['n_near_capped']} hit the fp32 shortlist cap, so their best solver rank is an upper bound"
+                  if c.get("n_near_capped") else "")
+        out.append(f"- Calibration of k = 1: {c['n']}{planned} exhaustive sweeps (|x0| in {c['lengths']}{capped}), "
+                   f"{c['n_k1_solvable']} "
                    f"solvable at k = 1; share found within the gradient top-N: "
                    + ", ".join(f"N={n} {_f(r[n], 2)}" for n in ("256", "1024", "8192"))
                    + f"; the authors' check (lowest-loss token only) solves {_f(c['authors_check_share_of_solvable'], 2)} of them.")
     if t := b.get("paper_scale_run"):
-        out.append(f"- The paper-scale run so far: {t['n_searched']} searched instances, median "
+        out.append(f"- The paper-scale run: {t['n']} instances, {t['n_searched']} searched (k > 0), median "
                    f"{_f(t['evals_median'], 0)} evaluations (mean {_f(t['evals_mean'], 0)}) and {_f(t['seconds_median'], 1)} s "
                    f"(threads {t['threads']}, load {_f(t['load_avg_mean'], 1)}).")
     if g := b.get("targets"):
