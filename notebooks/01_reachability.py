@@ -48,6 +48,7 @@ redraw = False   # True: draw the committed result of this scale from results/ (
 
 # %%
 import json
+from collections import Counter
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -158,7 +159,12 @@ census_point(a1, "uniform_rank", ur.n, x=0)
 a1.set_title("Uniform-rank targets: k-epsilon")
 a1.legend(fontsize=8)
 pts = res.points_of("uniform_rank")
-a2.scatter([p.rank for p in pts], [INF if p.k is None else p.k for p in pts], alpha=0.7)
+# ranks are a grid, so points pile up: the area and the label give the count of each (rank, k) cell
+cells = Counter((p.rank, INF if p.k is None else p.k) for p in pts)
+if cells:
+    a2.scatter([r for r, _ in cells], [k for _, k in cells], s=[18 * c for c in cells.values()], alpha=0.6)
+    for (r, k), c in cells.items():
+        a2.annotate(str(c), (r, k), fontsize=6, ha="center", va="center")
 a2.set_xlabel("Base rank of y under P(. | x0)")
 a2.set_ylabel("Required prompt length k")
 a2.set_yticks(KS + [INF], [str(k) for k in KS] + ["inf"])
