@@ -110,7 +110,7 @@ def sweep(sm, vm, tok, x: R.Instance, batch: int = 256) -> dict:
     scorer = Scorer(sm, x.x0_ids, x.target_id, batch_size=batch)
     s = scorer.score(ids[:, None])                                              # (V_allowed,) bf16 sweep
     near = torch.argsort(s.margin, descending=True)
-    near = near[s.margin[near] > -0.5][:NEAR_CAP]                                    # fp32 look at every near-success
+    near = near[s.margin[near] > -0.5][:NEAR_CAP]                               # fp32 look at the nearest ones
     solving = []
     if len(near):
         v = Scorer(vm, x.x0_ids, x.target_id, batch_size=batch).score(ids[near][:, None])
