@@ -2,7 +2,7 @@
 
     python benchmarks/bench_fast.py head2head            # fast on every instance with a paper-budget row
     python benchmarks/bench_fast.py vs-default --n 60    # the default-scale search on the paper run's searched x0
-    python benchmarks/bench_fast.py calibration --n 100  # exhaustive k=1 sweeps vs the gradient ranking
+    python benchmarks/bench_fast.py calibration          # exhaustive k=1 sweeps vs the gradient ranking
     python benchmarks/bench_fast.py report               # -> results/bench/fast.json + figures, ratios printed
 
 Every part is resumable (rows in results/bench/fast/*.jsonl, one per finished
@@ -345,10 +345,12 @@ START = time.time()
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("part", choices=["head2head", "vs-default", "calibration", "report"])
-    ap.add_argument("--n", type=int, default=60)
+    ap.add_argument("--n", type=int, default=None, help=f"instances (vs-default: 60, calibration: {CAL_PLANNED})")
     ap.add_argument("--lengths", type=int, nargs="+", default=[8, 10], help="calibration: |x0| (cost grows with it)")
     ap.add_argument("--minutes", type=float, default=None, help="start no new instance after this many minutes")
     a = ap.parse_args()
+    if a.n is None:         # the calibration's plan is the N its report measures progress against
+        a.n = CAL_PLANNED if a.part == "calibration" else 60
     if a.part == "report":
         return report(a)
     sm, vm, tok = load_search_pair(DEFAULT_MODEL, "bfloat16", "float32", "auto")
