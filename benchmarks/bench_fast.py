@@ -1,6 +1,6 @@
 """The fast back-off search measured against the authors' budget and today's default (not a timed test).
 
-    python benchmarks/bench_fast.py head2head            # fast on every instance with a paper-budget row
+    python benchmarks/bench_fast.py head2head            # fast on every paper-budget instance the paper-scale run lacks
     python benchmarks/bench_fast.py vs-default --n 60    # the default-scale search on the paper run's searched x0
     python benchmarks/bench_fast.py calibration          # exhaustive k=1 sweeps vs the gradient ranking
     python benchmarks/bench_fast.py report               # -> results/bench/fast.json + figures, ratios printed
@@ -33,6 +33,7 @@ from magictokens.models import DEFAULT_MODEL, fingerprint, load_search_pair
 from magictokens.papers import K_GRID
 from magictokens.results import REPO_ROOT, InstanceLog, device_name, versions, write_json
 from magictokens.scoring import Scorer, onehot_gradient
+from magictokens.stages.reachability import FAMILIES
 
 OUT = REPO_ROOT / "results" / "bench"
 ROWS = OUT / "fast"
@@ -73,10 +74,62 @@ def paper_budget_rows() -> list[dict]:
             for line in f.read_text().splitlines() if line.strip()]
 
 
+def content_key(r) -> tuple:
+    """What makes two rows the same instance: ids alone repeat across instance sets (an old row's
+    `true_token-L8-84` has another x0 than today's), so the x0 and target are part of the key."""
+    return r["id"], tuple(r["x0_ids"]), r["target_id"]
+
+
+def gpu_throughput() -> dict:
+    """Rows per wall second of the GPU calls (each call's wall = its slowest shard's), from gpu_paper_rows.json."""
+    p = ROWS / "gpu_paper_rows.json"
+    if not p.exists():
+        return {}
+    calls = json.loads(p.read_text())["calls"]
+    rows, wall = sum(c["n_rows"] for c in calls), sum(max(c["shard_wall_s"]) for c in calls)
+    return {"n_calls": len(calls), "rows": rows, "wall_s": wall, "s_per_instance": wall / rows,
+            "device": " / ".join(sorted({c["device"] for c in calls}))}
+
+
+def gpu_made() -> dict[tuple, str]:
+    """(id, config hash) -> device, for the paper-budget rows made on a lent GPU (gpu_paper_rows.json)."""
+    p = ROWS / "gpu_paper_rows.json"
+    if not p.exists():
+        return {}
+    g = json.loads(p.read_text())
+    device = " / ".join(sorted({c["device"] for c in g["calls"]}))
+    return {tuple(r): device for r in g["rows"]}
+
+
 def head2head(a, sm, vm, tok):
+    """Fast on every paper-budget instance the paper-scale fast run does not already hold (same content,
+    same config: its row is the fast side, `head_to_head_pairs`)."""
     fast_cfg, _, _ = configs()
-    insts = [R.Instance(r["id"], r["x0_ids"], r["target_id"], r["kind"], r["meta"]) for r in paper_budget_rows()]
+    have = {content_key(r) for fam in FAMILIES for r in paper_run_rows(fam)}
+    insts = [R.Instance(r["id"], r["x0_ids"], r["target_id"], r["kind"], r["meta"]) for r in paper_budget_rows()
+             if content_key(r) not in have]
     R.run_families({"head2head": insts}, sm, tok, fast_cfg, ROWS, verify_model=vm, deadline=deadline_of(a.minutes))
+
+
+def head_to_head_pairs() -> tuple[list[tuple[dict, dict]], dict]:
+    """(paper-budget row, fast row) for every paper-budget instance with a fast row of the paper-scale
+    config: a head2head rerun's, else the paper-scale run's own row of the same content.
+    -> (pairs, {"fast_source": counts, "unmatched": paper rows without one, by id})"""
+    fast_hash = {r["config_hash"] for r in read_rows("head2head")}
+    run = {content_key(r): r for fam in FAMILIES for r in paper_run_rows(fam)}
+    h2h = {content_key(r): r for r in read_rows("head2head")}
+    pairs, source, unmatched = [], Counter(), []
+    for p in paper_budget_rows():
+        key = content_key(p)
+        if key in h2h:
+            pairs.append((p, h2h[key]))
+            source["head2head rerun"] += 1
+        elif key in run and (not fast_hash or run[key]["config_hash"] in fast_hash):
+            pairs.append((p, run[key]))
+            source["paper-scale run row"] += 1
+        else:
+            unmatched.append(p["id"])
+    return pairs, {"fast_source": dict(source), "unmatched": unmatched}
 
 
 def paper_run_rows(family: str = "true_token") -> list[dict]:
@@ -216,30 +269,54 @@ def report(a):
     lines = []
 
     # head to head against the authors' budget
-    paper_rows = {r["id"]: r for r in paper_budget_rows()}
-    h = [(paper_rows[r["id"]], r) for r in read_rows("head2head") if r["id"] in paper_rows]
+    h, match = head_to_head_pairs()
     searched = [(p, f) for p, f in h if p["k"] != 0]
+    on_gpu = gpu_made()
+    dev = lambda p: on_gpu.get((p["id"], p["config_hash"]), "cpu")   # noqa: E731
     if h:
+        share = lambda pairs: float(np.mean([inf(f["k"]) <= inf(p["k"]) for p, f in pairs]))   # noqa: E731
+        fams = sorted({p["kind"] for p, _ in h})
         out["head2head"] = {
-            "n": len(h), "n_searched": len(searched),
+            "n": len(h), "n_searched": len(searched), **match,
+            "paper_rows_by_device": dict(Counter(dev(p) for p, _ in h)),
+            "share_by_family": {fam: {"n": sum(p["kind"] == fam for p, _ in h),
+                                      "share_k_fast_le_paper": share([(p, f) for p, f in h if p["kind"] == fam])}
+                                for fam in fams},
             "k_paper": [p["k"] for p, _ in h], "k_fast": [f["k"] for _, f in h],
             "share_k_fast_le_paper": float(np.mean([inf(f["k"]) <= inf(p["k"]) for p, f in h])),
             "n_k_fast_lt_paper": int(sum(inf(f["k"]) < inf(p["k"]) for p, f in h)),
             "n_k_fast_gt_paper": int(sum(inf(f["k"]) > inf(p["k"]) for p, f in h)),
             "evals_paper_median": med([evals(p) for p, _ in searched]),
             "evals_fast_median": med([evals(f) for _, f in searched]),
-            "seconds_paper_median": med([p["seconds"] for p, _ in searched]),
+            # seconds are only comparable on one device: the authors' budget's CPU rows here, its GPU rows apart
+            "seconds_paper_median": med([p["seconds"] for p, _ in searched if dev(p) == "cpu"]),
+            "n_searched_paper_cpu": sum(dev(p) == "cpu" for p, _ in searched),
+            "seconds_paper_median_gpu": med([p["seconds"] for p, _ in searched if dev(p) != "cpu"]),
+            "gpu_shards": sorted({p.get("shards") for p, _ in searched if dev(p) != "cpu"}),
+            "gpu_throughput": gpu_throughput(),
             "seconds_fast_median": med([f["seconds"] for _, f in searched]),
             "misses": explain_misses(h)}
         o = out["head2head"]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
-        show = lambda k: 12 if k is None else k     # noqa: E731  (unsolved drawn at "inf")
-        a1.scatter([show(p["k"]) for p, _ in h], [show(f["k"]) for _, f in h], alpha=0.6)
-        a1.plot([0, 12], [0, 12], color="0.6", linestyle="--", linewidth=1)
-        a1.set_xticks(KS + [12], [str(k) for k in KS] + ["inf"])
-        a1.set_yticks(KS + [12], [str(k) for k in KS] + ["inf"])
+        # counted cells, not a scatter: many pairs share a (k, k) cell
+        levels = sorted({k for p, f in h for k in (p["k"], f["k"]) if k is not None}) + [None]
+        idx = {k: i for i, k in enumerate(levels)}
+        cells = np.zeros((len(levels), len(levels)), dtype=int)
+        for p, f in h:
+            cells[idx[f["k"]], idx[p["k"]]] += 1
+        a1.imshow(np.where(cells > 0, cells, np.nan), origin="lower", cmap="Blues", vmin=0)
+        for (i, j), c in np.ndenumerate(cells):
+            if c:
+                a1.text(j, i, str(c), ha="center", va="center", fontsize=8,
+                        color="white" if c > cells.max() / 2 else "black")
+        a1.plot([-0.5, len(levels) - 0.5], [-0.5, len(levels) - 0.5], color="0.6", linestyle="--", linewidth=1)
+        names = [str(k) if k is not None else "none" for k in levels]
+        a1.set_xticks(range(len(levels)), names)
+        a1.set_yticks(range(len(levels)), names)
+        a1.grid(False)
         a1.set_xlabel("required k, authors' budget")
         a1.set_ylabel("required k, fast search")
+        a1.set_title("pairs per cell (below the diagonal: fast shorter)", fontsize=8)
         a2.scatter([evals(p) for p, _ in searched], [evals(f) for _, f in searched], alpha=0.6)
         a2.set_xscale("log")
         a2.set_yscale("log")
@@ -249,11 +326,17 @@ def report(a):
         fig.tight_layout()
         fig.savefig(OUT / "head2head.png", dpi=150)
         plt.close(fig)
-        lines.append(f"head to head, {o['n']} instances with a paper-budget row ({o['n_searched']} searched): "
+        lines.append(f"head to head, {o['n']} instances with a paper-budget row ({o['n_searched']} searched; paper rows "
+                     f"by device {o['paper_rows_by_device']}; fast rows {o['fast_source']}; {len(o['unmatched'])} "
+                     f"without a fast row of the same content): "
                      f"k_fast <= k_paper on {o['share_k_fast_le_paper']:.0%} (lower on {o['n_k_fast_lt_paper']}, "
-                     f"higher on {o['n_k_fast_gt_paper']}); median evaluations {o['evals_paper_median']:.0f} -> "
+                     f"higher on {o['n_k_fast_gt_paper']}; by family "
+                     + ", ".join(f"{k} {v['share_k_fast_le_paper']:.0%} of {v['n']}" for k, v in o["share_by_family"].items())
+                     + f"); median evaluations {o['evals_paper_median']:.0f} -> "
                      f"{o['evals_fast_median']:.0f} ({o['evals_paper_median'] / o['evals_fast_median']:.0f}x fewer); "
-                     f"median seconds {o['seconds_paper_median']:.0f} -> {o['seconds_fast_median']:.1f}")
+                     f"median seconds {o['seconds_paper_median']:.0f} (authors' budget, CPU, {o['n_searched_paper_cpu']}) "
+                     f"-> {o['seconds_fast_median']:.1f} (fast, CPU); authors' budget on the GPU "
+                     f"{o['seconds_paper_median_gpu']:.0f} s with {o['gpu_shards']} processes sharing it")
 
     # fast vs today's default search, same instances
     fr, dr = {r["id"]: r for r in paper_run_rows()}, {r["id"]: r for r in read_rows("vs_default_default")}

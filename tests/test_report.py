@@ -60,6 +60,19 @@ def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
     out = render(tmp_path)
     assert "no larger on 0.80 (lower on 3, higher on 3); median 150000 -> 3000 evaluations" in out
     assert "evals_median_le_5000 met" in out and "k_le_paper_on_90pct missed" in out
+    assert "left out" not in out and "on the GPU" not in out
+    # paper-budget rows made on a GPU: their seconds are reported apart, and unpaired rows are named
+    b["head2head"].update(paper_rows_by_device={"cpu": 5, "H100": 10}, seconds_paper_median_gpu=30.0, gpu_shards=[6],
+                          share_by_family={"top75": {"n": 5, "share_k_fast_le_paper": 0.6}},
+                          unmatched=["uniform-x0-L16-3-r24575"],
+                          gpu_throughput={"rows": 98, "n_calls": 2, "wall_s": 591, "s_per_instance": 6.03})
+    (tmp_path / "results" / "bench" / "fast.json").write_text(json.dumps(b))
+    out = render(tmp_path)
+    assert ("(14 need a search; its rows made 5 on this CPU, 10 on H100): required k no larger on 0.80 (lower on 3, "
+            "higher on 3; by family top75 0.60 of 5); median 150000 -> 3000 evaluations per searched instance, and on "
+            "this CPU 900 -> 20.0 s; on the GPU the authors' budget took median 30 s per instance with [6] processes "
+            "sharing it (98 instances in 2 calls of `scripts/gpu_search.sh`, 591 s of wall time: 6.0 s each).") in out
+    assert "1 paper-budget row(s) left out, with no fast row of the same x0 and target (uniform-x0-L16-3-r24575): a" in out
     assert ("longer prompt (3; 2 more would have to agree for the 90% target), the authors' search succeeded at: "
             "gcg k=4 (2), greedy k=1 (1); at the authors' k it spent median 26000 evaluations to our 4000.") in out
     # a calibration short of its plan says so, and names the sweeps whose fp32 shortlist was capped
@@ -75,13 +88,39 @@ def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
     assert "Calibration of k = 1: 100 exhaustive sweeps (|x0| in [8, 10]), 2 solvable" in render(tmp_path)
 
 
-def test_explain_misses_counts_stages_and_shortfall():
-    """Hand-built rows: 4 pairs, fast longer on 2 (one of them unsolved), so 90% needs all 4 and 2 more agree."""
+def bench_fast():
+    """benchmarks/bench_fast.py as a module (benchmarks/ is not a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_fast", Path(__file__).parents[1] / "benchmarks/bench_fast.py")
     bf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bf)
+    return bf
+
+
+def test_head_to_head_pairs_by_content_not_id(monkeypatch):
+    """An old paper-budget row and today's share an id but not an x0: each pairs with the fast row of its own
+    content (a head2head rerun for the old one, the paper-scale run's row for today's); a row whose target
+    moved finds none and is listed, not paired with the wrong instance."""
+    bf = bench_fast()
+
+    def row(i, x0, y, h, k):
+        return {"id": i, "x0_ids": x0, "target_id": y, "config_hash": h, "k": k}
+    old, new, moved = row("t-1", [1, 2], 5, "p0", 2), row("t-1", [3, 4], 6, "p1", 4), row("u-1", [7], 8, "p1", 1)
+    rerun, run_t, run_u = row("t-1", [1, 2], 5, "F", 1), row("t-1", [3, 4], 6, "F", 6), row("u-1", [7], 9, "F", 1)
+    monkeypatch.setattr(bf, "paper_budget_rows", lambda: [old, new, moved])
+    monkeypatch.setattr(bf, "read_rows", lambda name: [rerun] if name == "head2head" else [])
+    monkeypatch.setattr(bf, "paper_run_rows", lambda fam: {"true_token": [run_t], "uniform_rank": [run_u]}.get(fam, []))
+    pairs, info = bf.head_to_head_pairs()
+    assert [(p["k"], f["k"]) for p, f in pairs] == [(2, 1), (4, 6)]
+    assert info == {"fast_source": {"head2head rerun": 1, "paper-scale run row": 1}, "unmatched": ["u-1"]}
+    run_t["config_hash"] = "another fast config"              # a run row of another config is no fast side
+    assert bf.head_to_head_pairs()[1]["unmatched"] == ["t-1", "u-1"]
+
+
+def test_explain_misses_counts_stages_and_shortfall():
+    """Hand-built rows: 4 pairs, fast longer on 2 (one of them unsolved), so 90% needs all 4 and 2 more agree."""
+    bf = bench_fast()
 
     def row(i, k, steps):
         return {"id": i, "k": k, "trace": [{"k": kk, "method": m, "success": ok, "n_candidates": n}

@@ -105,11 +105,28 @@ def render_fast_bench(root: Path) -> list[str]:
     out = [f"**The fast search, `benchmarks/bench_fast.py`** ({b['meta']['device']}, {b['meta']['model']}; "
            "evaluations = candidate prompts scored, one forward each):", ""]
     if h := b.get("head2head"):
+        devices = h.get("paper_rows_by_device", {})
+        made = ", ".join(f"{n} on {'this CPU' if d == 'cpu' else d}" for d, n in devices.items())
+        fams = h.get("share_by_family", {})
+        gpu = (f"; on the GPU the authors' budget took median {_f(h['seconds_paper_median_gpu'], 0)} s per instance with "
+               f"{h['gpu_shards']} processes sharing it" if devices.keys() - {"cpu"} else "")
+        if t := h.get("gpu_throughput"):
+            gpu += (f" ({t['rows']} instances in {t['n_calls']} calls of `scripts/gpu_search.sh`, {_f(t['wall_s'], 0)} s "
+                    f"of wall time: {_f(t['s_per_instance'], 1)} s each)")
         out.append(f"- Against the authors' budget, on the {h['n']} instances with a paper-budget row "
-                   f"({h['n_searched']} need a search): required k no larger on {_f(h['share_k_fast_le_paper'], 2)} "
-                   f"(lower on {h['n_k_fast_lt_paper']}, higher on {h['n_k_fast_gt_paper']}); median "
-                   f"{_f(h['evals_paper_median'], 0)} -> {_f(h['evals_fast_median'], 0)} evaluations and "
-                   f"{_f(h['seconds_paper_median'], 0)} -> {_f(h['seconds_fast_median'], 1)} s per searched instance.")
+                   f"({h['n_searched']} need a search{'; its rows made ' + made if made else ''}): required k no larger on "
+                   f"{_f(h['share_k_fast_le_paper'], 2)} (lower on {h['n_k_fast_lt_paper']}, higher on "
+                   f"{h['n_k_fast_gt_paper']}"
+                   + ("; by family " + ", ".join(f"{k} {_f(v['share_k_fast_le_paper'], 2)} of {v['n']}"
+                                                 for k, v in fams.items()) if fams else "")
+                   + f"); median {_f(h['evals_paper_median'], 0)} -> {_f(h['evals_fast_median'], 0)} evaluations per "
+                   f"searched instance, and on this CPU {_f(h['seconds_paper_median'], 0)} -> "
+                   f"{_f(h['seconds_fast_median'], 1)} s{gpu}.")
+        if h.get("unmatched"):
+            why = (": a uniform-rank target deep in the ranking can differ between the GPU's and this CPU's logits"
+                   if all(i.startswith("uniform") for i in h["unmatched"]) else "")
+            out.append(f"- {len(h['unmatched'])} paper-budget row(s) left out, with no fast row of the same x0 and "
+                       f"target ({', '.join(h['unmatched'])}){why}.")
         if (m := h.get("misses")) and m["higher"]:
             spent = [x["evals_at_k_paper"] for x in m["higher"]]
             out.append(f"- Where it needs a longer prompt ({len(m['higher'])}; {m['n_short_of_target']} more would have "
