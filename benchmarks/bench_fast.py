@@ -1,6 +1,7 @@
 """The fast back-off search measured against the authors' budget and today's default (not a timed test).
 
     python benchmarks/bench_fast.py head2head            # fast on every paper-budget instance the paper-scale run lacks
+    python benchmarks/bench_fast.py recheck              # 3 of the run's rows searched again (determinism)
     python benchmarks/bench_fast.py vs-default --n 60    # the default-scale search on the paper run's searched x0
     python benchmarks/bench_fast.py calibration          # exhaustive k=1 sweeps vs the gradient ranking
     python benchmarks/bench_fast.py report               # -> results/bench/fast.json + figures, ratios printed
@@ -136,6 +137,26 @@ def paper_run_rows(family: str = "true_token") -> list[dict]:
     """Rows of the paper-scale fast run (results/paper/instances/reachability/fast/), one per finished instance."""
     p = REPO_ROOT / "results/paper/instances/reachability/fast" / f"{family}.jsonl"
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+
+RECHECK = 3   # head-to-head pairs whose paper-scale run row is searched again (`recheck`)
+
+
+def recheck(a, sm, vm, tok):
+    """Search again the first `--n` (default RECHECK) searched true-token pairs whose fast side is a paper-scale
+    run row: the run's row stands in for a head2head rerun only if the search is deterministic (same k,
+    prompt and evaluations; `report` compares)."""
+    fast_cfg, _, _ = configs()
+    pairs, _ = head_to_head_pairs()
+    h2h = {content_key(r) for r in read_rows("head2head")}
+    rows = [f for p, f in pairs if p["kind"] == "true_token" and p["k"] != 0 and content_key(f) not in h2h][: a.n]
+    insts = [R.Instance(r["id"], r["x0_ids"], r["target_id"], r["kind"], r["meta"]) for r in rows]
+    R.run_families({"recheck": insts}, sm, tok, fast_cfg, ROWS, verify_model=vm, deadline=deadline_of(a.minutes))
+
+
+def same_search(a: dict, b: dict) -> bool:
+    """Two rows of one instance found the same thing with the same effort (timings aside)."""
+    return a["k"] == b["k"] and a["ids"] == b["ids"] and a["n_candidates"] == b["n_candidates"]
 
 
 def vs_default(a, sm, vm, tok):
@@ -294,6 +315,10 @@ def report(a):
             "seconds_paper_median_gpu": med([p["seconds"] for p, _ in searched if dev(p) != "cpu"]),
             "gpu_shards": sorted({p.get("shards") for p, _ in searched if dev(p) != "cpu"}),
             "gpu_throughput": gpu_throughput(),
+            # the run's rows stand in for reruns: how many of them a rerun reproduced exactly
+            "recheck": (lambda run, again: {"n": len(again), "identical": sum(
+                same_search(run[content_key(r)], r) for r in again if content_key(r) in run)})(
+                {content_key(f): f for _, f in h}, read_rows("recheck")),
             "seconds_fast_median": med([f["seconds"] for _, f in searched]),
             "misses": explain_misses(h)}
         o = out["head2head"]
@@ -427,17 +452,19 @@ START = time.time()
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("part", choices=["head2head", "vs-default", "calibration", "report"])
-    ap.add_argument("--n", type=int, default=None, help=f"instances (vs-default: 60, calibration: {CAL_PLANNED})")
+    ap.add_argument("part", choices=["head2head", "recheck", "vs-default", "calibration", "report"])
+    ap.add_argument("--n", type=int, default=None,
+                    help=f"instances (vs-default: 60, calibration: {CAL_PLANNED}, recheck: {RECHECK})")
     ap.add_argument("--lengths", type=int, nargs="+", default=[8, 10], help="calibration: |x0| (cost grows with it)")
     ap.add_argument("--minutes", type=float, default=None, help="start no new instance after this many minutes")
     a = ap.parse_args()
     if a.n is None:         # the calibration's plan is the N its report measures progress against
-        a.n = CAL_PLANNED if a.part == "calibration" else 60
+        a.n = {"calibration": CAL_PLANNED, "recheck": RECHECK}.get(a.part, 60)
     if a.part == "report":
         return report(a)
     sm, vm, tok = load_search_pair(DEFAULT_MODEL, "bfloat16", "float32", "auto")
-    {"head2head": head2head, "vs-default": vs_default, "calibration": calibration}[a.part](a, sm, vm, tok)
+    {"head2head": head2head, "recheck": recheck, "vs-default": vs_default,
+     "calibration": calibration}[a.part](a, sm, vm, tok)
 
 
 if __name__ == "__main__":

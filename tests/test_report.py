@@ -65,7 +65,8 @@ def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
     b["head2head"].update(paper_rows_by_device={"cpu": 5, "H100": 10}, seconds_paper_median_gpu=30.0, gpu_shards=[6],
                           share_by_family={"top75": {"n": 5, "share_k_fast_le_paper": 0.6}},
                           unmatched=["uniform-x0-L16-3-r24575"],
-                          gpu_throughput={"rows": 98, "n_calls": 2, "wall_s": 591, "s_per_instance": 6.03})
+                          gpu_throughput={"rows": 98, "n_calls": 2, "wall_s": 591, "s_per_instance": 6.03},
+                          fast_source={"head2head rerun": 5, "paper-scale run row": 10}, recheck={"n": 3, "identical": 2})
     (tmp_path / "results" / "bench" / "fast.json").write_text(json.dumps(b))
     out = render(tmp_path)
     assert ("(14 need a search; its rows made 5 on this CPU, 10 on H100): required k no larger on 0.80 (lower on 3, "
@@ -73,6 +74,8 @@ def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
             "this CPU 900 -> 20.0 s; on the GPU the authors' budget took median 30 s per instance with [6] processes "
             "sharing it (98 instances in 2 calls of `scripts/gpu_search.sh`, 591 s of wall time: 6.0 s each).") in out
     assert "1 paper-budget row(s) left out, with no fast row of the same x0 and target (uniform-x0-L16-3-r24575): a" in out
+    assert ("The fast side of 10 of them is the paper-scale run's own row of the same x0 and target (same config and "
+            "per-instance seed); searched again, 2 of 3 reproduced its k, prompt and evaluations exactly") in out
     assert ("longer prompt (3; 2 more would have to agree for the 90% target), the authors' search succeeded at: "
             "gcg k=4 (2), greedy k=1 (1); at the authors' k it spent median 26000 evaluations to our 4000.") in out
     # a calibration short of its plan says so, and names the sweeps whose fp32 shortlist was capped
@@ -116,6 +119,11 @@ def test_head_to_head_pairs_by_content_not_id(monkeypatch):
     assert info == {"fast_source": {"head2head rerun": 1, "paper-scale run row": 1}, "unmatched": ["u-1"]}
     run_t["config_hash"] = "another fast config"              # a run row of another config is no fast side
     assert bf.head_to_head_pairs()[1]["unmatched"] == ["t-1", "u-1"]
+    # a rerun counts as the same search only with the same k, prompt and evaluations (seconds may differ)
+    a = {"k": 2, "ids": [1, 2], "n_candidates": {"coordinate": 40}, "seconds": 1.0}
+    assert bf.same_search(a, {**a, "seconds": 9.0})
+    assert not bf.same_search(a, {**a, "n_candidates": {"coordinate": 41}})
+    assert not bf.same_search(a, {**a, "ids": [2, 1]})
 
 
 def test_explain_misses_counts_stages_and_shortfall():

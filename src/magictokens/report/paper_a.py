@@ -122,6 +122,12 @@ def render_fast_bench(root: Path) -> list[str]:
                    + f"); median {_f(h['evals_paper_median'], 0)} -> {_f(h['evals_fast_median'], 0)} evaluations per "
                    f"searched instance, and on this CPU {_f(h['seconds_paper_median'], 0)} -> "
                    f"{_f(h['seconds_fast_median'], 1)} s{gpu}.")
+        if (src := h.get("fast_source", {})).get("paper-scale run row"):
+            rc = h.get("recheck", {})
+            out.append(f"- The fast side of {src['paper-scale run row']} of them is the paper-scale run's own row of the "
+                       "same x0 and target (same config and per-instance seed)"
+                       + (f"; searched again, {rc['identical']} of {rc['n']} reproduced its k, prompt and evaluations "
+                          "exactly (`bench_fast.py recheck`)." if rc.get("n") else "; not rechecked by a rerun."))
         if h.get("unmatched"):
             why = (": a uniform-rank target deep in the ranking can differ between the GPU's and this CPU's logits"
                    if all(i.startswith("uniform") for i in h["unmatched"]) else "")
