@@ -51,6 +51,7 @@ logs=results/paper/instances/reachability/$method
 left=$(( secs - ($(date +%s) - t0) ))
 mins=$(python3 -c "print(max(0.5, ($left - 60) / 60))")
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 30 > /tmp/mt_smi.log 2>&1 &
+smi=$!
 pids=""
 for i in $(seq 0 $((n - 1))); do   # --shard: no launcher, no process group; each its share of every family
   timeout -s INT $((left - 15)) python3 -m magictokens.pipeline search --scale paper --minutes $mins --shard $i/$n \
@@ -61,6 +62,7 @@ while pgrep -f "pipeline search --scale paper" > /dev/null; do   # a call cut at
   sleep 20; cat $logs/*.shard*of*.jsonl > $OUT/partial.jsonl 2>/dev/null
 done
 wait $pids
+kill $smi 2>/dev/null
 cat $logs/*.shard*of*.jsonl > $OUT/partial.jsonl 2>/dev/null
 python3 -m magictokens.pipeline merge --scale paper
 for f in true_token top75 uniform_rank; do cp $logs/$f.jsonl $OUT/ 2>/dev/null; done
