@@ -81,25 +81,22 @@ def content_key(r) -> tuple:
     return r["id"], tuple(r["x0_ids"]), r["target_id"]
 
 
-def gpu_throughput() -> dict:
-    """Rows per wall second of the GPU calls (each call's wall = its slowest shard's), from gpu_paper_rows.json."""
-    p = ROWS / "gpu_paper_rows.json"
-    if not p.exists():
-        return {}
-    calls = json.loads(p.read_text())["calls"]
-    rows, wall = sum(c["n_rows"] for c in calls), sum(max(c["shard_wall_s"]) for c in calls)
-    return {"n_calls": len(calls), "rows": rows, "wall_s": wall, "s_per_instance": wall / rows,
-            "device": " / ".join(sorted({c["device"] for c in calls}))}
+def instance_of(r: dict) -> R.Instance:
+    """The instance a row was searched on."""
+    return R.Instance(r["id"], r["x0_ids"], r["target_id"], r["kind"], r["meta"])
 
 
-def gpu_made() -> dict[tuple, str]:
-    """(id, config hash) -> device, for the paper-budget rows made on a lent GPU (gpu_paper_rows.json)."""
+def gpu_record() -> tuple[dict[tuple, str], dict]:
+    """The paper-budget rows made on a lent GPU (gpu_paper_rows.json): ((id, config hash) -> device,
+    throughput of its calls, each call's wall = its slowest shard's); ({}, {}) without such rows."""
     p = ROWS / "gpu_paper_rows.json"
     if not p.exists():
-        return {}
+        return {}, {}
     g = json.loads(p.read_text())
-    device = " / ".join(sorted({c["device"] for c in g["calls"]}))
-    return {tuple(r): device for r in g["rows"]}
+    calls, device = g["calls"], " / ".join(sorted({c["device"] for c in g["calls"]}))
+    rows, wall = sum(c["n_rows"] for c in calls), sum(max(c["shard_wall_s"]) for c in calls)
+    return ({tuple(r): device for r in g["rows"]},
+            {"n_calls": len(calls), "rows": rows, "wall_s": wall, "s_per_instance": wall / rows, "device": device})
 
 
 def head2head(a, sm, vm, tok):
@@ -107,8 +104,7 @@ def head2head(a, sm, vm, tok):
     same config: its row is the fast side, `head_to_head_pairs`)."""
     fast_cfg, _, _ = configs()
     have = {content_key(r) for fam in FAMILIES for r in paper_run_rows(fam)}
-    insts = [R.Instance(r["id"], r["x0_ids"], r["target_id"], r["kind"], r["meta"]) for r in paper_budget_rows()
-             if content_key(r) not in have]
+    insts = [instance_of(r) for r in paper_budget_rows() if content_key(r) not in have]
     R.run_families({"head2head": insts}, sm, tok, fast_cfg, ROWS, verify_model=vm, deadline=deadline_of(a.minutes))
 
 
@@ -150,13 +146,20 @@ def recheck(a, sm, vm, tok):
     pairs, _ = head_to_head_pairs()
     h2h = {content_key(r) for r in read_rows("head2head")}
     rows = [f for p, f in pairs if p["kind"] == "true_token" and p["k"] != 0 and content_key(f) not in h2h][: a.n]
-    insts = [R.Instance(r["id"], r["x0_ids"], r["target_id"], r["kind"], r["meta"]) for r in rows]
+    insts = [instance_of(r) for r in rows]
     R.run_families({"recheck": insts}, sm, tok, fast_cfg, ROWS, verify_model=vm, deadline=deadline_of(a.minutes))
 
 
 def same_search(a: dict, b: dict) -> bool:
     """Two rows of one instance found the same thing with the same effort (timings aside)."""
     return a["k"] == b["k"] and a["ids"] == b["ids"] and a["n_candidates"] == b["n_candidates"]
+
+
+def recheck_result(pairs: list[tuple[dict, dict]]) -> dict:
+    """How many `recheck` rows reproduced the fast row they searched again (`same_search`)."""
+    fast = {content_key(f): f for _, f in pairs}
+    again = [r for r in read_rows("recheck") if content_key(r) in fast]
+    return {"n": len(again), "identical": sum(same_search(fast[content_key(r)], r) for r in again)}
 
 
 def vs_default(a, sm, vm, tok):
@@ -167,7 +170,7 @@ def vs_default(a, sm, vm, tok):
     """
     _, default_cfg, _ = configs()
     rows = [r for r in paper_run_rows() if r["k"] != 0][: a.n]
-    insts = [R.Instance(r["id"], r["x0_ids"], r["target_id"], r["kind"], r["meta"]) for r in rows]
+    insts = [instance_of(r) for r in rows]
     R.run_families({"vs_default_default": insts}, sm, tok, default_cfg, ROWS, verify_model=vm,
                    deadline=deadline_of(a.minutes))
 
@@ -292,7 +295,7 @@ def report(a):
     # head to head against the authors' budget
     h, match = head_to_head_pairs()
     searched = [(p, f) for p, f in h if p["k"] != 0]
-    on_gpu = gpu_made()
+    on_gpu, throughput = gpu_record()
     dev = lambda p: on_gpu.get((p["id"], p["config_hash"]), "cpu")   # noqa: E731
     if h:
         share = lambda pairs: float(np.mean([inf(f["k"]) <= inf(p["k"]) for p, f in pairs]))   # noqa: E731
@@ -304,7 +307,7 @@ def report(a):
                                       "share_k_fast_le_paper": share([(p, f) for p, f in h if p["kind"] == fam])}
                                 for fam in fams},
             "k_paper": [p["k"] for p, _ in h], "k_fast": [f["k"] for _, f in h],
-            "share_k_fast_le_paper": float(np.mean([inf(f["k"]) <= inf(p["k"]) for p, f in h])),
+            "share_k_fast_le_paper": share(h),
             "n_k_fast_lt_paper": int(sum(inf(f["k"]) < inf(p["k"]) for p, f in h)),
             "n_k_fast_gt_paper": int(sum(inf(f["k"]) > inf(p["k"]) for p, f in h)),
             "evals_paper_median": med([evals(p) for p, _ in searched]),
@@ -314,11 +317,8 @@ def report(a):
             "n_searched_paper_cpu": sum(dev(p) == "cpu" for p, _ in searched),
             "seconds_paper_median_gpu": med([p["seconds"] for p, _ in searched if dev(p) != "cpu"]),
             "gpu_shards": sorted({p.get("shards") for p, _ in searched if dev(p) != "cpu"}),
-            "gpu_throughput": gpu_throughput(),
-            # the run's rows stand in for reruns: how many of them a rerun reproduced exactly
-            "recheck": (lambda run, again: {"n": len(again), "identical": sum(
-                same_search(run[content_key(r)], r) for r in again if content_key(r) in run)})(
-                {content_key(f): f for _, f in h}, read_rows("recheck")),
+            "gpu_throughput": throughput,
+            "recheck": recheck_result(h),   # the run's rows stand in for reruns: how many a rerun reproduced
             "seconds_fast_median": med([f["seconds"] for _, f in searched]),
             "misses": explain_misses(h)}
         o = out["head2head"]
