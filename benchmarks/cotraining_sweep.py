@@ -21,10 +21,10 @@ import torch
 from magictokens import sweep
 from magictokens.config import stage_params
 from magictokens.content_judge import make_judge
-from magictokens.cotraining import CoTrainingConfig
+from magictokens.cotraining import CoTrainingConfig, magic_tokens_of
 from magictokens.models import load_model, torch_threads
 from magictokens.results import REPO_ROOT, run_meta, write_json
-from magictokens.safety_data import build_safety_data, magic_tokens
+from magictokens.safety_data import build_safety_data
 
 OUT = REPO_ROOT / "results" / "bench" / "cotraining_sweep.json"
 
@@ -40,7 +40,7 @@ def main():
     with torch_threads(cfg.threads):          # the stage's thread count: the same seed trains the same model
         torch.manual_seed(P["seed"])
         model, tok = load_model(P["model"], dtype="float32", device=P["device"])
-        tokens = cfg.magic_tokens or magic_tokens(P["seed"], length=cfg.magic_token_length)
+        tokens = magic_tokens_of(cfg, P["seed"])
         data = build_safety_data(cfg.n_train_harmful, cfg.n_train_benign, cfg.n_eval_harmful, cfg.n_eval_benign,
                                  cfg.n_xstest, seed=P["seed"], max_chars=cfg.max_prompt_chars, targets=cfg.targets,
                                  n_val_harmful=a.n_val, n_val_benign=a.n_val // 2)

@@ -49,7 +49,7 @@ def pool_path(a) -> Path:
 
 def make_pool(a):
     torch.manual_seed(0)
-    model, tok = load_model("smollm2-135m-instruct", dtype="bfloat16", device="cpu")
+    model, tok = load_model("smollm2-135m-instruct", dtype="auto", device="cpu")
     if a.train:   # other prompts than the validation pool's: a judge fitted here is scored there
         held = {r["prompt"] for r in read_pool()}
         data = build_safety_data(a.n_harmful + 40, a.n_benign + 20, 0, 0, 0, seed=a.seed, max_chars=300)

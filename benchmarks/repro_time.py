@@ -7,10 +7,11 @@ Every stage of `dvc.yaml` is run in pipeline order with `dvc repro --single-item
 model loads, notebook start-up and figures included, which the recorded
 compute of `report/timing.py` leaves out. `--from-scratch` first deletes
 `results/default/` so no row resumes: the time a researcher's first `dvc
-repro` takes on this machine. Writes results/bench/repro_time.json (with the
+repro` takes on this machine. Writes results/bench/repro_time_<cpu>.json (`hardware.cpu_slug`: one file per CPU
+kind; the first machine's is repro_time.json) with the CPU's capability, the
 thread count, the 1-minute load average around the run, the git revision and
 a hash of params.yaml's `default` section, so a stale measurement can be told
-apart); `magictokens report` puts the line in README. Run it alone: it uses
+apart; `magictokens report` puts the line in README. Run it alone: it uses
 both cores.
 """
 from __future__ import annotations
@@ -26,10 +27,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from magictokens.report.timing import default_params_hash   # the hash README checks staleness by
+from magictokens.config import default_params_hash   # the hash README's line checks staleness by (Report reads it too)
+from magictokens.hardware import cpu_slug, hardware_meta
 from magictokens.results import REPO_ROOT, device_name, versions, write_json
 
-OUT = REPO_ROOT / "results" / "bench" / "repro_time.json"
+OUT = REPO_ROOT / "results" / "bench" / "repro_time.json"   # the first machine's (AVX512-BF16); others: out_path()
+
+
+def out_path() -> Path:
+    """results/bench/repro_time_<cpu>.json, one file per CPU kind (bf16 native or not changes the time 2-6x)."""
+    return OUT.with_name(f"repro_time_{cpu_slug()}.json")
 
 
 def stages(root: Path = REPO_ROOT) -> list[str]:
@@ -55,11 +62,13 @@ def main():
         load.append(os.getloadavg()[0])
         print(f"{stage}: {seconds[stage] / 60:.1f} min", flush=True)
     total = time.time() - t_all
-    write_json(OUT, {"meta": {"device": device_name("cpu"), "threads": torch.get_num_threads(),
+    out = out_path()
+    write_json(out, {"meta": {"device": device_name("cpu"), "threads": torch.get_num_threads(),
+                              "hardware": hardware_meta("cpu"),
                               "versions": versions(), "default_params": default_params_hash(REPO_ROOT),
                               "load_avg_1min": load, "date": time.strftime("%Y-%m-%d")},
                      "from_scratch": True, "stages_s": seconds, "total_s": total})
-    print(f"bare dvc repro: {total / 60:.1f} min -> {OUT}")
+    print(f"bare dvc repro: {total / 60:.1f} min -> {out}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 # (the tracked tree, ~22 MiB, included):
 #   gpu_carry/gguf.part-aa, -ab, -ac   the packaged SmolLM2 GGUF (94 MiB) in parts of 34, 38 and 22 MiB
 #   gpu_carry/wheels/                  gguf, and pydantic with its needs (not in the GPU image)
-# data/wikitext and data/magic_words travel as they are. See README "Paper scale on the GPU machine".
+# data/wikitext and data/magic_words travel as they are. See docs/gpu.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p gpu_carry/wheels

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Time-limited calls of the paper-scale reachability search on the device tool's GPU machine
-# (no hub, no gguf, no pydantic, 64 MiB per call; see README "Paper scale on the GPU machine").
+# (no hub, no gguf, no pydantic, 64 MiB per call; see docs/gpu.md).
 #   bash scripts/gpu_search.sh stash [smoke]   calls 1 and 2: keep the carried GGUF part in /tmp; with
 #                                              smoke (call 1, carry gpu_carry/wheels and data/wikitext too), search with both
 #                                              methods on a tiny model built in-process on the GPU

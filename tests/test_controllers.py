@@ -101,19 +101,31 @@ def test_gcg_reaches_a_planted_optimum(tiny, tiny_ids):
     assert float(s.margin[0]) > 0                  # independent re-check
 
 
-def test_gcg_never_worse_than_start_and_is_seeded(tiny, tiny_ids):
+def test_gcg_never_worse_than_start_and_is_seeded(tiny, tiny_ids, monkeypatch):
     """The returned prompt is never worse than the start, for a search that succeeds and one that does not.
 
-    GCG's order: a verified success beats any failure; among failures, lower loss wins. Both
-    outcomes are exercised (asserted below), and every loss is re-scored independently.
+    GCG's order: a verified success beats any failure, even one of lower loss; among failures, lower
+    loss wins; among the successes the verifier confirms (each step's highest-margin candidate, when
+    its margin > 0), lower loss wins. Both outcomes, and in the succeeding run both a lower-loss success
+    replacing the first and a lower-loss failure left aside, are exercised (asserted below); every
+    candidate GCG scored is re-scored independently, so the run's best is known without GCG's bookkeeping.
     """
     model, tok = tiny
     x0 = tiny_ids("the cat and the dog")
     start = tiny_ids("the big red")        # "big red" right-aligned in k=3 slots, padded with init_token "the"
     cfg = gcg.GCGConfig(num_steps=8, search_width=16, topk=8, init_token="the", early_stop=False, seed=3)
+    sampled = []                           # each step's candidates, exactly as GCG scored them (a pass-through spy)
+    real_sample = gcg.sample_candidates
+    monkeypatch.setattr(gcg, "sample_candidates", lambda *a, **kw: sampled.append(real_sample(*a, **kw)) or sampled[-1])
     runs = {}
-    for y in (40, 25):
+    for y in (16, 25):
+        sampled.clear()
         a = gcg.run(model, tok, x0, y, 3, cfg, init_ids=tiny_ids("big red"))
+        assert len(sampled) == cfg.num_steps
+        steps = [Scorer(model, x0, y).score(c) for c in sampled]      # independent re-score of every candidate
+        # each step's verified success (no verify model: the search scores decide), as (loss, ids)
+        wins = [(float(s.loss[int(s.margin.argmax())]), c[int(s.margin.argmax())].tolist())
+                for c, s in zip(sampled, steps) if float(s.margin.max()) > 0]
         ref = Scorer(model, x0, y).score(torch.tensor([start, a.best_ids]))
         start_loss, best_loss, best_margin = float(ref.loss[0]), float(ref.loss[1]), float(ref.margin[1])
         assert float(ref.margin[0]) <= 0                              # the start fails: there is work to do
@@ -122,8 +134,15 @@ def test_gcg_never_worse_than_start_and_is_seeded(tiny, tiny_ids):
         assert a.success == (best_margin > 0)                         # success <=> y is the argmax after best_ids
         assert a.steps == len(a.history) == cfg.num_steps              # early_stop=False: every step ran
         assert len(a.best_ids) == 3 and not set(a.best_ids) & set(tok.all_special_ids)
+        assert a.success == bool(wins)      # a success seen anywhere beats every failure (the start included)
         if a.success:
-            assert best_margin > 0          # beats the failing start whatever its loss
+            # the lowest-loss verified success of the whole run (the first such on a tie), not merely the first found
+            best_win = min(wins, key=lambda w: w[0])
+            assert a.best_ids == best_win[1] and a.best_loss == pytest.approx(best_win[0], abs=1e-5)
+            assert best_win[0] < wins[0][0] - 1e-3      # a later, lower-loss success did replace the first one
+            first = next(i for i, st in enumerate(steps) if float(st.margin.max()) > 0)
+            assert any(float(st.loss[st.margin <= 0].min()) < a.best_loss - 1e-3
+                       for st in steps[first:] if (st.margin <= 0).any())   # and a lower-loss failure did not
         else:
             assert best_loss <= start_loss + 1e-6
             # the best ever seen: the minimum over the start and every step's best, not merely below them

@@ -52,7 +52,21 @@ def test_safety_score_mode_accuracy_over_refusal():
     conf = {m: M.label_shares([m, m, "negative" if m != "negative" else "positive"]) for m in MODES}
     assert M.mode_accuracy(conf) == pytest.approx(2 / 3)
     assert M.over_refusal(["rejective", "positive"]) == 0.5
-    assert M.pca_2d(np.random.default_rng(0).normal(size=(7, 9))).shape == (7, 2)
+
+
+def test_pca_2d_against_the_covariance_eigenvectors():
+    """pca_2d == the centred data projected on the covariance's top two eigenvectors (each up to its sign)."""
+    X = np.random.default_rng(0).normal(size=(7, 9)) * np.arange(9, 0, -1) + 5.0   # distinct variances, off-centre
+    P = M.pca_2d(X)
+    Xc = X - X.mean(0)
+    w, V = np.linalg.eigh(Xc.T @ Xc)                     # ascending eigenvalues
+    assert w[-1] > w[-2] * 1.01 and w[-2] > w[-3] * 1.01  # distinct: each axis is defined up to its sign only
+    ref = Xc @ V[:, [-1, -2]]
+    assert P.shape == (7, 2)
+    assert np.allclose(P, ref * np.sign((P * ref).sum(0)), atol=1e-9)
+    # by hand: one feature -> the centred values and a zero second axis; one point -> the origin
+    assert np.allclose(np.abs(M.pca_2d([[0.0], [2.0], [4.0]])), [[2, 0], [0, 0], [2, 0]])
+    assert np.array_equal(M.pca_2d([[3.0, 4.0]]), np.zeros((1, 2)))
 
 
 # ----------------------------------------------------------------------------- data
@@ -128,12 +142,24 @@ def test_response_only_loss_masks_every_prompt_token(tiny, with_template):
         assert labels[-1] == tok.eos_token_id
     batch = T.collate([T.encode_example(tok, r["prompt"], r["response"], r["system"], cfg) for r in _tiny_rows()],
                       chat.pad_id(tok))
-    # the loss does not depend on prompt-token labels: changing the prompt's logits target changes nothing
     loss = T.response_loss(model, batch)
     n_resp = int((batch["labels"][:, 1:] != T.IGNORE).sum())
     assert n_resp == sum(len(tok(" " + r["response"] if not with_template else r["response"],
                                  add_special_tokens=False).input_ids) + 1 for r in _tiny_rows())
-    assert torch.isfinite(loss)
+    # by hand: each example alone (no padding), the mean of -log p(token | all before it) over the response
+    # tokens (+ eos) of the whole batch; the prompt tokens' own predictions count for nothing
+    resp_nll, all_nll = [], []
+    with torch.no_grad():
+        for r in _tiny_rows():
+            ids, _ = T.encode_example(tok, r["prompt"], r["response"], r["system"], cfg)
+            n_p = len(chat.prompt_ids(tok, r["prompt"], r["system"], cfg.max_prompt_tokens))
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+            nll = [-float(logp[t - 1, ids[t]]) for t in range(1, len(ids))]
+            resp_nll += nll[n_p - 1:]
+            all_nll += nll
+    assert len(resp_nll) == n_resp
+    assert loss.item() == pytest.approx(np.mean(resp_nll), abs=1e-5)
+    assert abs(np.mean(all_nll) - np.mean(resp_nll)) > 1e-2     # and counting the prompt too would show
 
 
 def test_dpo_loss_values_and_gradient():
@@ -173,8 +199,21 @@ def test_dpo_prefers_chosen(tiny):
 
 def test_generate_and_first_token_distributions(tiny):
     model, tok = tiny
-    outs = chat.generate(model, tok, ["the cat", "a dog is big"], "red", max_new_tokens=3, batch_size=2)
-    assert len(outs) == 2 and all(isinstance(o, str) for o in outs)
+    prompts = ["the cat", "a dog is big"]        # different lengths: the batch is left-padded
+    outs = chat.generate(model, tok, prompts, "red", max_new_tokens=3, batch_size=2)
+    # by hand: greedy, one prompt at a time (no padding), stopping at eos, decoded without special tokens
+    want = []
+    with torch.no_grad():
+        for p in prompts:
+            ids = chat.prompt_ids(tok, p, "red")
+            new = []
+            for _ in range(3):
+                nxt = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+                new.append(nxt)
+                if nxt == tok.eos_token_id:
+                    break
+            want.append(tok.decode(new, skip_special_tokens=True).strip())
+    assert outs == want and all(want)          # non-empty: three real tokens were compared per prompt
     P = chat.first_token_distributions(model, tok, ["the cat", "a dog is big"], "red")
     assert P.shape == (2, len(tok)) and np.allclose(P.sum(1), 1, atol=1e-4)
     # left padding does not change a row's distribution

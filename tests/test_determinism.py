@@ -66,8 +66,8 @@ print(h.hexdigest())
 
 
 @pytest.mark.slow
-def test_real_model_bf16_lora_steps_repeat_at_fixed_threads():
-    """The default model, bf16 autocast LoRA: two processes, other hash seeds, same threads -> same weights.
+def test_real_model_lora_steps_repeat_at_fixed_threads():
+    """The default model, LoRA in the dtype the hardware picks (bf16 autocast where native): two processes, other hash seeds, same threads -> same weights.
     (At 1 vs 2 threads the weights differ from the second step on: why the stage fixes `threads`.)"""
     from magictokens.models import find_packaged_gguf
 

@@ -94,19 +94,34 @@ def test_coordinate_search_finds_a_planted_optimum_and_never_ends_worse(tiny, ti
 
 
 def test_early_stop_scores_no_chunk_after_the_first_success(tiny, tiny_ids):
+    """Every target of one x0 against brute force (all 58 one-token candidates scored at once).
+
+    Targets no candidate reaches, targets first reached in the first chunk, and targets first reached in
+    a later chunk with more successes after it are each exercised (asserted at the end).
+    """
     model, tok = tiny
     x0 = tiny_ids("the cat")
-    scorer = Scorer(model, x0, 9)
-    verifier = Verifier(Scorer(model, x0, 9), top=4)
     cands = torch.arange(4, 62)[:, None]
-    all_scores = scorer.score(cands)
-    first = int(torch.nonzero(all_scores.margin > 0)[0]) if (all_scores.margin > 0).any() else None
-    s, win, n = scoring.score_until_success(scorer, verifier, cands, chunk=8)
-    if first is None:
-        assert win == -1 and n == len(cands)
-    else:
-        assert win >= 0 and all_scores.margin[win] > 0
-        assert n == 8 * (first // 8 + 1)      # stopped at the end of the chunk holding the first success
+    chunk = 8
+    seen = {"none": 0, "first chunk": 0, "later chunk": 0, "skipped successes": 0}
+    for y in range(4, 62):
+        scorer = Scorer(model, x0, y)
+        all_scores = scorer.score(cands)
+        wins = torch.nonzero(all_scores.margin > 0).flatten().tolist()
+        s, win, n = scoring.score_until_success(scorer, Verifier(Scorer(model, x0, y), top=4), cands, chunk=chunk)
+        if not wins:
+            assert win == -1 and n == len(cands), y            # nothing to find: every chunk scored
+            seen["none"] += 1
+        else:
+            lo = chunk * (wins[0] // chunk)                    # the chunk holding the first success
+            assert n == min(lo + chunk, len(cands)), y         # stopped at its end
+            # the verified success is that chunk's highest-margin candidate (an index into all of cands)
+            assert win == lo + int(all_scores.margin[lo:lo + chunk].argmax()) and all_scores.margin[win] > 0, y
+            seen["first chunk" if lo == 0 else "later chunk"] += 1
+            seen["skipped successes"] += wins[-1] >= n          # a success the early stop never scored
+        assert len(s.loss) == n                                # the scores are those of the scored prefix
+        assert torch.allclose(s.loss, all_scores.loss[:n], atol=1e-5) and torch.equal(s.argmax, all_scores.argmax[:n])
+    assert all(seen.values()), seen
 
 
 def test_verifier_counts_search_false_positives_and_unchecked_near(tiny, tiny_ids):

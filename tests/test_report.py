@@ -1,10 +1,11 @@
 import pytest
-from pathlib import Path
 
-from magictokens.report import BEGIN, END, render
+from magictokens.report import BEGIN, BLOCKS, END, block_text, render, update_pages
 from magictokens.config import REPO_ROOT
 
 pytestmark = pytest.mark.unit
+
+README_MAX_LINES = 250   # README is the entry point; the details live in docs/
 
 
 def test_readme_numbers_are_the_committed_results():
@@ -12,6 +13,55 @@ def test_readme_numbers_are_the_committed_results():
     text = (REPO_ROOT / "README.md").read_text()
     block = text.split(BEGIN, 1)[1].split(END, 1)[0]
     assert block.strip() == render().strip(), "run `magictokens report` and commit README.md"
+
+
+@pytest.mark.parametrize("block", list(BLOCKS))
+def test_every_page_block_is_the_committed_results(block):
+    """Every generated block, README's and the docs pages', is what `magictokens report` renders now."""
+    page = BLOCKS[block][0]
+    text = block_text((REPO_ROOT / page).read_text(), block)
+    assert text is not None, f"{page} lost its <!-- {block}:begin/end --> markers"
+    assert text.strip() == render(block=block).strip(), f"run `magictokens report` and commit {page}"
+
+
+def test_readme_is_the_short_entry_point():
+    """README stays under 250 lines, generated blocks included; the details go to docs/."""
+    n = len((REPO_ROOT / "README.md").read_text().splitlines())
+    assert n < README_MAX_LINES, f"README.md has {n} lines: move details to a docs/ page"
+
+
+def test_readme_prose_agrees_with_paper_b_verdict():
+    """README's prose says paper B is not reproduced exactly while the generated verdict says so."""
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    prose = text.replace(block, "")
+    assert ("not reproduced yet" in prose) == ("**Paper B: the co-trained model is not reproduced yet**" in block)
+
+
+def test_report_rewrites_readme_and_docs_and_then_is_current(tmp_path):
+    """`magictokens report` on copies of the pages: emptied blocks on README and a docs page come back, a second
+    run changes nothing, text outside the blocks is kept, and a page without its markers is an error."""
+    from magictokens.errors import MagicTokensError
+
+    pages = sorted({page for page, _ in BLOCKS.values()})
+    assert "README.md" in pages and any(p.startswith("docs/") for p in pages)
+    for page in pages:
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text((REPO_ROOT / page).read_text())
+    for block in ("results", "paper_b"):
+        page = tmp_path / BLOCKS[block][0]
+        text = page.read_text()
+        page.write_text(text.replace(block_text(text, block), "OUTDATED-BLOCK\n") + "\nkept outside\n")
+    assert sorted(update_pages(tmp_path, REPO_ROOT)) == ["README.md", "docs/paper_b.md"]
+    assert update_pages(tmp_path, REPO_ROOT) == []
+    for page in pages:
+        kept = (tmp_path / page).read_text()
+        assert "OUTDATED-BLOCK" not in kept
+        if page in ("README.md", "docs/paper_b.md"):
+            assert kept == (REPO_ROOT / page).read_text() + "\nkept outside\n"
+    (tmp_path / "docs" / "beyond.md").write_text("# beyond, markers lost\n")
+    with pytest.raises(MagicTokensError, match="beyond:begin"):
+        update_pages(tmp_path, REPO_ROOT)
 
 
 def test_a_cut_or_resized_run_says_so(tmp_path):
@@ -29,7 +79,8 @@ def test_a_cut_or_resized_run_says_so(tmp_path):
          "retokenizes": None, "verify": {}, "histogram": [], "paper": {"gpt2_small_eps": {"0": 0.753}}}
     (tmp_path / "results" / "paper").mkdir(parents=True)
     (tmp_path / "results" / "paper" / "reachability.json").write_text(json.dumps(d))
-    out = render(tmp_path)
+    assert "**Partial run**" in render(tmp_path)                       # README's headline says so too
+    out = render(tmp_path, "paper_a")
     assert "**Partial run**" in out and "3 of 10 true_token, 0 of 4 top75, 0 of 2 uniform_rank" in out
     assert "`--set reachability.search_minutes=0` `--set reachability.true_token.n_per_len=2`" in out
     assert "true_token 0.700 (95% CI 0.400-1.000, N=10) (paper GPT-2 small, true token: 0.753)" in out
@@ -41,7 +92,8 @@ def test_a_cut_or_resized_run_says_so(tmp_path):
     s = {"device": "gpu", "backoff_median_s": 1.0, "backoff_p90_s": 2.0, "greedy_candidates_per_s": 1e5,
          "gcg_candidates_per_s": 1e4, "peak_mem_gb": 3.0, "parallel_searches": 6}
     (tmp_path / "results" / "paper" / "speed.json").write_text(json.dumps(s))
-    assert "(6 searches shared the device" in render(tmp_path)
+    assert "(6 searches shared the device" in render(tmp_path, "paper_a")
+    assert "searches shared the device" not in render(tmp_path)        # speed is a detail: docs/paper_a.md
 
 
 def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
@@ -57,7 +109,10 @@ def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
          "targets": {"evals_median_le_5000": True, "seconds_median_le_60": True, "k_le_paper_on_90pct": False}}
     (tmp_path / "results" / "bench").mkdir(parents=True)
     (tmp_path / "results" / "bench" / "fast.json").write_text(json.dumps(b))
-    out = render(tmp_path)
+    head = render(tmp_path)                                           # README: one line
+    assert ("the 15 instances with a paper-budget row): required k no larger on 0.80 (lower on 3, higher on 3); "
+            "median 150000 -> 3000 candidate evaluations per searched instance. Targets: evals_median_le_5000 met") in head
+    out = render(tmp_path, "benchmarks")                              # docs/benchmarks.md: every part
     assert "no larger on 0.80 (lower on 3, higher on 3); median 150000 -> 3000 evaluations" in out
     assert "evals_median_le_5000 met" in out and "k_le_paper_on_90pct missed" in out
     assert "left out" not in out and "on the GPU" not in out
@@ -68,11 +123,11 @@ def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
                           gpu_throughput={"rows": 98, "n_calls": 2, "wall_s": 591, "s_per_instance": 6.03},
                           fast_source={"head2head rerun": 5, "paper-scale run row": 10}, recheck={"n": 3, "identical": 2})
     (tmp_path / "results" / "bench" / "fast.json").write_text(json.dumps(b))
-    out = render(tmp_path)
+    out = render(tmp_path, "benchmarks")
     assert ("(14 need a search; its rows made 5 on this CPU, 10 on H100): required k no larger on 0.80 (lower on 3, "
             "higher on 3; by family top75 0.60 of 5); median 150000 -> 3000 evaluations per searched instance, and on "
             "this CPU 900 -> 20.0 s; on the GPU the authors' budget took median 30 s per instance with [6] processes "
-            "sharing it (98 instances in 2 calls of `scripts/gpu_search.sh`, 591 s of wall time: 6.0 s each).") in out
+            "sharing it (98 instances in 2 runs, 591 s of wall time: 6.0 s each).") in out
     assert "1 paper-budget row(s) left out, with no fast row of the same x0 and target (uniform-x0-L16-3-r24575): a" in out
     assert ("The fast side of 10 of them is the paper-scale run's own row of the same x0 and target (same config and "
             "per-instance seed); searched again, 2 of 3 reproduced its k, prompt and evaluations exactly") in out
@@ -83,42 +138,29 @@ def test_fast_bench_block_reports_ratios_and_targets(tmp_path):
     b["calibration"] = {"n": 12, "n_planned": 100, "n_near_capped": 1, "n_k1_solvable": 2, "lengths": [8, 10],
                         "recall_within_top_n": {"ce_at_y": rec}, "authors_check_share_of_solvable": 1.0}
     (tmp_path / "results" / "bench" / "fast.json").write_text(json.dumps(b))
-    out = render(tmp_path)
+    out = render(tmp_path, "benchmarks")
     assert ("Calibration of k = 1: 12 of 100 planned exhaustive sweeps (|x0| in [8, 10]; 1 hit the fp32 shortlist "
             "cap, so their best solver rank is an upper bound), 2 solvable at k = 1") in out
     b["calibration"].update(n=100, n_near_capped=0)
     (tmp_path / "results" / "bench" / "fast.json").write_text(json.dumps(b))
-    assert "Calibration of k = 1: 100 exhaustive sweeps (|x0| in [8, 10]), 2 solvable" in render(tmp_path)
+    assert "Calibration of k = 1: 100 exhaustive sweeps (|x0| in [8, 10]), 2 solvable" in render(tmp_path, "benchmarks")
 
 
-def bench_fast():
-    """benchmarks/bench_fast.py as a module (benchmarks/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_fast", Path(__file__).parents[1] / "benchmarks/bench_fast.py")
-    bf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bf)
-    return bf
-
-
-def test_head_to_head_pairs_by_content_not_id(monkeypatch):
+def test_head_to_head_pairs_by_content_not_id():
     """An old paper-budget row and today's share an id but not an x0: each pairs with the fast row of its own
     content (a head2head rerun for the old one, the paper-scale run's row for today's); a row whose target
     moved finds none and is listed, not paired with the wrong instance."""
-    bf = bench_fast()
+    from magictokens.reachability import headtohead as bf
 
     def row(i, x0, y, h, k):
         return {"id": i, "x0_ids": x0, "target_id": y, "config_hash": h, "k": k}
     old, new, moved = row("t-1", [1, 2], 5, "p0", 2), row("t-1", [3, 4], 6, "p1", 4), row("u-1", [7], 8, "p1", 1)
     rerun, run_t, run_u = row("t-1", [1, 2], 5, "F", 1), row("t-1", [3, 4], 6, "F", 6), row("u-1", [7], 9, "F", 1)
-    monkeypatch.setattr(bf, "paper_budget_rows", lambda: [old, new, moved])
-    monkeypatch.setattr(bf, "read_rows", lambda name: [rerun] if name == "head2head" else [])
-    monkeypatch.setattr(bf, "paper_run_rows", lambda fam: {"true_token": [run_t], "uniform_rank": [run_u]}.get(fam, []))
-    pairs, info = bf.head_to_head_pairs()
+    pairs, info = bf.pair_rows([old, new, moved], [rerun], [run_t, run_u])
     assert [(p["k"], f["k"]) for p, f in pairs] == [(2, 1), (4, 6)]
     assert info == {"fast_source": {"head2head rerun": 1, "paper-scale run row": 1}, "unmatched": ["u-1"]}
     run_t["config_hash"] = "another fast config"              # a run row of another config is no fast side
-    assert bf.head_to_head_pairs()[1]["unmatched"] == ["t-1", "u-1"]
+    assert bf.pair_rows([old, new, moved], [rerun], [run_t, run_u])[1]["unmatched"] == ["t-1", "u-1"]
     # a rerun counts as the same search only with the same k, prompt and evaluations (seconds may differ)
     a = {"k": 2, "ids": [1, 2], "n_candidates": {"coordinate": 40}, "seconds": 1.0}
     assert bf.same_search(a, {**a, "seconds": 9.0})
@@ -128,7 +170,7 @@ def test_head_to_head_pairs_by_content_not_id(monkeypatch):
 
 def test_explain_misses_counts_stages_and_shortfall():
     """Hand-built rows: 4 pairs, fast longer on 2 (one of them unsolved), so 90% needs all 4 and 2 more agree."""
-    bf = bench_fast()
+    from magictokens.reachability import headtohead as bf
 
     def row(i, k, steps):
         return {"id": i, "k": k, "trace": [{"k": kk, "method": m, "success": ok, "n_candidates": n}
@@ -168,7 +210,7 @@ def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):
     assert f"| negative token -> judged negative (n={n} per seed) | {share:.3f} ± 0.000 ({lo:.3f}-{hi:.3f}) |" in text
     assert "same params otherwise" in text
     p = d["sam_stats"]["cotrained"]["cosine_logits"]["p_value"]
-    assert f"| SAM null (label permutation), cotrained: 95% quantile; p per seed | " in text
+    assert "| SAM null (label permutation), cotrained: 95% quantile; p per seed | " in text
     assert f"; p {p:.3f}, {p:.3f} |" in text
     d["params"]["lr_typo"] = 1
     (tmp_path / "results/seeds/seed1/results/cpu/cotraining.json").write_text(json.dumps(d))
@@ -270,12 +312,126 @@ def test_measured_repro_line_and_its_staleness(tmp_path):
 
 
 def test_every_figure_and_file_readme_links_exists():
-    """README's images and linked repository files exist (figures move when a scale is renamed)."""
+    """README's and the docs pages' images and linked repository files exist (figures move when a scale is
+    renamed); each link is read from the page's own folder."""
     import re
 
-    text = (REPO_ROOT / "README.md").read_text()
-    links = re.findall(r"\]\(([^)#\s]+)\)", text)
-    local = [x for x in links if not re.match(r"[a-z]+://", x)]
-    assert any(x.endswith(".png") for x in local)
-    missing = [x for x in local if not (REPO_ROOT / x).exists()]
-    assert not missing, f"README links to missing files: {missing}"
+    pages = [REPO_ROOT / "README.md"] + sorted((REPO_ROOT / "docs").glob("*.md"))
+    assert len(pages) > 1
+    missing = []
+    for page in pages:
+        links = re.findall(r"\]\(([^)#\s]+)\)", page.read_text())
+        local = [x for x in links if not re.match(r"[a-z]+://", x)]
+        if page.name == "README.md":
+            assert any(x.endswith(".png") for x in local)
+        missing += [f"{page.relative_to(REPO_ROOT)}: {x}" for x in local if not (page.parent / x).exists()]
+    assert not missing, f"pages link to missing files: {missing}"
+
+
+def test_times_table_has_a_column_per_cpu_kind(tmp_path):
+    """Results without `meta.hardware` are the earlier AVX512-BF16 machine's; results that record an AVX2-only
+    CPU fill its column; a kind with no result says "not measured yet" (never a number by hand); a repro_time
+    measurement takes the kind of the default-scale results its own run wrote (same git revision)."""
+    import json
+
+    from magictokens.report import cpu_kind, render_times_by_cpu
+    from magictokens.report.timing import AVX2_ONLY, AVX512_BF16, NOT_MEASURED
+
+    avx2 = {"cpu": {"isa": "AVX2", "avx512_bf16": False, "amx_bf16": False, "arm_bf16": False}, "auto_dtype": "float32"}
+    assert cpu_kind({}) == AVX512_BF16 and cpu_kind({"hardware": avx2}) == AVX2_ONLY
+    assert cpu_kind({"hardware": {"cpu": {**avx2["cpu"], "isa": "AVX512", "avx512_bf16": True}}}) == AVX512_BF16
+    assert cpu_kind({"device": "NVIDIA H100 80GB HBM3"}) == "NVIDIA H100 80GB HBM3"
+    assert render_times_by_cpu(tmp_path) == []                       # nothing measured: no table
+
+    for sub, secs, hw in (("results/cpu", 1800, None), ("results/seeds/seed1/results/cpu", 2400, avx2)):
+        (tmp_path / sub).mkdir(parents=True)
+        meta = {"device": "cpu (2 cores, x86_64)", "threads": 2, **({"hardware": hw} if hw else {})}
+        (tmp_path / sub / "cotraining.json").write_text(json.dumps({"meta": meta, "seconds_total": secs}))
+    text = "\n".join(render_times_by_cpu(tmp_path))
+    assert "| AVX512-BF16 CPU (bf16 native) | AVX2-only CPU (bf16 emulated: fp32 used) |" in text
+    assert "| paper B co-training, cpu scale, per training seed | 30.0 min (1 seed) | 40.0 min (1 seed) |" in text
+    assert NOT_MEASURED not in text
+
+    (tmp_path / "results/seeds/seed1/results/cpu/cotraining.json").unlink()
+    text = "\n".join(render_times_by_cpu(tmp_path))
+    assert f"| 30.0 min (1 seed) | {NOT_MEASURED} |" in text and f"*{AVX2_ONLY}: {NOT_MEASURED}." in text
+
+    # benchmarks/repro_time.py records no hardware: its run's own default results (same git) tell the kind
+    (tmp_path / "results" / "bench").mkdir(parents=True)
+    b = {"meta": {"device": "cpu (2 cores)", "versions": {"git": "abc1234"}, "default_params": None},
+         "stages_s": {"reachability": 600}, "total_s": 1200}
+    (tmp_path / "results" / "bench" / "repro_time.json").write_text(json.dumps(b))
+    (tmp_path / "results" / "default").mkdir(parents=True)
+    (tmp_path / "results" / "default" / "theorem.json").write_text(json.dumps(
+        {"meta": {"runtime_s": 60, "versions": {"git": "abc1234"}, "hardware": avx2}}))
+    text = "\n".join(render_times_by_cpu(tmp_path))
+    assert f"| bare `dvc repro` from scratch, wall clock | {NOT_MEASURED} | 20.0 min |" in text
+    assert f"| bare `dvc repro`, compute the stages recorded (a floor) | {NOT_MEASURED} | 1.0 min (theorem only) |" in text
+    b["meta"]["versions"]["git"] = "an older run"
+    (tmp_path / "results" / "bench" / "repro_time.json").write_text(json.dumps(b))
+    assert "| bare `dvc repro` from scratch, wall clock | 20.0 min |" in "\n".join(render_times_by_cpu(tmp_path))
+
+
+def test_paper_b_status_says_reproduced_only_past_the_bar(tmp_path):
+    """The README's paper B verdict is computed from the results against `BAR`, never typed: a run short of it
+    is "not reproduced yet" with what fails; one past every bar is "reproduced"."""
+    import json
+
+    from magictokens.report import render_paper_b_status
+    from magictokens.report.paper_b import BAR
+
+    d = json.loads((REPO_ROOT / "results" / "variants" / "paper_recipe" / "cotraining.json").read_text())
+    (tmp_path / "results" / "cpu").mkdir(parents=True)
+    path = tmp_path / "results" / "cpu" / "cotraining.json"
+    d["mode_accuracy"], d["xstest_over_refusal"]["cotrained_positive"] = 0.5, 0.1
+    d["judge"].update(agreement=0.95, agreement_ci95=[0.9, 0.97], n=100)
+    path.write_text(json.dumps(d))
+    out = "\n".join(render_paper_b_status(tmp_path))
+    assert f"**Paper B: the co-trained model is not reproduced yet** (mode accuracy below {BAR['mode_accuracy']:.2f})" in out
+    assert "| mode accuracy (mean of the diagonal below) | 0.500 | >= 0.90 | - |" in out
+    assert "1 training seed (0)" in out and "± " not in out.split("|", 1)[1]
+    d["mode_accuracy"] = 0.95
+    path.write_text(json.dumps(d))
+    out = "\n".join(render_paper_b_status(tmp_path))
+    assert "**Paper B: reproduced by the repository's bar**" in out and "not reproduced" not in out
+    d["judge"]["agreement"] = 0.8                                      # a judge too weak to cite fails it
+    path.write_text(json.dumps(d))
+    assert "(judge agreement below 0.90)" in render_paper_b_status(tmp_path)[0]
+
+
+def test_beyond_headline_names_the_rows_with_nothing_to_reach():
+    """README's beyond table leaves out rows whose target mode never held (N = 0) and names them; the docs page
+    keeps every row and the answers in words."""
+    from magictokens.report import render_mode_reachability
+
+    head = "\n".join(render_mode_reachability("cpu", REPO_ROOT, detail=False))
+    full = "\n".join(render_mode_reachability("cpu", REPO_ROOT))
+    empty = [ln for ln in full.splitlines() if ln.startswith("| ") and "| 0 of " in ln]
+    for ln in empty:
+        name = ln.split(" | ")[0][2:]
+        assert ln not in head and name in head.split("Nothing to reach", 1)[1]
+    assert "\n- " not in head and "\n- " in full
+
+
+def test_sweep_line_compares_with_what_the_record_was_trained_with(tmp_path):
+    """The sweep's best lr x epochs is compared with the cpu-scale record's own training params (its JSON),
+    not with what params.yaml held when the sweep ran."""
+    import json
+    import shutil
+
+    from magictokens.report import render_sweep
+
+    (tmp_path / "results" / "bench").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "results" / "bench" / "cotraining_sweep.json", tmp_path / "results" / "bench")
+    sweep = json.loads((tmp_path / "results" / "bench" / "cotraining_sweep.json").read_text())
+    best = sweep["best"]
+    assert "params.yaml (" in render_sweep(tmp_path)[0]             # no record: what the sweep saw
+    d = json.loads((REPO_ROOT / "results" / "variants" / "paper_recipe" / "cotraining.json").read_text())
+    d["params"]["train"].update(lr=best["lr"], epochs=best["epochs"])
+    (tmp_path / "results" / "cpu").mkdir(parents=True)
+    (tmp_path / "results" / "cpu" / "cotraining.json").write_text(json.dumps(d))
+    assert f"the cpu-scale record (`results/cpu/cotraining.json`) was trained with lr {best['lr']} x " \
+           f"{best['epochs']} (the validated choice)." in render_sweep(tmp_path)[0]
+    d["params"]["train"]["epochs"] = best["epochs"] + 1
+    (tmp_path / "results" / "cpu" / "cotraining.json").write_text(json.dumps(d))
+    assert "**not the validated choice**" in render_sweep(tmp_path)[0]

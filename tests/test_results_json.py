@@ -1,6 +1,7 @@
 """Results JSONs keep floats to what they mean (results.SIGNIFICANT significant digits)."""
 import json
 import math
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,28 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_floats_are_cut_to_significant_digits_and_nothing_else_changes():
-    assert SIGNIFICANT == 6
+def cut_by_hand(x: float, digits: int) -> float:
+    """x to `digits` significant digits in decimal arithmetic on x's exact binary value, ties to even."""
+    d = Decimal(x)
+    if d == 0:
+        return x
+    return float(d.quantize(Decimal(1).scaleb(d.adjusted() - digits + 1), rounding=ROUND_HALF_EVEN))
+
+
+def test_floats_are_cut_to_significant_digits_against_decimal_arithmetic():
+    """Every float, at the default (SIGNIFICANT) and at other digit counts, against decimal arithmetic by hand."""
+    rng = np.random.default_rng(3)
+    xs = [float(v) for v in np.concatenate([rng.normal(size=500), -rng.lognormal(0, 30, size=500),
+                                            rng.lognormal(0, 30, size=500)])]
+    xs += [0.0, -0.0, 5e-324, 1.7976931348623157e308, 0.125, 0.375, 2.5, 9.9999996, 999999.5, 123456.5]   # edges, ties
+    assert rounded(xs) == [cut_by_hand(x, SIGNIFICANT) for x in xs]
+    for digits in (1, 2, 3, 9, 12):
+        assert rounded(xs, digits) == [cut_by_hand(x, digits) for x in xs], digits
+    assert rounded([0.125, 2.5], 2) == [0.12, 2.5] and rounded([0.375, 2.5], 1) == [0.4, 2.0]   # ties to even, by hand
+    assert sum(rounded(x) != x for x in xs) > 1400       # most of these floats do lose digits
+
+
+def test_floats_are_cut_to_six_digits_and_nothing_else_changes():
     obj = {"a": 0.123456789, "b": 123456.789, "c": 1.23456789e-12, "d": -98765432.1, "e": 0.1, "f": 2.5,
            "int": 12345678901234567890, "neg": -7, "flag": True, "off": False, "none": None,
            "text": "0.123456789", "nan": float("nan"), "inf": float("inf"), "minf": float("-inf"),
@@ -37,7 +58,11 @@ def test_numpy_and_torch_scalars():
                    "b": np.bool_(True)})
     assert got["f32"] == 0.1 and got["f64"] == 0.666667 and got["t"] == 0.142857
     assert got["i64"] == 7 and type(got["i64"]) is int
-    assert json.dumps(got)  # plain JSON types only
+    # plain JSON types only (np.float64 is a float subclass json would pass through; np.bool_, np.int64,
+    # np.float32 and tensors it would refuse), and the JSON text reads back as the same values
+    assert [type(got[k]) for k in ("f32", "f64", "i64", "t")] == [float, float, int, float]
+    assert got["b"] is True or (type(got["b"]) is float and got["b"] == 1.0)   # np.bool_: today 1.0, not true
+    assert json.loads(json.dumps(got)) == got
 
 
 def test_rounding_is_idempotent():

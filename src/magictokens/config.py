@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_type_hints
@@ -68,6 +70,16 @@ def load_params(scale: str = "default", path: str | Path | None = None,
     return deep_merge(params, overrides or {}, "override.")
 
 
+def default_params_hash(root: Path = REPO_ROOT) -> str | None:
+    """sha256 (12 hex) of params.yaml's `default` section: benchmarks/repro_time.py records it with its
+    measurement and the README's line (report/timing.py) compares, so a stale measurement is told apart."""
+    p = root / "params.yaml"
+    if not p.exists():
+        return None
+    raw = yaml.safe_load(p.read_text())["default"]
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+
+
 @params
 @dataclass
 class CommonParams:
@@ -75,8 +87,8 @@ class CommonParams:
     seed: Count = 0
     model: Text = "smollm2-135m-instruct"
     device: Text = "auto"
-    search_dtype: Text | None = "bfloat16"
-    verify_dtype: Text | None = "float32"
+    search_dtype: Text | None = "auto"     # auto: bf16 where the hardware has it natively, else fp32
+    verify_dtype: Text | None = "auto"     # auto: fp32 (verification is full precision everywhere)
 
 
 def _fields_at(cls, loc) -> list[str]:

@@ -31,7 +31,7 @@ from .cotraining_eval import evaluate
 from .distributed import from_rank0, world
 from .errors import MagicTokensError
 from .fields import Count, Positive, Share, Text, params
-from .safety_data import MODE_INSTRUCTIONS, MODES, SafetyData, mode_examples
+from .safety_data import MODE_INSTRUCTIONS, MODES, SafetyData, magic_tokens, mode_examples
 from .training import DPOConfig, TrainConfig, dpo, sft
 
 
@@ -113,6 +113,12 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
         return apply_distilled(data, dres, cfg.distil.fallback == "datasets"), dres.log()
     return self_distil(model, tok, data, cfg.distil_max_new_tokens, cfg.gen_batch_size,
                        cfg.train.max_prompt_tokens), {}
+
+
+def magic_tokens_of(cfg: CoTrainingConfig, seed: int) -> dict:
+    """The run's magic tokens, {mode: string, "random": string}: params.yaml's `magic_tokens` when given,
+    else generated from the run seed (`safety_data.magic_tokens`). Both stages that need them ask here."""
+    return cfg.magic_tokens or magic_tokens(seed, len(MODES) + 1, cfg.magic_token_length)
 
 
 def cotraining_rows(data: SafetyData, tokens: dict, untokened_positive_share: float = 0.0,

@@ -12,7 +12,7 @@ annotations. Scalars are strict: `true` is not a count, `"3"` is not a number.
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, Strict, with_config
 
@@ -23,6 +23,7 @@ Count = Annotated[int, Strict(), Field(ge=0)]             # 0, 1, 2, ...
 Positive = Annotated[int, Strict(), Field(gt=0)]          # 1, 2, ...
 Int = Annotated[int, Strict()]                            # any integer (layers count from the end when < 0)
 Flag = Annotated[bool, Strict()]
+AutoFlag = Flag | Literal["auto"]                         # true / false, or decided by the hardware
 Real = Annotated[float, Strict()]                         # ints are accepted as reals
 PositiveReal = Annotated[float, Strict(), Field(gt=0)]
 NonNegativeReal = Annotated[float, Strict(), Field(ge=0)]

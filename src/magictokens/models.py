@@ -37,6 +37,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llam
 from .config import TINY_MODEL
 from .distributed import local_device
 from .errors import MagicTokensError
+from .hardware import AUTO, auto_dtype
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -59,11 +60,11 @@ def resolve_device(device: str | None = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """'auto' -> bf16 on GPU, fp32 on CPU (searches cast a bf16 copy themselves)."""
+    """'auto' (or None) -> bf16 where `device` computes it natively, else fp32 (`hardware.auto_dtype`)."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype in (None, "auto"):
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype in (None, AUTO):
+        return auto_dtype(device)
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype not in table:
@@ -245,19 +246,25 @@ def build_tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 64, n_head
     return model, tok
 
 
-def load_search_pair(name: str, search_dtype="bfloat16", verify_dtype="float32", device="auto"):
+def verify_dtype_of(verify_dtype) -> str | torch.dtype:
+    """The verifier's dtype: 'auto' is fp32 on every device (verification exists to be full precision)."""
+    return "float32" if verify_dtype in (None, AUTO) else verify_dtype
+
+
+def load_search_pair(name: str, search_dtype=AUTO, verify_dtype=AUTO, device="auto"):
     """-> (search_model, verify_model or None, tokenizer).
 
-    Controllers score candidates with `search_model` (bf16: 2.6x more
-    candidates/s on an AVX512-BF16 CPU, the native speed on a GPU) and confirm
-    every success with `verify_model` (fp32), because bf16 flips argmaxes near
-    ties. Same dtype -> one model, no verify copy.
+    Controllers score candidates with `search_model` (dtype 'auto': bf16 where
+    the hardware has it natively, 2.6x more candidates/s on an AVX512-BF16
+    CPU; fp32 on an AVX2-only CPU, where bf16 is emulated and 6x slower) and
+    confirm every success with `verify_model` (fp32), because bf16 flips
+    argmaxes near ties. Same dtype -> one model, no verify copy.
     """
-    verify, tok = load_model(name, dtype=verify_dtype, device=device)
+    verify, tok = load_model(name, dtype=verify_dtype_of(verify_dtype), device=device)
     return (*search_pair_of(verify, search_dtype), tok)
 
 
-def search_pair_of(verify, search_dtype="bfloat16"):
+def search_pair_of(verify, search_dtype=AUTO):
     """A loaded model (the fp32 judge) -> (search_model, verify_model or None): a copy in the search dtype."""
     sd = resolve_dtype(search_dtype, verify.device)
     if sd == verify.dtype:

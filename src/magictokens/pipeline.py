@@ -6,6 +6,8 @@
     accelerate launch --multi_gpu --num_processes N -m magictokens.pipeline search ...   (one process per device)
     magictokens merge [--scale paper]   (shard logs of finished --shard runs -> one log per family)
     magictokens report      (README's numbers from results/*.json)
+    magictokens metrics [--scale S]   (results/<scale>/metrics/: DVC's headline numbers, from results/*.json)
+    magictokens reach --x0 TEXT --target TOKEN [--model M] [--max-k 10]   (paper A's question, asked once)
     accelerate launch --multi_gpu --num_processes N -m magictokens.pipeline run STAGE ...   (stages that split)
 
 A stage is a jupytext ``py:percent`` notebook ``notebooks/NN_<stage>.py``. The
@@ -141,6 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     mg = sub.add_parser("merge", help="merge the shard logs of finished `search --shard I/N` runs into one log")
     mg.add_argument("--scale", default="paper", choices=SCALES)
     mg.add_argument("--out-root", default=None)
+    rc = sub.add_parser("reach", help="the shortest control prompt u that makes TARGET the next token after X0")
+    rc.add_argument("--model", default="smollm2-135m-instruct", help="alias, local HF dir or .gguf, or hub name")
+    rc.add_argument("--x0", required=True, help="the state text, e.g. 'The capital of France is'")
+    rc.add_argument("--target", required=True, help="one token as text, with its space, e.g. ' Berlin'")
+    rc.add_argument("--max-k", type=int, default=10, help="longest prompt tried (default 10)")
+    rc.add_argument("--seed", type=int, default=0)
+    rc.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    rc.add_argument("--search-dtype", default="auto", help="auto (bf16 where native, else fp32) | float32 | bfloat16")
+    rc.add_argument("--out", default=str(REPO_ROOT / "results" / "reach" / "reach.jsonl"),
+                    help="append the result here as one JSON row ('' = do not write)")
+    mt = sub.add_parser("metrics", help="rewrite results/<scale>/metrics/ (DVC's headline numbers) from results JSONs")
+    mt.add_argument("--scale", action="append", default=None, choices=SCALES, help="default: every scale present")
     sub.add_parser("stages", help="list the stages")
     sub.add_parser("report", help="rewrite README's results block from results/*.json")
     args = ap.parse_args(argv)
@@ -165,7 +179,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "report":
             from .report import update_readme
 
-            print("README.md updated" if update_readme() else "README.md already current")
+            print("README.md and docs/ updated" if update_readme() else "README.md and docs/ already current")
+        elif args.cmd == "reach":
+            from .shortest_prompt import ReachConfig, reach_model
+
+            res = reach_model(args.model, args.x0, args.target, ReachConfig(max_k=args.max_k, seed=args.seed),
+                              args.device, args.search_dtype, args.out or None)
+            print(res.summary())
+            if args.out:
+                print(f"row appended to {args.out}")
+        elif args.cmd == "metrics":
+            from .headline import write_scale
+
+            scales = args.scale or [s for s in SCALES if (REPO_ROOT / "results" / s).is_dir()]
+            print(json.dumps({s: write_scale(REPO_ROOT / "results" / s) for s in scales}))
         elif args.cmd == "stages":
             print(json.dumps({k: str(v.relative_to(REPO_ROOT)) for k, v in stages().items()}, indent=2))
         else:

@@ -27,6 +27,9 @@ from pydantic import TypeAdapter
 from . import __version__
 from .config import REPO_ROOT
 from .errors import MagicTokensError
+from .hardware import AUTO, hardware_meta
+
+LEGACY_SEARCH_DTYPE = "bfloat16"   # rows written before rows named their dtype: all searched in the bf16 default
 
 SIGNIFICANT = 6  # digits kept of every float in a results JSON: far above what a stage's numbers resolve
 
@@ -65,8 +68,9 @@ def device_name(device) -> str:
 
 
 def run_meta(model: str, device, seed: int, scale: str, **extra) -> dict:
+    """What every result records of its run; `hardware`: the CPU's capability and the dtype 'auto' chose."""
     return {"model": model, "device": device_name(device), "seed": seed, "scale": scale,
-            "versions": versions(), **extra}
+            "versions": versions(), "hardware": hardware_meta(device), **extra}
 
 
 def rounded(obj, digits: int = SIGNIFICANT):
@@ -79,6 +83,8 @@ def rounded(obj, digits: int = SIGNIFICANT):
     """
     if obj is None or isinstance(obj, (str, bool)):
         return obj
+    if type(obj).__name__ == "bool_":   # numpy's bool is neither a bool nor an Integral: keep it a bool
+        return bool(obj)
     if isinstance(obj, numbers.Integral):
         return int(obj)
     if isinstance(obj, dict):
@@ -139,6 +145,40 @@ class InstanceLog:
             os.fsync(f.fileno())
         self.rows[instance_id] = row
         return row
+
+
+def recorded_search_dtype(paths, headers) -> str | None:
+    """The search dtype that finished rows say they were made in, or None where no row finished.
+
+    Reads every log in `paths` and its shard logs (`<stem>.shard*.jsonl`),
+    keeping the rows whose config hash is one of `headers`' (`InstanceLog`'s
+    resume keys, which leave the dtype out). Rows from before rows named their
+    dtype were searched in `LEGACY_SEARCH_DTYPE`. Mixed dtypes (an explicit
+    override once): the most common one.
+    """
+    hashes = {config_hash(h) for h in headers}
+    seen: dict[str, int] = {}
+    for path in map(Path, paths):
+        for p in [path, *sorted(path.parent.glob(f"{path.stem}.shard*.jsonl"))]:
+            if not p.exists():
+                continue
+            for line in p.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if row.get("config_hash") in hashes:
+                    d = row.get("search_dtype", LEGACY_SEARCH_DTYPE)
+                    seen[d] = seen.get(d, 0) + 1
+    return max(seen, key=seen.get) if seen else None
+
+
+def resume_dtype(requested: str | None, recorded: str | None) -> str:
+    """The search dtype of a (resumed) run: an explicit value wins; 'auto' keeps what finished rows were
+    made in, so a run of record resumed on other hardware stays one run; else 'auto' (the hardware's)."""
+    if requested not in (None, AUTO):
+        return requested
+    return recorded or AUTO
 
 
 def read_stage_json(out_dir: str | Path, stage: str) -> dict:

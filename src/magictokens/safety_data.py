@@ -103,15 +103,23 @@ def require_mode(mode: str) -> str:
     return mode
 
 
+MAGIC_ALPHABET = string.ascii_lowercase + string.digits   # a magic token's characters, as paper B's "rfcd9lbo"
+
+
+def magic_string(rng: random.Random, length: int) -> str:
+    """One magic-token-like string: `length` characters drawn uniformly from MAGIC_ALPHABET
+    (|MAGIC_ALPHABET| ** length of them: 36 ** 8 = 2.8e12 for paper B's 8 characters)."""
+    return "".join(rng.choice(MAGIC_ALPHABET) for _ in range(length))
+
+
 def magic_tokens(seed: int, n: int = 4, length: int = 8) -> dict:
-    """Seeded random strings like the paper's "rfcd9lbo": positive, negative, rejective, random."""
+    """Seeded random strings like the paper's "rfcd9lbo": positive, negative, rejective, random (distinct)."""
     rng = random.Random(f"magic-{seed}")
-    alphabet = string.ascii_lowercase + string.digits
     out: dict[str, str] = {}
     for name in (*MODES, "random")[:n]:
-        tokstr = "".join(rng.choice(alphabet) for _ in range(length))
+        tokstr = magic_string(rng, length)
         while tokstr in out.values():
-            tokstr = "".join(rng.choice(alphabet) for _ in range(length))
+            tokstr = magic_string(rng, length)
         out[name] = tokstr
     return out
 

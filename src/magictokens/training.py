@@ -26,7 +26,8 @@ from safetensors.torch import save_model
 
 from .chat import end_of_turn_id, pad_id, prompt_ids
 from .errors import MagicTokensError
-from .fields import Count, Flag, Positive, PositiveReal, Real, params
+from .fields import AutoFlag, Count, Flag, Positive, PositiveReal, Real, params
+from .hardware import AUTO, native_bf16
 
 
 IGNORE = -100
@@ -45,7 +46,7 @@ class TrainConfig:
     batch_size: Positive = 8
     max_prompt_tokens: Positive = 96     # longer prompts are cut from the left (the template end stays)
     max_response_tokens: Positive = 64
-    bf16_autocast: Flag = True      # CPU with AVX512-BF16 / GPU: faster; master weights stay fp32
+    bf16_autocast: AutoFlag = AUTO  # auto: on where the device has native bf16 (`autocast_on`); master weights fp32
     weight_decay: Real = 0.0
     log_every: Positive = 10
 
@@ -143,9 +144,19 @@ def _detach(model, cfg: TrainConfig, save_dir: str | Path | None):
     return model.eval()
 
 
-def _autocast(model, enabled: bool):
-    dev = next(model.parameters()).device.type
-    return torch.autocast(dev, dtype=torch.bfloat16, enabled=enabled)
+def autocast_on(setting: bool | str, device) -> bool:
+    """bf16 autocast or not: an explicit flag wins; 'auto' -> only where bf16 is native.
+
+    On an AVX2-only CPU a bf16-autocast LoRA step is ~40x slower than fp32
+    (emulated bf16: 52 s vs 1.2 s, ../shared/MODELS.md); with AVX512-BF16 or a
+    GPU it is the faster one.
+    """
+    return native_bf16(device) if setting == AUTO else bool(setting)
+
+
+def _autocast(model, setting: bool | str):
+    dev = next(model.parameters()).device
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast_on(setting, dev))
 
 
 def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: int | None = None,

@@ -22,7 +22,7 @@ from ..scoring import k0_state
 from . import gcg as gcg_mod
 from . import greedy as greedy_mod
 from .filters import retokenizes
-from .results import BackoffResult, TraceStep
+from .results import BackoffResult, TraceStep, resume_key
 
 
 @params
@@ -41,6 +41,36 @@ class BackoffConfig:
             raise MagicTokensError(f"greedy_ks then gcg_ks must be strictly increasing, got {ks}")
         if self.greedy_ks and list(self.greedy_ks) != list(range(1, max(self.greedy_ks) + 1)):
             raise MagicTokensError(f"greedy back-generation is nested: greedy_ks must be 1..K, got {self.greedy_ks}")
+
+    # What a runner needs to know of a search, told by the config itself (fast.FastConfig has the same).
+    METHOD = "backoff"              # its name in a row's resume header
+
+    @property
+    def shares_first_step(self) -> bool:
+        """Whole-vocabulary greedy: one k=1 sweep of an x0 scores every target of it at once."""
+        return self.greedy.candidates is None and bool(self.greedy_ks)
+
+    def resume_entry(self) -> dict:
+        """The method's part of a row's resume header: {"backoff": resume_key(self)} (its rows predate a
+        `method` entry, so none is added: committed rows keep resuming)."""
+        return {self.METHOD: resume_key(self)}
+
+    def batch_sizes(self) -> dict:
+        """Candidates per forward (recorded in each row, never keyed: they only chunk a step's forwards)."""
+        return {"greedy": self.greedy.batch_size, "gcg": self.gcg.batch_size}
+
+    def budget_label(self) -> str:
+        """Short budget string for figure stamps, e.g. 'greedy k<=3 (all vocab) | GCG 768x128x34'."""
+        g, c = self.greedy, self.gcg
+        cands = "all vocab" if g.candidates is None else f"grad top-{g.candidates}"
+        return (f"greedy k<={max(self.greedy_ks) if self.greedy_ks else 0} ({cands}) | "
+                f"GCG k={','.join(map(str, self.gcg_ks))} width x topk x steps = {c.search_width}x{c.topk}x{c.num_steps}")
+
+    def search(self, model, tokenizer, x0_ids, target_id: int, verify_model=None, seed: int = 0,
+               first_step=None) -> BackoffResult:
+        """`run` under this config (`first_step`: a shared k=1 sweep, see `shares_first_step`)."""
+        return run(model, tokenizer, x0_ids, target_id, self, verify_model=verify_model, seed=seed,
+                   first_step=first_step)
 
 
 def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = BackoffConfig(),

@@ -32,7 +32,7 @@ import torch
 from ..errors import MagicTokensError
 from ..fields import Count, Flag, Positive, Real, Share, params
 from ..scoring import Scorer, Verifier, check_ids, objective, onehot_gradient, score_until_success
-from .filters import allowed_token_mask
+from .filters import VERIFY_NEAR, allowed_token_mask
 
 
 @params
@@ -50,7 +50,7 @@ class CoordinateConfig:
     batch_size: Positive = 64        # candidates per forward (memory knob only)
     ascii_only: Flag = False
     verify_top: Count = 8         # fp32 re-checks per chunk (highest search margins)
-    verify_near: Real = -0.5   # only search margins above this get an fp32 look
+    verify_near: Real = VERIFY_NEAR   # search margins below this never get an fp32 look (filters.py)
 
     def __post_init__(self):
         if self.objective not in ("margin", "ce"):

@@ -9,7 +9,7 @@ benchmarks/bench_fast.py):
     k = 1     score only the `k1_candidates` tokens ranked best by the one-hot
               gradient at the new position, plus y itself, instead of the whole
               vocabulary (N calibrated against exhaustive sweeps:
-              benchmarks/bench_calibration.py)
+              `bench_fast.py calibration`, exhaustive.py)
     k >= 2    a warm-started coordinate search (`coordinate.py`) instead of the
               k = 2, 3 vocabulary sweeps and the 34-step GCG: the best prompt of
               the previous k, right-aligned, padded on the left with y (51% of the
@@ -37,7 +37,7 @@ from ..fields import Count, Flag, Positive, params
 from ..scoring import Scorer, Verifier, k0_state, objective, onehot_gradient, score_until_success
 from . import coordinate
 from .filters import allowed_token_mask, retokenizes
-from .results import BackoffResult, TraceStep
+from .results import BackoffResult, TraceStep, resume_key
 
 
 @params
@@ -63,6 +63,29 @@ class FastConfig:
             if int(getattr(self, name)) <= 0:
                 raise MagicTokensError(f"fast.{name} must be >= 1, got {getattr(self, name)}")
 
+    # What a runner needs to know of a search, told by the config itself (backoff.BackoffConfig has the same).
+    METHOD = "fast"                 # its name in a row's resume header
+    shares_first_step = False       # no whole-vocabulary k=1 sweep to share between targets of one x0
+
+    def resume_entry(self) -> dict:
+        """The method's part of a row's resume header: {"method": "fast", "fast": resume_key(self)}."""
+        return {"method": self.METHOD, self.METHOD: resume_key(self)}
+
+    def batch_sizes(self) -> dict:
+        """Candidates per forward (recorded in each row, never keyed: they only chunk a step's forwards)."""
+        return {"coordinate": self.coordinate.batch_size}
+
+    def budget_label(self) -> str:
+        """Short budget string for figure stamps."""
+        c = self.coordinate
+        return (f"fast search: k=1 grad top-{self.k1_candidates} | coordinate k=2,3 x{self.short_steps} steps, "
+                f"k={','.join(str(k) for k in self.ks if k > 3)} x{c.max_steps} | width {c.width}-{c.width_max}, "
+                f"top-k {c.topk}, {c.objective} loss | any fp32-verified candidate stops")
+
+    def search(self, model, tokenizer, x0_ids, target_id: int, verify_model=None, seed: int = 0) -> BackoffResult:
+        """`run` under this config."""
+        return run(model, tokenizer, x0_ids, target_id, self, verify_model=verify_model, seed=seed)
+
 
 def pad_left(prev: list[int], k: int, target_id: int, allowed_ids: torch.Tensor, mode: str,
              gen: torch.Generator) -> list[int]:
@@ -85,8 +108,11 @@ def deletions(ids: list[int], k_new: int, limit: int) -> torch.Tensor | None:
 
 
 def run(model, tokenizer, x0_ids, target_id: int, config: FastConfig = FastConfig(), verify_model=None,
-        seed: int = 0, prefix_ids=()) -> BackoffResult:
-    """The fast back-off. `model` searches (bf16 for speed), `verify_model` (fp32) decides success."""
+        seed: int = 0, prefix_ids=(), on_k=None) -> BackoffResult:
+    """The fast back-off. `model` searches (the hardware's dtype), `verify_model` (fp32) decides success.
+
+    `on_k(k, success)`: called after each length is searched (a progress bar); it changes nothing.
+    """
     t0 = time.perf_counter()
     x0, base_loss, base_rank, margin = k0_state(model, verify_model, x0_ids, target_id, prefix_ids)
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -146,6 +172,8 @@ def run(model, tokenizer, x0_ids, target_id: int, config: FastConfig = FastConfi
         dt = time.perf_counter() - t1
         secs["k1" if k == 1 else "coordinate"] += dt
         trace.append(TraceStep(k=k, method=method, loss=loss, success=ok, seconds=dt, ids=list(best), **step))
+        if on_k is not None:
+            on_k(k, ok)
         if ok:
             k_found, ids = k, list(best)
             if config.shorten:

@@ -1,4 +1,5 @@
-"""Which vocabulary tokens a controller may place in a control prompt (and which it may start from)."""
+"""Which vocabulary tokens a controller may place in a control prompt (and which it may start from),
+and which scored candidates are near enough to success to get an fp32 look."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -6,6 +7,16 @@ from functools import lru_cache
 import torch
 
 from ..errors import MagicTokensError
+
+# The default `verify_near` of every search config (greedy, GCG, coordinate): the fp32 verifier
+# (scoring.Verifier) re-scores only candidates whose search-dtype margin
+#     log P(y | u + x0) - max_{t != y} log P(t | u + x0)
+# is above it. A far loser cannot flip to a success by rounding, so it is not worth a forward in fp32.
+VERIFY_NEAR = -0.5
+# The threshold rows were verified at before the configs had a `verify_near` field (the verifier's
+# default then): their `LATER_FIELDS` value. Pinned apart from VERIFY_NEAR on purpose: if the default
+# ever moves, rows made at -0.5 must stop resuming under it, not be claimed by the new value.
+VERIFY_NEAR_BEFORE_FIELD = -0.5
 
 
 def special_token_ids(tokenizer) -> set[int]:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..errors import MagicTokensError
 from ..fields import Count, Flag, Positive, Real, Text, params
 from ..scoring import Scorer, Verifier, check_ids, onehot_gradient
-from .filters import allowed_token_mask, init_token_id
+from .filters import VERIFY_NEAR, VERIFY_NEAR_BEFORE_FIELD, allowed_token_mask, init_token_id
 
 
 @params
@@ -40,10 +40,11 @@ class GCGConfig:
     init_token: Text = "!"
     early_stop: Flag = True
     verify_top: Count = 16
-    verify_near: Real = -0.5   # bf16 margins below this never get an fp32 look
+    verify_near: Real = VERIFY_NEAR   # search margins below this never get an fp32 look (filters.py)
     seed: Count = 0
 
-    LATER_FIELDS = {"verify_near": -0.5}   # added after committed rows: left out of resume keys at this value
+    # added after committed rows: left out of resume keys at the value those rows were verified at
+    LATER_FIELDS = {"verify_near": VERIFY_NEAR_BEFORE_FIELD}
 
 
 @dataclass

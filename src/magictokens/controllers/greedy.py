@@ -25,7 +25,7 @@ import torch
 from ..errors import MagicTokensError
 from ..fields import Count, Flag, Positive, Real, Text, params
 from ..scoring import Scorer, Scores, Verifier, check_ids, onehot_gradient
-from .filters import allowed_token_mask, init_token_id
+from .filters import VERIFY_NEAR, VERIFY_NEAR_BEFORE_FIELD, allowed_token_mask, init_token_id
 
 
 @params
@@ -37,10 +37,11 @@ class GreedyConfig:
     ascii_only: Flag = False
     init_token: Text = "!"         # placeholder at the new position for the gradient
     verify_top: Count = 16          # fp32 re-checks of the best bf16 candidates
-    verify_near: Real = -0.5        # bf16 margins below this never get an fp32 look
+    verify_near: Real = VERIFY_NEAR   # search margins below this never get an fp32 look (filters.py)
     stop_on_success: Flag = True
 
-    LATER_FIELDS = {"verify_near": -0.5}   # added after committed rows: left out of resume keys at this value
+    # added after committed rows: left out of resume keys at the value those rows were verified at
+    LATER_FIELDS = {"verify_near": VERIFY_NEAR_BEFORE_FIELD}
 
 
 @dataclass

@@ -13,6 +13,7 @@ from ..chat import end_of_turn_id, generate_from_ids, pad_id, prompt_ids
 from ..controllers.results import resume_key
 from ..distributed import merge_after_launch, own_share, share_logs
 from ..models import weights_digest
+from ..hardware import dtype_name
 from ..results import InstanceLog
 from .config import ModeReachConfig, parse_transition, search_config, search_run
 from .slots import slot_ids
@@ -91,6 +92,7 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
     path, finished_logs = share_logs(Path(log_path), i_shard, n_shards)
     log = InstanceLog(path, header, read_also=finished_logs)
     search, scfg = search_run(cfg), search_config(cfg)
+    search_dtype = dtype_name(next(search_model.parameters()).dtype)   # rows say which (results.resume_dtype)
     mine = list(enumerate(prompts))[i_shard::n_shards]
     for i, p in tqdm(mine, desc=f"{label} {name} ({placement})", unit="prompt"):
         pid = f"{label}:{name}:{i}"
@@ -101,7 +103,7 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
         if deadline is not None and time.time() > deadline:
             break
         head = {"transition": name, "model": label, "placement": placement, "search": cfg.search,
-                "prompt_index": i, "prompt_sha": psha}
+                "prompt_index": i, "prompt_sha": psha, "search_dtype": search_dtype}
         if skip:   # nothing to reach: a search here would count nowhere
             log.add(pid, {**head, "target_id": None, "skipped": "target mode does not hold", "k": None,
                           "k_judged": None, "judged": {}, "ids": [], "text": "", "seconds": 0.0, "trace": []})

@@ -3,7 +3,6 @@ baseline, and the study's question in numbers and in words."""
 from __future__ import annotations
 
 import random
-import string
 
 import numpy as np
 
@@ -11,9 +10,9 @@ from ..chat import generate_from_ids, prompt_ids
 from ..distributed import map_ranks
 from ..metrics import k_epsilon_curve, wilson_ci, wilson_interval
 from ..papers import K_GRID as KS
-from ..safety_data import MODES
+from ..safety_data import MAGIC_ALPHABET, MODES, magic_string
 
-ALPHABET = string.ascii_lowercase + string.digits   # the magic tokens' characters (safety_data.magic_tokens)
+ALPHABET = MAGIC_ALPHABET   # the magic tokens' characters (safety_data: one home)
 
 
 def magic_token_space(length: int) -> int:
@@ -98,7 +97,7 @@ def random_strings(n: int, length: int, seed: int, exclude=()) -> list[str]:
     rng = random.Random(f"random-magic-{seed}")
     out: list[str] = []
     while len(out) < n:
-        s = "".join(rng.choice(ALPHABET) for _ in range(length))
+        s = magic_string(rng, length)
         if s not in exclude and s not in out:
             out.append(s)
     return out

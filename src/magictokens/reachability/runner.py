@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..controllers import backoff, fast, greedy
-from ..controllers.results import resume_key
+from ..controllers import greedy
 from ..distributed import merge_after_launch, own_share, share_logs
+from ..hardware import dtype_name
 from ..models import fingerprint
 from ..results import InstanceLog
 from .instances import Instance
@@ -48,17 +48,15 @@ def resume_header(config, seed: int, weights: str) -> dict:
     a step into forwards, so they change speed and memory, not the search. A
     GPU run at 8192 candidates per forward thus resumes rows a CPU run made at
     256 (each row still records its own batch sizes, beside its timings).
+    The method's part comes from the config (`FastConfig.resume_entry`,
+    `BackoffConfig.resume_entry`); key order is kept, though the hash sorts keys.
     """
-    if isinstance(config, fast.FastConfig):
-        return {"method": "fast", "fast": resume_key(config), "seed": seed, "seeding": "per_instance",
-                "weights": weights}
-    return {"backoff": resume_key(config), "seed": seed, "seeding": "per_instance", "weights": weights}
+    return {**config.resume_entry(), "seed": seed, "seeding": "per_instance", "weights": weights}
 
 
 def batch_sizes_of(config) -> dict:
-    if isinstance(config, fast.FastConfig):
-        return {"coordinate": config.coordinate.batch_size}
-    return {"greedy": config.greedy.batch_size, "gcg": config.gcg.batch_size}
+    """Candidates per forward of each part of the search (`config.batch_sizes()`), recorded in every row."""
+    return config.batch_sizes()
 
 
 def run_families(families: dict[str, list[Instance]], search_model, tokenizer, config,
@@ -87,7 +85,7 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
     weights = fingerprint(verify_model if verify_model is not None else search_model)
     header = resume_header(config, seed, weights)
     batch_sizes = batch_sizes_of(config)
-    is_fast = isinstance(config, fast.FastConfig)
+    search_dtype = dtype_name(next(search_model.parameters()).dtype)   # rows say which: a resumed run keeps it (results.resume_dtype)
     i_shard, n_shards = own_share(shard)
     main = {name: Path(log_dir) / f"{name}.jsonl" for name in families}
     logs = {}
@@ -122,22 +120,19 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
         sweeps[key] = greedy.shared_first_steps(search_model, tokenizer, x.x0_ids, targets_of[key], config.greedy)
         return sweeps[key][x.target_id]
 
-    share = not is_fast and config.greedy.candidates is None and bool(config.greedy_ks)
+    share = config.shares_first_step
     for name, x in tqdm(queue, desc="back-off: " + ", ".join(families), unit="inst", disable=not queue):
         if deadline is not None and time.time() > deadline:
             break
         x_seed = instance_seed(seed, x.id)
-        if is_fast:
-            r = fast.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model, seed=x_seed)
-        else:
-            shared = share and len(targets_of[tuple(x.x0_ids)]) > 1
-            r = backoff.run(search_model, tokenizer, x.x0_ids, x.target_id, config, verify_model=verify_model,
-                            seed=x_seed, first_step=(lambda x=x: first_step(x)) if shared else None)
+        shared = share and len(targets_of[tuple(x.x0_ids)]) > 1
+        r = config.search(search_model, tokenizer, x.x0_ids, x.target_id, verify_model=verify_model, seed=x_seed,
+                          **({"first_step": lambda x=x: first_step(x)} if shared else {}))
         logs[name].add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
                               **asdict(r), "instance_seed": x_seed,
                               # timings depend on what else the machine ran: keep the load beside them
                               "load_avg_1min": os.getloadavg()[0], "shards": n_shards, "batch_sizes": batch_sizes,
-                              "threads": torch.get_num_threads()})
+                              "threads": torch.get_num_threads(), "search_dtype": search_dtype})
     if merge_after_launch(main.values(), shard):      # every process of the launch is done: one log per family
         logs = {name: InstanceLog(main[name], header) for name in families}
     return {name: [logs[name].rows[x.id] for x in insts if finished(name, x)] for name, insts in families.items()}

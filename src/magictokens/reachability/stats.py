@@ -7,7 +7,6 @@ import math
 import numpy as np
 import torch
 
-from ..controllers import fast
 from ..metrics import k_epsilon_curve, pearson, wilson_ci
 from ..papers import K_GRID
 from .instances import Instance
@@ -101,13 +100,6 @@ def token_histogram(rows: list[dict], tokenizer, top: int = 40) -> list[tuple[st
 
 
 def budget_label(cfg) -> str:
-    """Short budget string for figure stamps, e.g. 'greedy k<=3 (all vocab) | GCG 768x128x34'."""
-    if isinstance(cfg, fast.FastConfig):
-        c = cfg.coordinate
-        return (f"fast search: k=1 grad top-{cfg.k1_candidates} | coordinate k=2,3 x{cfg.short_steps} steps, "
-                f"k={','.join(str(k) for k in cfg.ks if k > 3)} x{c.max_steps} | width {c.width}-{c.width_max}, "
-                f"top-k {c.topk}, {c.objective} loss | any fp32-verified candidate stops")
-    g, c = cfg.greedy, cfg.gcg
-    cands = "all vocab" if g.candidates is None else f"grad top-{g.candidates}"
-    return (f"greedy k<={max(cfg.greedy_ks) if cfg.greedy_ks else 0} ({cands}) | "
-            f"GCG k={','.join(map(str, cfg.gcg_ks))} width x topk x steps = {c.search_width}x{c.topk}x{c.num_steps}")
+    """Short budget string for figure stamps, e.g. 'greedy k<=3 (all vocab) | GCG 768x128x34': each
+    search config writes its own (`FastConfig.budget_label`, `BackoffConfig.budget_label`)."""
+    return cfg.budget_label()

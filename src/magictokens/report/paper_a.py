@@ -12,7 +12,9 @@ from ..stages.theorem import TheoremStageResult
 from .common import _backoff_line, _f, _load, _meta_line, _typed
 
 
-def render_reachability(scale: str, root: Path) -> list[str]:
+def render_reachability(scale: str, root: Path, detail: bool = True) -> list[str]:
+    """Paper A's k-eps table at `scale` beside the paper's, and the summary; `detail`: also the fp32
+    verification, the search's budget and its speed (docs/paper_a.md; README shows the table and summary)."""
     out_dir = root / "results" / scale
     if not (out_dir / "reachability.json").exists():
         return []
@@ -56,6 +58,8 @@ def render_reachability(scale: str, root: Path) -> list[str]:
             f"Pearson r(base loss, k) = {_f(c.get('loss_k'), 2)}, r(base rank, k) = {_f(c.get('rank_k'), 2)} "
             f"over {c.get('n_solved')} solved true-token instances (paper {lol:.2f}-{hil:.2f} and {lor:.2f}-{hir:.2f}).",
             ""]
+    if not detail:
+        return out
     d = {"meta": r.meta, "verify": r.verify, "retokenizes": r.retokenizes}
     b = d["meta"].get("backoff", {})
     if v := d.get("verify"):
@@ -111,7 +115,7 @@ def render_fast_bench(root: Path) -> list[str]:
         gpu = (f"; on the GPU the authors' budget took median {_f(h['seconds_paper_median_gpu'], 0)} s per instance with "
                f"{h['gpu_shards']} processes sharing it" if devices.keys() - {"cpu"} else "")
         if t := h.get("gpu_throughput"):
-            gpu += (f" ({t['rows']} instances in {t['n_calls']} calls of `scripts/gpu_search.sh`, {_f(t['wall_s'], 0)} s "
+            gpu += (f" ({t['rows']} instances in {t['n_calls']} runs, {_f(t['wall_s'], 0)} s "
                     f"of wall time: {_f(t['s_per_instance'], 1)} s each)")
         out.append(f"- Against the authors' budget, on the {h['n']} instances with a paper-budget row "
                    f"({h['n_searched']} need a search{'; its rows made ' + made if made else ''}): required k no larger on "
@@ -170,6 +174,25 @@ def render_fast_bench(root: Path) -> list[str]:
                    + ", ".join(f"{k} {'met' if v else 'missed' if v is not None else 'not measured'}" for k, v in g.items())
                    + ".")
     return out + [""]
+
+
+def render_fast_headline(root: Path) -> list[str]:
+    """README's one line of `benchmarks/bench_fast.py report`: the fast search against the authors' budget
+    (every detail of the same JSON is `render_fast_bench`, in docs/benchmarks.md)."""
+    p = root / "results" / "bench" / "fast.json"
+    if not p.exists():
+        return []
+    b = json.loads(p.read_text())
+    h, g = b.get("head2head") or {}, b.get("targets") or {}
+    if not h:
+        return []
+    targets = (" Targets: " + ", ".join(f"{k} {'met' if v else 'missed' if v is not None else 'not measured'}"
+                                        for k, v in g.items()) + "." if g else "")
+    return [f"**The fast search against the authors' budget** ({b['meta']['model']}; `benchmarks/bench_fast.py`, "
+            f"the {h['n']} instances with a paper-budget row): required k no larger on {_f(h['share_k_fast_le_paper'], 2)} "
+            f"(lower on {h['n_k_fast_lt_paper']}, higher on {h['n_k_fast_gt_paper']}); median "
+            f"{_f(h['evals_paper_median'], 0)} -> {_f(h['evals_fast_median'], 0)} candidate evaluations per searched "
+            f"instance.{targets}", ""]
 
 
 def render_bench(root: Path) -> list[str]:

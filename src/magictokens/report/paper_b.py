@@ -91,7 +91,9 @@ def _cotraining_budget(d: dict) -> str:
             f"generations of {p.get('max_new_tokens')} tokens.")
 
 
-def render_mode_reachability(scale: str, root: Path) -> list[str]:
+def render_mode_reachability(scale: str, root: Path, detail: bool = True) -> list[str]:
+    """The beyond study's k-eps table and the random magic token's rate; `detail`: also the answer per
+    placement and transition in words (docs/beyond.md; README shows the table)."""
     r = _typed(ModeReachStageResult, scale, root)
     if r is None:
         return []
@@ -114,19 +116,25 @@ def render_mode_reachability(scale: str, root: Path) -> list[str]:
         tag = "" if legacy else f", u {placement}"
         rows += [(f"{t} (co-trained{tag})", s) for t, s in summaries.items()]
         rows += [(f"none->negative ({b}{tag})", s) for b, s in d.get("baselines", {}).get(placement, {}).items()]
+    # the headline leaves out the rows with nothing to reach (the target mode never held: N = 0) and names them
+    empty = [name for name, s in rows if not detail and not s["n"] and "n_prompts" in s]
     for name, s in rows:
+        if name in empty:
+            continue
         n = f"{s['n']} of {s['n_prompts']}" if "n_prompts" in s else str(s["n"])
         out.append(f"| {name} | {n} | " + " | ".join(_f(s["eps"].get(k)) for k in KS)
                    + f" | {_f(s['eps_judged'].get('10'))} |")
+    nothing = (f" Nothing to reach (the target mode never held on these prompts): {'; '.join(empty)}." if empty else "")
     if legacy:
         return out + ["", f"Random magic-token switch rate (judged negative): {_f(d.get('random_token_switch_rate'))}."
-                      + (f" {_backoff_line(d['meta']['backoff'])}" if d["meta"].get("backoff") else ""), ""]
+                      + (f" {_backoff_line(d['meta']['backoff'])}" if d["meta"].get("backoff") else "") + nothing, ""]
     rt = d["random_token"]
     out += ["", f"Random magic-token switch rate (judged negative): {_f(rt['rate'])} (95% CI {_f(rt['ci95'][0])}-"
             f"{_f(rt['ci95'][1])}, {rt['successes']} of {rt['n']} (string, prompt) pairs). "
-            f"Search ({d['meta']['search']}): {d['meta'].get('budget')}.", ""]
-    out += [f"- {q['words']}" for answers in d.get("question", {}).values() for q in answers.values()]
-    return out + [""]
+            f"Search ({d['meta']['search']}): {d['meta'].get('budget')}.{nothing}", ""]
+    if detail:
+        out += [f"- {q['words']}" for answers in d.get("question", {}).values() for q in answers.values()] + [""]
+    return out
 
 
 def render_judge(root: Path) -> list[str]:
@@ -173,10 +181,80 @@ def render_variants(root: Path) -> list[str]:
     return (["**Paper B, other recipes, measured** (`results/variants/`):", ""] + out + [""]) if out else []
 
 
+def seed_runs(root: Path) -> list[dict]:
+    """Paper B's cpu-scale runs: seed 0 = results/cpu, more seeds from scripts/cotraining_seeds.sh."""
+    dirs = [root / "results" / "cpu"] + sorted((root / "results" / "seeds").glob("seed*/results/cpu"))
+    return [asdict(CoTrainingStageResult.load(d)) for d in dirs if (d / "cotraining.json").exists()]
+
+
+# The repository's bar for "paper B reproduced" (ours, not the paper's numbers): the three magic tokens switch
+# the replies (mode accuracy), the positive mode does not refuse safe prompts (XSTest over-refusal), and the
+# judge that reads every reply agrees with labels read by hand often enough for its shares to mean something.
+BAR = {"mode_accuracy": 0.9, "over_refusal": 0.2, "judge_agreement": 0.9}
+P_NULL = 0.05   # a SAM counts as above its label-permutation null at p < 0.05
+
+
+def render_paper_b_status(root: Path) -> list[str]:
+    """README's paper B lines: reproduced or not by `BAR`, measured over the cpu-scale seeds (the record),
+    beside paper B's own numbers; the whole of every run is `render_cotraining` etc. in docs/paper_b.md."""
+    runs, scale = seed_runs(root), "cpu"
+    if not runs:
+        d = _typed(CoTrainingStageResult, "default", root)
+        runs, scale = ([asdict(d)] if d is not None else []), "default"
+    if not runs:
+        return []
+    first = runs[0]
+
+    def cell(get):
+        a = across_seeds([get(r) for r in runs])
+        return _f(a["mean"]) + (f" ± {_f(a['sd'])}" if len(runs) > 1 else "")
+    mode_acc = across_seeds([r["mode_accuracy"] for r in runs])["mean"]
+    over = across_seeds([r["xstest_over_refusal"].get("cotrained_positive", float("nan")) for r in runs])["mean"]
+    j = first.get("judge", {})
+    agree, ci = j.get("agreement", first.get("judge_accuracy")), j.get("agreement_ci95")
+    failed = [what for what, bad in (
+        (f"mode accuracy below {BAR['mode_accuracy']:.2f}", not mode_acc >= BAR["mode_accuracy"]),
+        (f"over-refusal above {BAR['over_refusal']:.2f}", not over <= BAR["over_refusal"]),
+        (f"judge agreement below {BAR['judge_agreement']:.2f}", agree is None or not agree >= BAR["judge_agreement"]))
+        if bad]
+    seeds = ", ".join(str(r["meta"].get("seed")) for r in runs)
+    verdict = ("**Paper B: the co-trained model is not reproduced yet** ("
+               + "; ".join(failed) + ")" if failed else "**Paper B: reproduced by the repository's bar**")
+    above = {k: sum(r.get("sam_stats", {}).get(k, {}).get("cosine_logits", {}).get("p_value", 1) < P_NULL
+                    for r in runs) for k in first.get("sam_stats", {})}
+    out = [f"{verdict} - {scale} scale, {len(runs)} training seed{'s' if len(runs) > 1 else ''} ({seeds}), "
+           f"model `{first['meta'].get('model')}`, held-out harmful prompts n={first['data'].get('n_eval_harmful')} "
+           f"per seed" + ("; mean ± sd over seeds" if len(runs) > 1 else "")
+           + (f". SAM above its label-permutation null (p < {P_NULL}), seeds of {len(runs)}: "
+              + ", ".join(f"{k} {n}" for k, n in above.items()) + "." if above else "."), "",
+           "| paper B | ours | bar for \"reproduced\" | paper B's |", "|---|---|---|---|",
+           f"| mode accuracy (mean of the diagonal below) | {cell(lambda r: r['mode_accuracy'])} | "
+           f">= {BAR['mode_accuracy']:.2f} | - |"]
+    out += [f"| {m} token -> reply judged {m} | {cell(lambda r, m=m: r['confusion'][m][m])} | | |"
+            for m in ("positive", "negative", "rejective") if m in first.get("confusion", {})]
+    out.append(f"| XSTest over-refusal, co-trained positive mode | "
+               f"{cell(lambda r: r['xstest_over_refusal'].get('cotrained_positive', float('nan')))} | "
+               f"<= {BAR['over_refusal']:.2f} | - |")
+    if "sam_stats" in first:
+        sam = lambda k: cell(lambda r, k=k: r["sam_stats"][k]["cosine_logits"]["sam"])
+        out.append("| SAM, cosine on first-token logits: co-trained; SFT; SFT+DPO | "
+                   + "; ".join(sam(k) for k in ("cotrained", "sft", "sft_dpo") if k in first["sam_stats"])
+                   + f" | | {PAPER_B['sam_cotrained']:.3f}; ~{PAPER_B['sam_baselines']:.2f} (baselines) |")
+    if "jailbreak" in first:
+        drop = lambda k: cell(lambda r, k=k: r["jailbreak"][k]["relative_drop"])
+        jd = PAPER_B["jailbreak_safety_drop"]
+        out.append("| safety's relative drop under jailbreak templates: co-trained; SFT | "
+                   + "; ".join(drop(k) for k in ("cotrained_positive", "sft") if k in first["jailbreak"])
+                   + f" | | {jd['cotrained']:.3f}; {jd['baselines']:.3f} (baselines) |")
+    out.append(f"| judge's agreement with labels read by hand (N={j.get('n')}) | {_f(agree)}"
+               + (f" (95% CI {_f(ci[0])}-{_f(ci[1])})" if ci else "") + f" | >= {BAR['judge_agreement']:.2f} | "
+               f"{PAPER_B['judge_accuracy']:.3f} (its judge, its labels) |")
+    return out + [""]
+
+
 def render_seeds(root: Path) -> list[str]:
     """Paper B over training seeds at the cpu scale: seed 0 = results/cpu, more from scripts/cotraining_seeds.sh."""
-    dirs = [root / "results" / "cpu"] + sorted((root / "results" / "seeds").glob("seed*/results/cpu"))
-    runs = [asdict(CoTrainingStageResult.load(d)) for d in dirs if (d / "cotraining.json").exists()]
+    runs = seed_runs(root)
     if len(runs) < 2:
         return []
     strip = lambda p: {k: v for k, v in p.items() if k != "seed"}
@@ -216,10 +294,17 @@ def render_sweep(root: Path) -> list[str]:
     if not p.exists():
         return []
     b = json.loads(p.read_text())
-    use, best = b["meta"]["params_in_use"], b["best"]
+    best = b["best"]
+    # what the record was trained with (its own JSON), not what params.yaml held when the sweep ran
+    record = _typed(CoTrainingStageResult, "cpu", root)
+    train = (record.params or {}).get("train", {}) if record is not None else {}
+    if "lr" in train and "epochs" in train:
+        use, what = train, "the cpu-scale record (`results/cpu/cotraining.json`) was trained with"
+    else:
+        use, what = b["meta"]["params_in_use"], f"params.yaml ({b['meta'].get('scale')} scale) held, when the sweep ran,"
     return [f"**Paper B hyperparameters on a validation split** (`benchmarks/cotraining_sweep.py`; "
             f"{b['n_validation']} harmful prompts of the training sources, never trained on; score = mode accuracy "
             f"there): " + ", ".join(f"lr {r['lr']} x {r['epochs']} epochs {_f(r['score'])}" for r in b["rows"])
-            + f". Best: lr {best['lr']} x {best['epochs']} epochs; params.yaml (cpu scale): lr {use['lr']} x {use['epochs']} "
-            + ("(the same)." if (use["lr"], use["epochs"]) == (best["lr"], best["epochs"]) else
+            + f". Best: lr {best['lr']} x {best['epochs']} epochs; {what} lr {use['lr']} x {use['epochs']} "
+            + ("(the validated choice)." if (use["lr"], use["epochs"]) == (best["lr"], best["epochs"]) else
                "(**not the validated choice**: rerun the stage with it)."), ""]

@@ -20,13 +20,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hashlib
-
-import yaml
-
+from ..config import default_params_hash   # in config so benchmarks/repro_time.py can record it without importing Report
 from .common import _load
 
 TARGET_MIN = 20.0   # issue 14: a bare `dvc repro` under 20 minutes on the 2-core CPU (issue 16: 30)
+TARGET_MIN_BY_KIND = {"AVX2-only": 40.0}   # issue 30: bf16 emulated there, fp32 used: 40 minutes
 
 
 def _row_seconds(paths) -> tuple[float, int]:
@@ -48,33 +46,142 @@ def _row_seconds(paths) -> tuple[float, int]:
 
 
 def stage_seconds(scale: str, root: Path) -> dict[str, dict]:
-    """stage -> {"seconds": recorded compute, "what": where it was read, "threads": ...}; stages not run are absent."""
+    """stage -> {"seconds": recorded compute, "what": where it was read, "threads": ..., "kind": the CPU kind
+    (`cpu_kind`) its result was made on}; stages not run are absent."""
     out: dict[str, dict] = {}
     base = root / "results" / scale
     if (r := _load(scale, "reachability", root)) is not None:
         method = r["meta"].get("method", "backoff")
         s, n = _row_seconds(sorted((base / "instances" / "reachability" / method).glob("*.jsonl")))
-        out["reachability"] = {"seconds": s, "what": f"{n} instance rows ({method})"}
+        out["reachability"] = {"seconds": s, "what": f"{n} instance rows ({method})", "kind": cpu_kind(r["meta"])}
     if (t := _load(scale, "theorem", root)) is not None and "runtime_s" in t["meta"]:
-        out["theorem"] = {"seconds": float(t["meta"]["runtime_s"]), "what": "runtime_s"}
+        out["theorem"] = {"seconds": float(t["meta"]["runtime_s"]), "what": "runtime_s", "kind": cpu_kind(t["meta"])}
     if (c := _load(scale, "cotraining", root)) is not None and "seconds_total" in c:
         out["cotraining"] = {"seconds": float(c["seconds_total"]), "what": "seconds_total",
-                             "threads": c["meta"].get("threads")}
+                             "threads": c["meta"].get("threads"), "kind": cpu_kind(c["meta"])}
     if (m := _load(scale, "mode_reachability", root)) is not None and "search" in m["meta"]:
         dirs = [base / "instances" / "mode_reachability" / p / m["meta"]["search"] for p in m["meta"]["placements"]]
         s, n = _row_seconds(sorted(f for d in dirs for f in d.glob("*.jsonl")))
         out["mode_reachability"] = {"seconds": s, "what": f"{n} search rows" + (", a partial run" if m.get("partial") else ""),
-                                    "threads": m["meta"].get("threads")}
+                                    "threads": m["meta"].get("threads"), "kind": cpu_kind(m["meta"])}
     return out
 
 
-def default_params_hash(root: Path) -> str | None:
-    """sha256 (12 hex) of params.yaml's `default` section (benchmarks/repro_time.py records the same)."""
-    p = root / "params.yaml"
-    if not p.exists():
-        return None
-    raw = yaml.safe_load(p.read_text())["default"]
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+# ----------------------------------------------------------------------------- times by CPU kind
+# bf16 is native on an AVX512-BF16 (or AMX, or Arm BF16) CPU and emulated on an AVX2-only one (hardware.py), so
+# a time means little without the kind of CPU it was measured on. Results record it (`meta.hardware`, written by
+# results.run_meta since hardware.py landed); every committed result written before that was measured on the
+# project's first machine, an AVX512-BF16 CPU, which is what a result without `hardware` is read as.
+AVX512_BF16, AVX2_ONLY = "AVX512-BF16", "AVX2-only"
+LEGACY_CPU_KIND = AVX512_BF16
+CPU_KINDS = (AVX512_BF16, AVX2_ONLY)   # the README table's columns, always shown (a kind not measured says so)
+NOT_MEASURED = "not measured yet"
+
+
+def cpu_kind(meta: dict | None, device: str | None = None) -> str:
+    """The kind of machine a result was measured on: a GPU's name, or the CPU's bf16 capability."""
+    meta = meta or {}
+    dev = str(device or meta.get("device") or "cpu")
+    if not dev.startswith("cpu"):
+        return dev
+    hw = meta.get("hardware")
+    if not hw:
+        return LEGACY_CPU_KIND
+    c = hw.get("cpu", {})
+    if c.get("amx_bf16"):
+        return "AMX-BF16"
+    if c.get("avx512_bf16"):
+        return AVX512_BF16
+    if c.get("arm_bf16"):
+        return "Arm BF16"
+    return f"{c.get('isa', 'unknown ISA')}-only"
+
+
+def repro_kind(meta: dict, root: Path) -> str:
+    """The CPU kind of a `benchmarks/repro_time.py` measurement. Its JSON may not say (`hardware`), but a run
+    from scratch rewrote results/default/: a stage result of the same git revision was made by that very run
+    and does say."""
+    if meta.get("hardware"):
+        return cpu_kind(meta)
+    for stage in ("reachability", "theorem", "cotraining", "mode_reachability"):
+        r = _load("default", stage, root)
+        if r and r.get("meta", {}).get("versions", {}).get("git") == meta.get("versions", {}).get("git"):
+            return cpu_kind(r["meta"])
+    return cpu_kind(meta)
+
+
+def _minutes(s: float) -> str:
+    return f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def times_by_cpu(root: Path) -> dict[str, dict[str, str]]:
+    """measurement -> {CPU kind: cell}, from every committed result that records a time."""
+    rows: dict[str, dict[str, str]] = {}
+
+    def put(row: str, kind: str, cell: str):
+        rows.setdefault(row, {})[kind] = cell
+    bench = root / "results" / "bench"
+    for p in sorted(bench.glob("repro_time*.json")):       # benchmarks/repro_time.py --from-scratch
+        b = json.loads(p.read_text())
+        now = default_params_hash(root)
+        stale = "" if now is None or now == b["meta"].get("default_params") else " (stale: params changed since)"
+        put("bare `dvc repro` from scratch, wall clock", repro_kind(b["meta"], root), _minutes(b["total_s"]) + stale)
+    for p in sorted(bench.glob("test_time*.json")):        # benchmarks/test_time.py
+        b = json.loads(p.read_text())
+        put("full test suite (`python -m pytest -q`), wall clock", cpu_kind(b["meta"]),
+            f"{_minutes(b['total_s'])} ({b['summary']}, {b['meta']['threads']} threads, git {b['meta']['versions'].get('git')})")
+    by_kind: dict[str, dict] = {}
+    for stage, v in stage_seconds("default", root).items():
+        by_kind.setdefault(v["kind"], {})[stage] = v["seconds"]
+    for kind, st in by_kind.items():
+        part = "" if len(st) == 4 else f" ({', '.join(st)} only)"
+        put("bare `dvc repro`, compute the stages recorded (a floor)", kind, _minutes(sum(st.values())) + part)
+    seeds: dict[str, list[float]] = {}
+    dirs = [root / "results" / "cpu"] + sorted((root / "results" / "seeds").glob("seed*/results/cpu"))
+    for d in dirs:
+        c = json.loads((d / "cotraining.json").read_text()) if (d / "cotraining.json").exists() else {}
+        if "seconds_total" in c:
+            seeds.setdefault(cpu_kind(c["meta"]), []).append(float(c["seconds_total"]))
+    for kind, v in seeds.items():
+        put("paper B co-training, cpu scale, per training seed", kind,
+            (f"{_minutes(min(v))}" if len(v) == 1 or round(min(v) / 60) == round(max(v) / 60)
+             else f"{min(v) / 60:.0f}-{max(v) / 60:.0f} min") + f" ({len(v)} seed{'s' if len(v) > 1 else ''})")
+    if (m := stage_seconds("cpu", root).get("mode_reachability")):
+        put("beyond study, cpu scale, compute recorded", m["kind"], f"{_minutes(m['seconds'])} ({m['what']})")
+    if (sp := _load("paper", "speed", root)) and sp.get("n_searched"):
+        put("paper A, paper scale: one searched instance, median", cpu_kind(sp.get("meta"), sp.get("device")),
+            f"{sp['seconds_per_searched_median']:.1f} s (N={sp['n_searched']})")
+    if (r := stage_seconds("paper", root).get("reachability")):
+        put("paper A, paper scale: all searches, compute recorded", r["kind"], f"{_minutes(r['seconds'])} ({r['what']})")
+    for p in sorted(bench.glob("cpu*.json")):              # benchmarks/bench_search.py
+        b = json.loads(p.read_text())
+        g = (b.get("gflops") or {}).get("search_dtype") or {}
+        peak = f", {g['ratio_to_peak']:.0%} of the CPU's peak" if g.get("ratio_to_peak") else ""
+        int8 = (f", {b['score_per_s_int8_dynamic']:.1f} int8-dynamic" if "score_per_s_int8_dynamic" in b else "")
+        put("candidates scored per second (`bench_search.py`)",
+            cpu_kind(b.get("meta") or {"hardware": b.get("hardware")}, b.get("device")),
+            f"{b['score_per_s_search_dtype']:.1f} in {b['search_dtype']}{peak}, {b['score_per_s_fp32']:.1f} in float32"
+            + int8)
+    return rows
+
+
+def render_times_by_cpu(root: Path) -> list[str]:
+    """README's table of measured times, one column per CPU kind: the AVX512-BF16 and AVX2-only columns are
+    always there, and a kind with no committed measurement says "not measured yet" (never a number by hand)."""
+    rows = times_by_cpu(root)
+    if not rows:
+        return []
+    kinds = list(CPU_KINDS) + sorted({k for cells in rows.values() for k in cells} - set(CPU_KINDS))
+    head = {AVX512_BF16: "AVX512-BF16 CPU (bf16 native)", AVX2_ONLY: "AVX2-only CPU (bf16 emulated: fp32 used)"}
+    out = ["**Measured times, by CPU kind** (each cell from a committed result, which names its cores; the kind is "
+           "read from each result's `meta.hardware`, and results recorded before it was written are the AVX512-BF16 machine's):", "",
+           "| measurement | " + " | ".join(head.get(k, k) for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
+    out += [f"| {row} | " + " | ".join(cells.get(k, NOT_MEASURED) for k in kinds) + " |" for row, cells in rows.items()]
+    empty = [k for k in kinds if not any(k in cells for cells in rows.values())]
+    if empty:
+        out += ["", f"*{', '.join(empty)}: {NOT_MEASURED}. This column fills itself when results measured on that "
+                "kind of CPU (their metadata records `hardware`) are committed and `magictokens report` runs.*"]
+    return out + [""]
 
 
 def _verdict(total: float, target_min: float) -> str:
@@ -83,17 +190,23 @@ def _verdict(total: float, target_min: float) -> str:
 
 
 def render_measured_repro(root: Path, target_min: float = TARGET_MIN) -> list[str]:
-    """One README line from results/bench/repro_time.json: the measured wall time of a bare `dvc repro`."""
-    p = root / "results" / "bench" / "repro_time.json"
-    if not p.exists():
-        return []
-    b = json.loads(p.read_text())
+    """One README line per results/bench/repro_time*.json (one per CPU kind): the measured wall time of a bare
+    `dvc repro`, against the target of its kind (`TARGET_MIN_BY_KIND`)."""
+    out = []
+    for p in sorted((root / "results" / "bench").glob("repro_time*.json")):
+        out += _measured_repro_line(json.loads(p.read_text()), root, target_min)
+    return out
+
+
+def _measured_repro_line(b: dict, root: Path, target_min: float) -> list[str]:
     m, total = b["meta"], b["total_s"] / 60
+    kind = repro_kind(m, root)
+    target_min = TARGET_MIN_BY_KIND.get(kind, target_min)
     now = default_params_hash(root)
     stale = ("" if now is None or now == m.get("default_params") else
              " **Stale**: params.yaml's default has changed since (rerun `python benchmarks/repro_time.py --from-scratch`).")
     load = m.get("load_avg_1min") or [float("nan")]
-    return [f"**A bare `dvc repro` from scratch, measured** (`benchmarks/repro_time.py --from-scratch`: "
+    return [f"**A bare `dvc repro` from scratch, measured on an {kind} CPU** (`benchmarks/repro_time.py --from-scratch`: "
             f"results/default/ deleted, every stage rerun, wall clock; {m['device']}, {m['threads']} threads, "
             f"1-min load {min(load):.1f}-{max(load):.1f}, git {m['versions'].get('git')}, {m.get('date')}): "
             + ", ".join(f"{k} {v / 60:.1f} min" for k, v in b["stages_s"].items())

@@ -27,14 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import headline
 from ..config import REPO_ROOT, stage_params
-from ..cotraining import CoTrainingConfig
+from ..cotraining import CoTrainingConfig, magic_tokens_of
 from ..cotraining import run as cotrain
 from ..content_judge import make_judge
 from ..distributed import world
 from ..models import load_model, torch_threads
 from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
-from ..safety_data import build_safety_data, magic_tokens
+from ..safety_data import build_safety_data
 
 
 @dataclass
@@ -85,7 +86,7 @@ class CoTrainingStageResult:
             w.writerow(["model", "mode", "x", "y"])
             for name, p in proj.items():
                 w.writerows([name, m, x, y] for (x, y), m in zip(p["xy"], p["mode"]))
-        return out_dir / "cotraining.json"
+        return headline.write_saved(out_dir, "cotraining")
 
     @classmethod
     def load(cls, out_dir: str | Path) -> CoTrainingStageResult:
@@ -113,7 +114,7 @@ def run(scale: str = "default", out_root=None, overrides: dict | None = None,
 def _run(scale, out_root, overrides, progress, P, cfg, t_start) -> CoTrainingStageResult | None:
     torch.manual_seed(P["seed"])
     model, tok = load_model(P["model"], dtype="float32", device=P["device"])
-    tokens = cfg.magic_tokens or magic_tokens(P["seed"], length=cfg.magic_token_length)
+    tokens = magic_tokens_of(cfg, P["seed"])
     out_dir = results_dir(scale, out_root)
     model_dir = Path(out_root or REPO_ROOT) / "results" / scale / "models" / "cotraining"
     progress(f"magic tokens: {tokens}")

@@ -29,16 +29,18 @@ from typing import Any
 
 import torch
 
+from .. import headline
 from .. import mode_reachability as MR
 from ..config import REPO_ROOT, build, stage_params
 from ..controllers.backoff import BackoffConfig
-from ..cotraining import CoTrainingConfig
+from ..cotraining import CoTrainingConfig, magic_tokens_of
 from ..content_judge import make_judge
 from ..distributed import world
+from ..hardware import dtype_name
 from ..models import search_pair_of, torch_threads, weights_digest
 from ..reachability import budget_label
-from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
-from ..safety_data import magic_tokens
+from ..results import (as_result, read_stage_json, recorded_search_dtype, results_dir, resume_dtype, run_meta,
+                       write_json)
 
 PLACEMENT_WORDS = MR.PLACEMENT_WORDS   # placement -> where u goes, in words (figure titles)
 Summary = dict[str, Any]   # summarize_transition: n, n_prompts, eps, ci95, reached, and the same *_judged
@@ -58,7 +60,8 @@ class ModeReachStageResult:
     partial: bool = False                        # cut by search_minutes: some transition searched fewer prompts
 
     def save(self, out_dir: str | Path) -> Path:
-        return write_json(Path(out_dir) / "mode_reachability.json", asdict(self))
+        write_json(Path(out_dir) / "mode_reachability.json", asdict(self))
+        return headline.write_saved(out_dir, "mode_reachability")
 
     @classmethod
     def load(cls, out_dir: str | Path) -> ModeReachStageResult:
@@ -127,7 +130,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
     models_dir = root / "results" / scale / "models" / "cotraining"
     cot_json = root / "results" / scale / "cotraining.json"
     cot = json.loads(cot_json.read_text()) if cot_json.exists() else {}
-    tokens = cot.get("tokens") or ccfg.magic_tokens or magic_tokens(P["seed"], 4, ccfg.magic_token_length)
+    tokens = cot.get("tokens") or magic_tokens_of(ccfg, P["seed"])   # the trained run's own, where it recorded them
     out_dir = results_dir(scale, out_root)
     torch.manual_seed(P["seed"])
 
@@ -138,18 +141,27 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
     progress(f"{len(prompts)} held-out harmful prompts; placements {cfg.placements}; {cfg.search} search: "
              f"{budget_label(scfg)}")
 
-    def pair(name):
-        """(search model, fp32 verify model or None), tokenizer of a trained model."""
-        m, tok = MR.load_trained(P["model"], models_dir, name, P["device"], "float32")
-        return search_pair_of(m, P["search_dtype"]), tok
-
     def log(placement, label, name):
         return (out_dir / "instances" / "mode_reachability" / placement / cfg.search
                 / f"{label}_{name.replace('->', '_to_')}.jsonl")
 
-    (search, verify), tok = pair("cotrained")
-    cot_model = verify if verify is not None else search
+    cot_model, tok = MR.load_trained(P["model"], models_dir, "cotrained", P["device"], "float32")
+    # 'auto' keeps the dtype the co-trained model's finished rows were searched in (one run, resumed anywhere)
+    digest = weights_digest(cot_model)
+    recorded = recorded_search_dtype(
+        [log(pl, "cotrained", t) for pl in cfg.placements for t in cfg.transitions],
+        [MR.resume_header(t, pl, cfg, P["seed"], "cotrained", [digest, digest])
+         for pl in cfg.placements for t in cfg.transitions])
+    search_dtype = resume_dtype(P["search_dtype"], recorded)
+
+    def pair(name):
+        """(search model, fp32 verify model or None), tokenizer of a trained model."""
+        m, tok = MR.load_trained(P["model"], models_dir, name, P["device"], "float32")
+        return search_pair_of(m, search_dtype), tok
+
+    search, verify = search_pair_of(cot_model, search_dtype)
     meta = run_meta(P["model"], cot_model.device, P["seed"], scale, placements=list(cfg.placements),
+                    search_dtype=dtype_name(next(search.parameters()).dtype),
                     cotraining_run=cotraining_fingerprint(cot),
                     search=cfg.search, search_config=asdict(scfg), n_prompts=len(prompts),
                     n_eval_harmful=ccfg.n_eval_harmful, judge=judge_report["kind"],

@@ -26,15 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import headline
 from ..config import stage_params
 from ..data import AUTHORS_X0, data_path, read_wikitext
 from ..distributed import merge, world
 from ..errors import MagicTokensError
-from ..models import load_search_pair, model_note
+from ..hardware import dtype_name
+from ..models import fingerprint, load_model, model_note, search_pair_of, verify_dtype_of
 from ..papers import PAPER_A
 from ..reachability import (ReachabilityConfig, budget_label, build_instances, correlations, k0_census, log_dir,
-                            method_config, run_families, speed_stats, summarize, token_histogram)
-from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
+                            method_config, resume_header, run_families, speed_stats, summarize, token_histogram)
+from ..results import (as_result, read_stage_json, recorded_search_dtype, results_dir, resume_dtype, run_meta,
+                       write_json)
 
 FAMILIES = ("true_token", "top75", "uniform_rank")
 SUCCESS_RULE = ("Success: any scored candidate whose fp32 argmax is y (ties fail); the authors check only "
@@ -105,7 +108,7 @@ class ReachabilityResult:
             w = csv.DictWriter(f, POINT_FIELDS)
             w.writeheader()
             w.writerows({k: ("" if p[k] is None else p[k]) for k in POINT_FIELDS} for p in points)
-        return out_dir / "reachability.json"
+        return headline.write_saved(out_dir, "reachability")
 
     @classmethod
     def load(cls, out_dir: str | Path) -> ReachabilityResult:
@@ -142,12 +145,23 @@ def aggregate(rows: dict[str, list[dict]], census: dict[str, dict], planned: dic
         histogram=hist, points=points)
 
 
-def _setup(scale: str, overrides: dict | None):
-    """-> (params, config, search model, verify model or None, tokenizer, judge model)."""
+def _setup(scale: str, overrides: dict | None, out_root=None):
+    """-> (params, config, search model, verify model or None, tokenizer, judge model).
+
+    The search dtype: an explicit `search_dtype` wins; 'auto' keeps the dtype
+    the run's finished rows were made in (a run of record resumed on other
+    hardware stays one run), else the hardware's (`hardware.auto_dtype`).
+    `P["search_dtype"]` is set to the dtype searched in.
+    """
     P, cfg = stage_params(scale, "reachability", ReachabilityConfig, overrides)
     torch.manual_seed(P["seed"])
-    search_model, verify_model, tok = load_search_pair(P["model"], P["search_dtype"], P["verify_dtype"], P["device"])
-    judge = verify_model if verify_model is not None else search_model
+    judge, tok = load_model(P["model"], dtype=verify_dtype_of(P["verify_dtype"]), device=P["device"])
+    header = resume_header(method_config(cfg), P["seed"], fingerprint(judge))
+    logs = log_dir(results_dir(scale, out_root), cfg.method)
+    recorded = recorded_search_dtype([logs / f"{name}.jsonl" for name in FAMILIES], [header])
+    search_model, verify_model = search_pair_of(judge, resume_dtype(P["search_dtype"], recorded))
+    P = {**P, "search_dtype": dtype_name(next(search_model.parameters()).dtype),
+         "verify_dtype": dtype_name(next(judge.parameters()).dtype)}
     return P, cfg, search_model, verify_model, tok, judge
 
 
@@ -158,7 +172,7 @@ def _families(cfg, tok, judge, seed):
 
 def run(scale: str = "default", out_root=None, overrides: dict | None = None) -> ReachabilityResult:
     """Search (resuming finished rows) and aggregate; writes the result under results/<scale>/."""
-    P, cfg, search_model, verify_model, tok, judge = _setup(scale, overrides)
+    P, cfg, search_model, verify_model, tok, judge = _setup(scale, overrides, out_root)
     search_cfg = method_config(cfg)
     meta = run_meta(P["model"], judge.device, P["seed"], scale, search_dtype=P["search_dtype"],
                     verify_dtype=P["verify_dtype"], backoff=asdict(cfg.backoff), overrides=overrides or {},
@@ -193,7 +207,7 @@ def search(scale: str = "paper", out_root=None, overrides: dict | None = None, f
     resumable logs `run` reads, so a later `run` only aggregates and plots.
     -> {family: (finished, total)}
     """
-    P, cfg, search_model, verify_model, tok, judge = _setup(scale, overrides)
+    P, cfg, search_model, verify_model, tok, judge = _setup(scale, overrides, out_root)
     deadline = time.time() + 60 * minutes if minutes is not None else None
     fams = _families(cfg, tok, judge, P["seed"])
     unknown = set(families or []) - set(fams)

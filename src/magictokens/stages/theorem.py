@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .. import headline
 from ..config import stage_params
 from ..data import read_wikitext
 from ..models import load_model
@@ -42,7 +43,8 @@ class TheoremStageResult:
     sigma_q_slip: dict[str, Any]            # rows where the printed sigma_q form is exceeded
 
     def save(self, out_dir: str | Path) -> Path:
-        return write_json(Path(out_dir) / "theorem.json", asdict(self))
+        write_json(Path(out_dir) / "theorem.json", asdict(self))
+        return headline.write_saved(out_dir, "theorem")
 
     @classmethod
     def load(cls, out_dir: str | Path) -> TheoremStageResult:

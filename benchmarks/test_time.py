@@ -1,0 +1,47 @@
+"""The wall time of the full test suite, as README's test command runs it (not a timed test).
+
+    python benchmarks/test_time.py       # runs `python -m pytest -q` (what .ci/run runs), times it
+
+Writes results/bench/test_time_<cpu>.json (`hardware.cpu_slug`: one file per
+CPU kind; bf16 native or not changes the suite's time several-fold) with the
+CPU's capability, the thread count, the 1-minute load average before and
+after, the git revision, the pytest summary line and the 10 slowest tests;
+`magictokens report` puts it in README's table of times. Run it alone: the
+suite uses both cores.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import torch
+
+from magictokens.hardware import cpu_slug, hardware_meta
+from magictokens.results import REPO_ROOT, device_name, versions, write_json
+
+
+def main():
+    load = [os.getloadavg()[0]]
+    t0 = time.time()
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "--durations=10", "-p", "no:cacheprovider"],
+                         cwd=REPO_ROOT, capture_output=True, text=True)
+    total = time.time() - t0
+    load.append(os.getloadavg()[0])
+    lines = run.stdout.splitlines()
+    summary = next((ln.strip("= ") for ln in reversed(lines) if re.search(r"\d+ (passed|failed)", ln)), "")
+    slow = [ln.strip() for ln in lines if re.match(r"^\d+\.\d+s (call|setup|teardown) ", ln)][:10]
+    out = REPO_ROOT / "results" / "bench" / f"test_time_{cpu_slug()}.json"
+    write_json(out, {"meta": {"device": device_name("cpu"), "threads": torch.get_num_threads(),
+                              "hardware": hardware_meta("cpu"), "versions": versions(), "load_avg_1min": load,
+                              "date": time.strftime("%Y-%m-%d")},
+                     "command": "python -m pytest -q", "returncode": run.returncode, "summary": summary,
+                     "total_s": total, "slowest": slow})
+    print(f"test suite: {total / 60:.1f} min, {summary} -> {out}")
+    sys.exit(run.returncode)
+
+
+if __name__ == "__main__":
+    main()
