@@ -192,6 +192,8 @@ def onehot_gradient(model, control_ids: torch.Tensor, suffix_ids: torch.Tensor, 
 
     Returns (k, V) fp32 on the model's device.
     """
+    # an int8 search model has no backward: it names the fp32 model its gradients come from (models.py)
+    model = getattr(model, "gradient_model", model)
     W = model.get_input_embeddings().weight  # (V, d)
     dev = W.device
     control_ids = control_ids.to(dev)

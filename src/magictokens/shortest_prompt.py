@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .controllers import fast
 from .errors import MagicTokensError
 from .fields import Count, Positive, params
-from .hardware import dtype_name
+from .models import dtype_of
 from .reachability.instances import encode_target
 from .scoring import base_scores, check_ids
 
@@ -130,7 +130,7 @@ def reach(model, tokenizer, x0: str, target: str, config: ReachConfig | None = N
         retokenizes=r.retokenizes, prob_before=math.exp(-loss_before), rank_before=int(rank_before),
         prob_after=math.exp(-loss_after), rank_after=int(rank_after),
         evaluations=int(sum(r.n_candidates.values())), gradients=int(r.n_gradients or 0), seconds=r.seconds,
-        search_dtype=dtype_name(next(model.parameters()).dtype), device=str(next(model.parameters()).device),
+        search_dtype=dtype_of(model), device=str(next(model.parameters()).device),
         max_k=int(config.max_k), seed=int(config.seed),
         trace=[{k: v for k, v in asdict(t).items() if k != "ids"} for t in r.trace])
 

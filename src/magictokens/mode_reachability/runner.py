@@ -12,8 +12,7 @@ from tqdm.auto import tqdm
 from ..chat import end_of_turn_id, generate_from_ids, pad_id, prompt_ids
 from ..controllers.results import resume_key
 from ..distributed import merge_after_launch, own_share, share_logs
-from ..models import weights_digest
-from ..hardware import dtype_name
+from ..models import dtype_of, weights_digest
 from ..results import InstanceLog
 from .config import ModeReachConfig, parse_transition, search_config, search_run
 from .slots import slot_ids
@@ -92,7 +91,7 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
     path, finished_logs = share_logs(Path(log_path), i_shard, n_shards)
     log = InstanceLog(path, header, read_also=finished_logs)
     search, scfg = search_run(cfg), search_config(cfg)
-    search_dtype = dtype_name(next(search_model.parameters()).dtype)   # rows say which (results.resume_dtype)
+    search_dtype = dtype_of(search_model)   # rows say which (results.resume_dtype)
     mine = list(enumerate(prompts))[i_shard::n_shards]
     for i, p in tqdm(mine, desc=f"{label} {name} ({placement})", unit="prompt"):
         pid = f"{label}:{name}:{i}"

@@ -25,8 +25,7 @@ from tqdm.auto import tqdm
 
 from ..controllers import greedy
 from ..distributed import merge_after_launch, own_share, share_logs
-from ..hardware import dtype_name
-from ..models import fingerprint
+from ..models import dtype_of, fingerprint
 from ..results import InstanceLog
 from .instances import Instance
 
@@ -85,7 +84,7 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
     weights = fingerprint(verify_model if verify_model is not None else search_model)
     header = resume_header(config, seed, weights)
     batch_sizes = batch_sizes_of(config)
-    search_dtype = dtype_name(next(search_model.parameters()).dtype)   # rows say which: a resumed run keeps it (results.resume_dtype)
+    search_dtype = dtype_of(search_model)   # rows say which: a resumed run keeps it (results.resume_dtype)
     i_shard, n_shards = own_share(shard)
     main = {name: Path(log_dir) / f"{name}.jsonl" for name in families}
     logs = {}

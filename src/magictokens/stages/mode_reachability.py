@@ -36,8 +36,7 @@ from ..controllers.backoff import BackoffConfig
 from ..cotraining import CoTrainingConfig, magic_tokens_of
 from ..content_judge import make_judge
 from ..distributed import world
-from ..hardware import dtype_name
-from ..models import search_pair_of, torch_threads, weights_digest
+from ..models import dtype_of, search_pair_of, torch_threads, weights_digest
 from ..reachability import budget_label
 from ..results import (as_result, read_stage_json, recorded_search_dtype, results_dir, resume_dtype, run_meta,
                        write_json)
@@ -161,7 +160,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
 
     search, verify = search_pair_of(cot_model, search_dtype)
     meta = run_meta(P["model"], cot_model.device, P["seed"], scale, placements=list(cfg.placements),
-                    search_dtype=dtype_name(next(search.parameters()).dtype),
+                    search_dtype=dtype_of(search),
                     cotraining_run=cotraining_fingerprint(cot),
                     search=cfg.search, search_config=asdict(scfg), n_prompts=len(prompts),
                     n_eval_harmful=ccfg.n_eval_harmful, judge=judge_report["kind"],

@@ -31,8 +31,7 @@ from ..config import stage_params
 from ..data import AUTHORS_X0, data_path, read_wikitext
 from ..distributed import merge, world
 from ..errors import MagicTokensError
-from ..hardware import dtype_name
-from ..models import fingerprint, load_model, model_note, search_pair_of, verify_dtype_of
+from ..models import dtype_of, fingerprint, load_model, model_note, search_pair_of, verify_dtype_of
 from ..papers import PAPER_A
 from ..reachability import (ReachabilityConfig, budget_label, build_instances, correlations, k0_census, log_dir,
                             method_config, resume_header, run_families, speed_stats, summarize, token_histogram)
@@ -160,8 +159,7 @@ def _setup(scale: str, overrides: dict | None, out_root=None):
     logs = log_dir(results_dir(scale, out_root), cfg.method)
     recorded = recorded_search_dtype([logs / f"{name}.jsonl" for name in FAMILIES], [header])
     search_model, verify_model = search_pair_of(judge, resume_dtype(P["search_dtype"], recorded))
-    P = {**P, "search_dtype": dtype_name(next(search_model.parameters()).dtype),
-         "verify_dtype": dtype_name(next(judge.parameters()).dtype)}
+    P = {**P, "search_dtype": dtype_of(search_model), "verify_dtype": dtype_of(judge)}
     return P, cfg, search_model, verify_model, tok, judge
 
 
