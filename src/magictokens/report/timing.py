@@ -160,8 +160,8 @@ def times_by_cpu(root: Path) -> dict[str, dict[str, str]]:
         int8 = (f", {b['score_per_s_int8_dynamic']:.1f} int8-dynamic" if "score_per_s_int8_dynamic" in b else "")
         put("candidates scored per second (`bench_search.py`)",
             cpu_kind(b.get("meta") or {"hardware": b.get("hardware")}, b.get("device")),
-            f"{b['score_per_s_search_dtype']:.1f} in {b['search_dtype']}{peak}, {b['score_per_s_fp32']:.1f} in float32"
-            + int8)
+            f"{b['score_per_s_search_dtype']:.1f} in {b['search_dtype']}{peak}"
+            + (f", {b['score_per_s_fp32']:.1f} in float32" if b["search_dtype"] != "float32" else "") + int8)
     return rows
 
 
@@ -220,6 +220,9 @@ def render_repro_time(root: Path, scale: str = "default", target_min: float = TA
     if not st:
         return measured
     total = sum(v["seconds"] for v in st.values()) / 60
+    kinds = {v["kind"] for v in st.values()}
+    if len(kinds) == 1:   # the target of the CPU kind the stages ran on
+        target_min = TARGET_MIN_BY_KIND.get(kinds.pop(), target_min)
     missing = [s for s in ("reachability", "theorem", "cotraining", "mode_reachability") if s not in st]
     verdict = _verdict(total, target_min) if total > target_min or not missing else "incomplete"
     return measured + [f"**What a bare `dvc repro` costs ({scale} scale)**, from the compute each committed stage recorded "
