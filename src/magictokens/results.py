@@ -156,20 +156,13 @@ def recorded_search_dtype(paths, headers) -> str | None:
     dtype were searched in `LEGACY_SEARCH_DTYPE`. Mixed dtypes (an explicit
     override once): the most common one.
     """
-    hashes = {config_hash(h) for h in headers}
     seen: dict[str, int] = {}
     for path in map(Path, paths):
-        for p in [path, *sorted(path.parent.glob(f"{path.stem}.shard*.jsonl"))]:
-            if not p.exists():
-                continue
-            for line in p.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if row.get("config_hash") in hashes:
-                    d = row.get("search_dtype", LEGACY_SEARCH_DTYPE)
-                    seen[d] = seen.get(d, 0) + 1
+        shards = sorted(path.parent.glob(f"{path.stem}.shard*.jsonl"))
+        for h in headers:   # read as a resume reads them: InstanceLog keeps the rows of its header's hash
+            for row in InstanceLog(path, h, read_also=shards).rows.values():
+                d = row.get("search_dtype", LEGACY_SEARCH_DTYPE)
+                seen[d] = seen.get(d, 0) + 1
     return max(seen, key=seen.get) if seen else None
 
 
