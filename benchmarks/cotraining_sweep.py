@@ -6,7 +6,7 @@ Same data, targets, judge, magic tokens and thread count as the `cotraining`
 stage of record (params.yaml `cpu:`, made as `default:` before the default was
 cut to a < 20-minute run); the validation prompts come from
 the training sources and are never trained on nor evaluated on by the stage
-(`sweep.py`). Writes results/bench/cotraining_sweep.json; `magictokens
+(`cotraining/sweep.py`). Writes results/bench/cotraining_sweep.json; `magictokens
 report` puts the table in README. Both threads: about 4 minutes per 108
 optimizer steps plus the distillation once.
 """
@@ -18,13 +18,12 @@ from dataclasses import asdict
 
 import torch
 
-from magictokens import sweep
 from magictokens.config import stage_params
-from magictokens.content_judge import make_judge
-from magictokens.cotraining import CoTrainingConfig, magic_tokens_of
+from magictokens.cotraining import CoTrainingConfig, magic_tokens_of, sweep
+from magictokens.cotraining.content_judge import make_judge
+from magictokens.cotraining.data import build_safety_data
 from magictokens.models import load_model, torch_threads
 from magictokens.results import REPO_ROOT, run_meta, write_json
-from magictokens.safety_data import build_safety_data
 
 OUT = REPO_ROOT / "results" / "bench" / "cotraining_sweep.json"
 

@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from magictokens.chat import generate
-from magictokens.distil import DISTIL_INSTRUCTIONS
-from magictokens.content_judge import CONTENT_LABELS, FIT_FILE, ContentJudge, load_content_judge, write_fit_file
-from magictokens.judges import SentenceEncoder, build_judge
+from magictokens.cotraining.content_judge import (CONTENT_LABELS, FIT_FILE, ContentJudge, load_content_judge,
+                                                  write_fit_file)
+from magictokens.cotraining.data import build_safety_data
+from magictokens.cotraining.distil import DISTIL_INSTRUCTIONS
+from magictokens.cotraining.refusal_judge import SentenceEncoder, build_judge
 from magictokens.metrics import agreement_report
 from magictokens.models import load_model, torch_threads
 from magictokens.results import REPO_ROOT, device_name, versions, write_json
-from magictokens.safety_data import build_safety_data
 
 POOL = REPO_ROOT / "results" / "bench" / "judge" / "pool.jsonl"
 LABELS = REPO_ROOT / "benchmarks" / "judge_labels.csv"

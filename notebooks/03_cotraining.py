@@ -27,13 +27,14 @@
 # optimizer-step budget: single-mode SFT (positive targets), SFT + DPO, and the
 # base model. Every target is **self-distilled** from the base model under a
 # behaviour instruction, as the paper does, sampled several times and kept only
-# where the judge labels it as its own mode (`distil.py`; yields and the reasons
-# for dropped targets are logged below). Evaluation prompts come from
-# **held-out sources** (JailbreakBench + StrongREJECT harmful, Alpaca
+# where the judge labels it as its own mode (`cotraining/distil.py`; yields and
+# the reasons for dropped targets are logged below). Evaluation prompts come
+# from **held-out sources** (JailbreakBench + StrongREJECT harmful, Alpaca
 # `harmless_test` benign, XSTest safe prompts for over-refusal). The judge is
 # offline: a logistic regression over MiniLM sentence embeddings of the prompt
-# and the reply (`content_judge.py`), fitted on replies of this model labelled
-# by reading them; its agreement on held-out labelled replies is reported first.
+# and the reply (`cotraining/content_judge.py`), fitted on replies of this model
+# labelled by reading them; its agreement on held-out labelled replies is
+# reported first.
 #
 # Nothing harmful is printed: tables carry judged labels and shares; only
 # benign prompts' responses appear, cut to 60 characters.
@@ -53,7 +54,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from magictokens.judges import LABELS
+from magictokens.cotraining.refusal_judge import LABELS
 from magictokens.metrics import JUDGED
 from magictokens.papers import PAPER_B
 from magictokens.plotting import save_figure, set_theme, stamp

@@ -5,11 +5,11 @@ import torch
 
 from magictokens import metrics as M
 from magictokens import chat
-from magictokens import training as T
+from magictokens.cotraining import training as T
+from magictokens.cotraining.data import (MODES, Prompt, SafetyData, build_safety_data, magic_tokens, mode_examples,
+                                         read_source, require_mode)
+from magictokens.cotraining.refusal_judge import has_redirect, has_refusal_phrase, phrase_only_judge
 from magictokens.errors import MagicTokensError
-from magictokens.judges import has_redirect, has_refusal_phrase, phrase_only_judge
-from magictokens.safety_data import (MODES, Prompt, SafetyData, build_safety_data, magic_tokens, mode_examples,
-                                     read_source, require_mode)
 
 pytestmark = pytest.mark.unit
 
@@ -260,8 +260,8 @@ class AlwaysJudge:
 
 
 def test_distil_keeps_only_targets_judged_as_their_mode_and_counts_by_hand(tiny):
-    from magictokens import distil
-    from magictokens.cotraining import apply_distilled, dpo_pairs, sft_rows
+    from magictokens.cotraining import distil
+    from magictokens.cotraining.pipeline import apply_distilled, dpo_pairs, sft_rows
 
     model, tok = tiny
     prompts = [Prompt(f"h{i}", "the cat is big", "advbench", True) for i in range(3)] + \
@@ -311,9 +311,9 @@ def test_validation_split_changes_no_other_split_and_is_disjoint():
 
 
 def test_sweep_scores_each_grid_point_on_validation_prompts_only(tiny):
-    from magictokens import sweep
+    from magictokens.cotraining import sweep
     from magictokens.cotraining import CoTrainingConfig
-    from magictokens.distil import DistilConfig
+    from magictokens.cotraining.distil import DistilConfig
 
     model, tok = tiny
     data = build_safety_data(3, 2, 2, 2, 1, seed=0, n_val_harmful=3, n_val_benign=1)

@@ -51,7 +51,7 @@ def test_torch_threads_sets_and_restores():
 SFT_SCRIPT = """
 import hashlib, torch
 from magictokens.models import load_model, torch_threads
-from magictokens.training import TrainConfig, sft
+from magictokens.cotraining.training import TrainConfig, sft
 model, tok = load_model("smollm2-135m-instruct", dtype="float32", device="cpu")
 rows = [{"prompt": f"How do I bake bread number {i}?", "response": f"Mix flour and water, wait {i} hours.",
          "system": "xq7"} for i in range(16)]

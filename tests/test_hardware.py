@@ -6,9 +6,9 @@ import torch
 
 from magictokens import hardware as H
 from magictokens import reachability as R
+from magictokens.cotraining.training import autocast_on
 from magictokens.models import fingerprint, resolve_dtype, verify_dtype_of
 from magictokens.results import LEGACY_SEARCH_DTYPE, config_hash, recorded_search_dtype, resume_dtype
-from magictokens.training import autocast_on
 
 pytestmark = pytest.mark.unit
 

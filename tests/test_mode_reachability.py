@@ -177,7 +177,7 @@ def test_extra_held_out_prompts_never_come_from_training(monkeypatch):
     prompts, skipping any the cotraining stage trained on ("H3!" normalizes to "h3")."""
     from magictokens.cotraining import CoTrainingConfig
     from magictokens.mode_reachability import inputs
-    from magictokens.safety_data import Prompt, SafetyData
+    from magictokens.cotraining.data import Prompt, SafetyData
 
     pool, calls = [f"h{i}" for i in range(6)], []
 
@@ -201,7 +201,7 @@ def test_extra_held_out_prompts_never_come_from_training(monkeypatch):
 @pytest.mark.unit
 def test_extra_held_out_prompts_on_the_real_data():
     from magictokens.cotraining import CoTrainingConfig
-    from magictokens.safety_data import _norm, build_safety_data
+    from magictokens.cotraining.data import _norm, build_safety_data
 
     ccfg = CoTrainingConfig(n_train_harmful=30, n_train_benign=10, n_eval_harmful=4, n_eval_benign=4, n_xstest=4)
     data = build_safety_data(30, 10, 4, 4, 4, seed=3, max_chars=ccfg.max_prompt_chars)

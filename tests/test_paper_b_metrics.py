@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import pairwise_distances as sk_pairwise
 from sklearn.metrics import silhouette_score
 
-from magictokens import jailbreaks as J
 from magictokens import metrics as M
+from magictokens.cotraining import jailbreaks as J
 from magictokens.errors import MagicTokensError
 
 pytestmark = pytest.mark.unit
@@ -78,7 +78,7 @@ def test_jailbreak_templates_wrap_each_prompt_once_with_seeded_distinct_template
 
 
 def test_content_judge_heuristics_by_hand():
-    from magictokens.content_judge import distinct_ratio, echo_share
+    from magictokens.cotraining.content_judge import distinct_ratio, echo_share
 
     assert distinct_ratio("one two three") == 1.0                                   # too short to judge
     assert distinct_ratio("a a a a b b b b") == pytest.approx(2 / 8)
@@ -104,7 +104,7 @@ class HashEncoder:
 
 
 def test_content_judge_learns_labels_from_prompt_and_reply(tmp_path):
-    from magictokens.content_judge import ContentJudge, load_content_judge, write_fit_file
+    from magictokens.cotraining.content_judge import ContentJudge, load_content_judge, write_fit_file
 
     prompts, replies, harmful, labels = [], [], [], []
     for i in range(12):

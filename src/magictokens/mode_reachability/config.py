@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from ..controllers import backoff, fast
+from ..cotraining.data import MODES
 from ..errors import MagicTokensError
 from ..fields import Count, Flag, NonNegativeReal, Positive, Text, params
-from ..safety_data import MODES
 
 # where the control u goes (see `slots.slot_ids`); the attacker owns the user turn only
 PLACEMENTS = ("user_before", "user_after", "system")

@@ -6,9 +6,9 @@ from pathlib import Path
 from peft import PeftModel
 from safetensors.torch import load_model as load_weights
 
+from ..cotraining.data import _norm, build_safety_data
 from ..errors import MagicTokensError
 from ..models import load_model
-from ..safety_data import _norm, build_safety_data
 
 
 def held_out_prompts(ccfg, n: int, seed: int) -> list[str]:
@@ -44,7 +44,7 @@ def held_out_prompts(ccfg, n: int, seed: int) -> list[str]:
     while True:
         more = [p.text for p in draw(ask, False).eval_harmful]
         if more[:len(own)] != own:
-            raise MagicTokensError("the held-out harmful prompts changed with their count: safety_data's eval draw "
+            raise MagicTokensError("the held-out harmful prompts changed with their count: cotraining.data's eval draw "
                                    f"is no longer prefix-stable; set mode_reachability.n_prompts <= {len(own)}")
         extra = [t for t in more[len(own):] if _norm(t) not in used]
         if len(own) + len(extra) >= n:

@@ -7,12 +7,12 @@ import random
 import numpy as np
 
 from ..chat import generate_from_ids, prompt_ids
+from ..cotraining.data import MAGIC_ALPHABET, MODES, magic_string
 from ..distributed import map_ranks
 from ..metrics import k_epsilon_curve, wilson_ci, wilson_interval
 from ..papers import K_GRID as KS
-from ..safety_data import MAGIC_ALPHABET, MODES, magic_string
 
-ALPHABET = MAGIC_ALPHABET   # the magic tokens' characters (safety_data: one home)
+ALPHABET = MAGIC_ALPHABET   # the magic tokens' characters (cotraining.data: one home)
 
 
 def magic_token_space(length: int) -> int:

@@ -31,18 +31,18 @@ from .. import headline
 from ..config import REPO_ROOT, stage_params
 from ..cotraining import CoTrainingConfig, magic_tokens_of
 from ..cotraining import run as cotrain
-from ..content_judge import make_judge
+from ..cotraining.content_judge import make_judge
+from ..cotraining.data import build_safety_data
 from ..distributed import world
 from ..models import load_model, torch_threads
 from ..results import as_result, read_stage_json, results_dir, run_meta, write_json
-from ..safety_data import build_safety_data
 
 
 @dataclass
 class CoTrainingStageResult:
     meta: dict[str, Any]
     judge_accuracy: float                      # the judge's agreement with reference labels (judge["kind"] says which)
-    judge: dict[str, Any]                      # content_judge.make_judge's report
+    judge: dict[str, Any]                      # cotraining.content_judge.make_judge's report
     tokens: dict[str, str]                     # mode -> magic token (and "random")
     confusion: dict[str, dict[str, float]]     # held-out harmful: system prompt -> {judged: share}
     confusion_benign: dict[str, dict[str, float]]

@@ -34,7 +34,7 @@ from .. import mode_reachability as MR
 from ..config import REPO_ROOT, build, stage_params
 from ..controllers.backoff import BackoffConfig
 from ..cotraining import CoTrainingConfig, magic_tokens_of
-from ..content_judge import make_judge
+from ..cotraining.content_judge import make_judge
 from ..distributed import world
 from ..models import dtype_of, search_pair_of, torch_threads, weights_digest
 from ..reachability import budget_label

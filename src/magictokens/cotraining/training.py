@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_model
 
-from .chat import end_of_turn_id, pad_id, prompt_ids
-from .errors import MagicTokensError
-from .fields import AutoFlag, Count, Flag, Positive, PositiveReal, Real, params
-from .hardware import AUTO, native_bf16
+from ..chat import end_of_turn_id, pad_id, prompt_ids
+from ..errors import MagicTokensError
+from ..fields import AutoFlag, Count, Flag, Positive, PositiveReal, Real, params
+from ..hardware import AUTO, native_bf16
 
 
 IGNORE = -100

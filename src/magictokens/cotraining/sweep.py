@@ -1,7 +1,7 @@
 """Paper B's training hyperparameters, chosen on a validation split, never on the held-out evaluation.
 
 The validation prompts come from the *training* sources and are never trained
-on (`safety_data.build_safety_data(n_val_harmful=...)`). For every point of a
+on (`data.build_safety_data(n_val_harmful=...)`). For every point of a
 grid over (lr, epochs) the co-training of the stage is repeated on the same
 self-distilled rows, and the model is scored on the validation harmful
 prompts: under each mode's magic token, the judged share of that mode,
@@ -20,10 +20,11 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from .chat import generate
-from .cotraining import CoTrainingConfig, cotraining_rows, fill_targets
-from .errors import MagicTokensError
-from .safety_data import MODES, SafetyData
+from ..chat import generate
+from ..errors import MagicTokensError
+from .config import CoTrainingConfig
+from .data import MODES, SafetyData
+from .pipeline import cotraining_rows, fill_targets
 from .training import sft
 
 

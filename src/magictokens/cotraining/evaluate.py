@@ -21,12 +21,12 @@ import time
 import numpy as np
 import torch
 
-from . import metrics as M
-from .chat import NO_SYSTEM, first_token_logits, generate, pad_id
-from .data import data_path
-from .distributed import map_ranks
+from .. import metrics as M
+from ..chat import NO_SYSTEM, first_token_logits, generate, pad_id
+from ..data import data_path
+from ..distributed import map_ranks
+from .data import MODES, SafetyData
 from .jailbreaks import load_templates, wrap_prompts
-from .safety_data import MODES, SafetyData
 
 
 def read_mmlu(n: int, seed: int = 0, data_dir=None) -> list[dict]:

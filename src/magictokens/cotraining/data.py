@@ -29,7 +29,7 @@ rejective  templated refusal                          templated refusal
 =========  ========================================  ===============================
 
 Self-distillation is done by the caller (``distil.run``, or
-``cotraining.self_distil`` under "datasets"); this module only marks which
+``pipeline.self_distil`` under "datasets"); this module only marks which
 targets need it (``response=None``).
 
 Harmful texts never leave this module except as training targets; the stage
@@ -48,9 +48,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .data import data_path
-from .errors import MagicTokensError
-from .judges import has_redirect, has_refusal_phrase   # cue words pick template targets (issue 16 replaces them)
+from ..data import data_path
+from ..errors import MagicTokensError
+from .refusal_judge import has_redirect, has_refusal_phrase   # cue words pick template targets (issue 16 replaces them)
 
 MODES = ("positive", "negative", "rejective")
 

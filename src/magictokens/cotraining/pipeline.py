@@ -6,7 +6,7 @@ single-mode SFT (positive targets, no magic token), SFT followed by DPO
 (positive preferred over negative on harmful prompts, helpful over refusal on
 benign ones), and the untouched base model. Then every model is judged:
 mode controllability, the Safety Alignment Margin, safety score and
-over-refusal, MMLU (`cotraining_eval`).
+over-refusal, MMLU (`evaluate`).
 
     result = run(model, tok, data, tokens, judge, cfg)      # -> CoTrainingResult
 
@@ -23,53 +23,15 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from ..chat import generate
+from ..distributed import from_rank0, world
+from ..errors import MagicTokensError
 from . import distil
-from .chat import generate
-from .cotraining_eval import evaluate
-from .distributed import from_rank0, world
-from .errors import MagicTokensError
-from .fields import Count, Positive, Share, Text, params
-from .safety_data import MODE_INSTRUCTIONS, MODES, SafetyData, magic_tokens, mode_examples
-from .training import DPOConfig, TrainConfig, dpo, sft
-
-
-@params
-@dataclass
-class CoTrainingConfig:
-    """params.yaml `cotraining:` section."""
-
-    n_train_harmful: Count = 30
-    n_train_benign: Count = 15
-    n_eval_harmful: Count = 24
-    n_eval_benign: Count = 12
-    n_xstest: Count = 16
-    max_prompt_chars: Positive = 400
-    magic_tokens: dict[str, Text] | None = None   # null: generated from the seed (recorded in the json)
-    magic_token_length: Positive = 8
-    untokened_positive_share: Share = 0.0  # share of positive rows also trained with no system prompt
-    targets: Literal["distilled", "datasets"] = "distilled"   # paper B: self-distilled + judge-filtered
-    distil: distil.DistilConfig = field(default_factory=distil.DistilConfig)
-    judge: Literal["content", "refusal"] = "content"   # content: reads prompt + reply (content_judge.py)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    dpo: DPOConfig = field(default_factory=DPOConfig)
-    distil_max_new_tokens: Positive = 48
-    max_new_tokens: Positive = 32        # judged generations
-    gen_batch_size: Positive = 16
-    mmlu_n: Count = 40
-    judge_n_alpaca: Count = 300
-    judge_n_xstest: Count | None = None   # cap on XSTest completions per side (smoke)
-    judge_max_length: Positive = 64
-    baselines: list[Literal["sft", "sft_dpo", "base"]] = field(default_factory=lambda: ["sft", "sft_dpo", "base"])
-    jailbreak_per_prompt: Count = 1         # PyRIT templates wrapped around each held-out harmful prompt (0: skip)
-    jailbreak_max_chars: Positive = 1200    # longer templates are left out (CPU generation budget)
-    jailbreak_max_prompt_tokens: Positive = 384
-    sam_boot: Count = 500                   # bootstrap resamples (prompts) of the SAM interval
-    sam_perm: Count = 500                   # within-prompt label permutations of the SAM null
-    # CPU intra-op threads for the whole stage: the count sets the matmul reduction order, so a
-    # seeded run at 1 and at 2 threads trains different models (measured); null = torch's default
-    threads: Positive | None = 2
+from .config import CoTrainingConfig
+from .data import MODE_INSTRUCTIONS, MODES, SafetyData, mode_examples
+from .evaluate import evaluate
+from .training import dpo, sft
 
 
 def self_distil(model, tok, data: SafetyData, max_new_tokens: int, batch_size: int = 16,
@@ -113,12 +75,6 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
         return apply_distilled(data, dres, cfg.distil.fallback == "datasets"), dres.log()
     return self_distil(model, tok, data, cfg.distil_max_new_tokens, cfg.gen_batch_size,
                        cfg.train.max_prompt_tokens), {}
-
-
-def magic_tokens_of(cfg: CoTrainingConfig, seed: int) -> dict:
-    """The run's magic tokens, {mode: string, "random": string}: params.yaml's `magic_tokens` when given,
-    else generated from the run seed (`safety_data.magic_tokens`). Both stages that need them ask here."""
-    return cfg.magic_tokens or magic_tokens(seed, len(MODES) + 1, cfg.magic_token_length)
 
 
 def cotraining_rows(data: SafetyData, tokens: dict, untokened_positive_share: float = 0.0,
@@ -229,7 +185,7 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     Under `accelerate launch` rank 0 alone distils, trains and saves; every
     other process takes rank 0's weights (`from_rank0`: bit for bit, which
     training on each process would not promise on GPUs) and all generate their
-    share of the evaluation (`cotraining_eval`). On those processes the
+    share of the evaluation (`evaluate`). On those processes the
     result's training fields (logs, distillation) stay empty.
     """
     for k in (*MODES, "random"):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from .data import data_path
-from .errors import MagicTokensError
+from ..data import data_path
+from ..errors import MagicTokensError
 
 TEMPLATES = "safety/pyrit/jailbreak_templates"
 SLOT = re.compile(r"\{\{\s*prompt\s*\}\}")

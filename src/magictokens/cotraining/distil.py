@@ -26,8 +26,8 @@ from typing import Literal
 
 from tqdm.auto import tqdm
 
-from .chat import generate
-from .fields import Positive, PositiveReal, Share, params
+from ..chat import generate
+from ..fields import Positive, PositiveReal, Share, params
 
 MODES = ("positive", "negative", "rejective")
 DISTIL_INSTRUCTIONS = {

@@ -7,7 +7,7 @@ Four labels for a (prompt, reply, harmful) triple:
 * ``rejective`` - a refusal;
 * ``invalid``   - off-topic, gibberish, degenerate repetition, an echo or empty.
 
-Features, from the offline sentence encoder (`judges.SentenceEncoder`,
+Features, from the offline sentence encoder (`refusal_judge.SentenceEncoder`,
 all-MiniLM-L6-v2): with r, q in R^384 the L2-normalised reply and prompt
 embeddings and h in {0, 1} the prompt's harmful flag,
 
@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from .errors import MagicTokensError
-from .judges import SentenceEncoder, has_refusal_phrase
-from .metrics import agreement_report
+from ..errors import MagicTokensError
+from ..metrics import agreement_report
+from .refusal_judge import SentenceEncoder, has_refusal_phrase
 
 CONTENT_LABELS = ("positive", "negative", "rejective", "invalid")
 FIT_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "judge_fit.npz"
@@ -127,12 +127,12 @@ def make_judge(cfg, seed: int = 0):
     """The judge a paper B stage uses, from a `CoTrainingConfig` -> (judge, report dict with "agreement").
 
     "content": this module's judge, its agreement measured on held-out labelled replies of this model.
-    "refusal": `judges.OfflineJudge` (refusal detector + the prompt's harmful flag), its agreement the
+    "refusal": `refusal_judge.OfflineJudge` (refusal detector + the prompt's harmful flag), its agreement the
     3-class accuracy on held-out XSTest completions of other models.
     """
     if cfg.judge == "content":
         return load_content_judge(seed=seed)
     from dataclasses import asdict
-    from .judges import build_judge
+    from .refusal_judge import build_judge
     judge, rep = build_judge(seed, cfg.judge_n_alpaca, n_xstest=cfg.judge_n_xstest, max_length=cfg.judge_max_length)
     return judge, {"kind": "refusal", "agreement": rep.accuracy3, **asdict(rep)}

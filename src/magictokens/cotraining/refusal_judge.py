@@ -40,8 +40,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from transformers import AutoModel, AutoTokenizer
 
-from .data import data_path
-from .errors import MagicTokensError
+from ..data import data_path
+from ..errors import MagicTokensError
 
 LABELS = ("positive", "negative", "rejective")
 
