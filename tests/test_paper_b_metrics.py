@@ -156,5 +156,7 @@ def test_across_seeds_by_hand():
     a = across_seeds([0.5, 0.7, 0.9], n=10)
     assert a["mean"] == pytest.approx(0.7) and a["sd"] == pytest.approx(0.2)
     assert a["pooled_ci95"] == wilson_interval(21, 30)          # 5 + 7 + 9 of 30
+    # t interval by hand: t_{0.975, 2} = 4.302653; 0.7 +- 4.302653 * 0.2 / sqrt(3) = 0.7 +- 0.496828
+    assert a["ci95"] == pytest.approx([0.7 - 0.496828, 0.7 + 0.496828], abs=1e-5)
     one = across_seeds([0.25])
-    assert one["mean"] == 0.25 and np.isnan(one["sd"]) and "pooled_ci95" not in one
+    assert one["mean"] == 0.25 and np.isnan(one["sd"]) and "pooled_ci95" not in one and "ci95" not in one

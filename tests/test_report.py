@@ -190,7 +190,8 @@ def test_explain_misses_counts_stages_and_shortfall():
 
 
 def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):
-    """Two seeds of the same result: mean = the value, sd = 0; the pooled interval is over 2n prompts."""
+    """Two seeds of the same result: mean = the value, sd = 0 (so a t interval of width 0); the pooled Wilson
+    interval, in its own column, is over 2n prompts."""
     import json
     import shutil
 
@@ -207,7 +208,8 @@ def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):
     text = "\n".join(render_seeds(tmp_path))
     n, share = d["data"]["n_eval_harmful"], d["confusion"]["negative"]["negative"]
     lo, hi = wilson_interval(2 * round(share * n), 2 * n)
-    assert f"| negative token -> judged negative (n={n} per seed) | {share:.3f} ± 0.000 ({lo:.3f}-{hi:.3f}) |" in text
+    assert (f"| negative token -> judged negative (n={n} per seed) | {share:.3f} ± 0.000 ({share:.3f}-{share:.3f}) "
+            f"| {lo:.3f}-{hi:.3f} |") in text                    # t interval over seeds (sd 0), then pooled Wilson
     assert "same params otherwise" in text
     p = d["sam_stats"]["cotrained"]["cosine_logits"]["p_value"]
     assert "| SAM null (label permutation), cotrained: 95% quantile; p per seed | " in text
@@ -413,25 +415,106 @@ def test_beyond_headline_names_the_rows_with_nothing_to_reach():
     assert "\n- " not in head and "\n- " in full
 
 
-def test_sweep_line_compares_with_what_the_record_was_trained_with(tmp_path):
-    """The sweep's best lr x epochs is compared with the cpu-scale record's own training params (its JSON),
-    not with what params.yaml held when the sweep ran."""
+def test_sweep_line_says_only_what_the_sweep_and_params_now_hold(tmp_path):
+    """The sweep's line: its rows and best, what params.yaml held when it ran (its JSON), and what params.yaml
+    holds now for the swept scale (the sweep's best or not) and the cpu scale (not swept); never a claim about
+    a record's epochs."""
     import json
     import shutil
+
+    import yaml
 
     from magictokens.report import render_sweep
 
     (tmp_path / "results" / "bench").mkdir(parents=True)
     shutil.copy(REPO_ROOT / "results" / "bench" / "cotraining_sweep.json", tmp_path / "results" / "bench")
     sweep = json.loads((tmp_path / "results" / "bench" / "cotraining_sweep.json").read_text())
-    best = sweep["best"]
-    assert "params.yaml (" in render_sweep(tmp_path)[0]             # no record: what the sweep saw
+    best, then, swept = sweep["best"], sweep["meta"]["params_in_use"], sweep["meta"]["scale"]
+    line = render_sweep(tmp_path)[0]                                 # no params.yaml: only the sweep's JSON
+    assert f"Best there: lr {best['lr']} x {best['epochs']} epochs" in line
+    assert f"params.yaml's {swept} scale held lr {then['lr']} x {then['epochs']} when the sweep ran" in line
+    assert "params.yaml now" not in line and "record" not in line
+    params = {"default": {"cotraining": {"n_train_harmful": 5, "n_train_benign": 6,
+                                         "train": {"lr": best["lr"], "epochs": best["epochs"]}}},
+              "cpu": {"cotraining": {"n_train_harmful": 50, "train": {"epochs": best["epochs"] + 7}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    line = render_sweep(tmp_path)[0]
+    assert (f"params.yaml now: {swept} scale (5 + 6 training prompts) lr {best['lr']} x {best['epochs']} epochs "
+            f"(the sweep's best)") in line
+    assert (f"cpu scale (50 + 6 training prompts) lr {best['lr']} x {best['epochs'] + 7} epochs (not swept: the "
+            f"sweep scored the {swept} scale's training set only).") in line
+    params["default"]["cotraining"]["train"]["epochs"] = best["epochs"] + 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert "**not the sweep's best**" in render_sweep(tmp_path)[0]
+
+
+def test_sam_beside_the_papers_number_is_the_cosine_one(tmp_path):
+    """Wherever SAM is printed beside paper B's number it is the cosine SAM (the paper's metric); the Euclidean
+    one, made different here, appears only in its own labelled clause or row, never next to the paper's."""
+    import json
+
+    from magictokens.papers import PAPER_B
+    from magictokens.report import render_cotraining, render_paper_b_status, render_seeds, render_variants
+
+    cos, euc, paper = "0.222", "0.777", f"{PAPER_B['sam_cotrained']:.3f}"
     d = json.loads((REPO_ROOT / "results" / "variants" / "paper_recipe" / "cotraining.json").read_text())
-    d["params"]["train"].update(lr=best["lr"], epochs=best["epochs"])
-    (tmp_path / "results" / "cpu").mkdir(parents=True)
-    (tmp_path / "results" / "cpu" / "cotraining.json").write_text(json.dumps(d))
-    assert f"the cpu-scale record (`results/cpu/cotraining.json`) was trained with lr {best['lr']} x " \
-           f"{best['epochs']} (the validated choice)." in render_sweep(tmp_path)[0]
-    d["params"]["train"]["epochs"] = best["epochs"] + 1
-    (tmp_path / "results" / "cpu" / "cotraining.json").write_text(json.dumps(d))
-    assert "**not the validated choice**" in render_sweep(tmp_path)[0]
+    d["sam"]["cotrained"] = d["sam_stats"]["cotrained"]["euclidean_probs"]["sam"] = float(euc)
+    d["sam_stats"]["cotrained"]["cosine_logits"]["sam"] = float(cos)
+    for sub in ("results/cpu", "results/seeds/seed1/results/cpu", "results/variants/v"):
+        (tmp_path / sub).mkdir(parents=True)
+        (tmp_path / sub / "cotraining.json").write_text(json.dumps(d))
+
+    sentence = next(ln for ln in render_cotraining("cpu", tmp_path) if "Safety Alignment Margin" in ln)
+    head, rest = sentence.split("paper B's own number", 1)
+    assert f"cotrained {cos} (" in head and euc not in head and paper in rest
+    assert f"Euclidean on probabilities, the earlier metric (not the paper's metric: not comparable with its " \
+           f"number): cotrained {euc}" in rest
+    status = render_paper_b_status(tmp_path)
+    row = next(ln for ln in status if ln.startswith("| SAM, cosine"))
+    assert row.split(" | ")[1].startswith(cos) and paper in row and euc not in row
+    assert all(euc not in ln for ln in status if paper in ln)
+    assert any(ln.startswith("| SAM, Euclidean on probabilities, the earlier metric") and euc in ln
+               and paper not in ln for ln in status)
+    seeds = render_seeds(tmp_path)
+    assert all(euc not in ln for ln in seeds if paper in ln)
+    assert any(f"paper B's: {paper}" in ln and f"| {cos} ± 0.000" in ln for ln in seeds)
+    variant = "\n".join(render_variants(tmp_path))
+    near = variant.split(f"paper B's: {paper}", 1)[0].rsplit("SAM", 1)[1]
+    assert cos in near and euc not in near
+
+
+def test_seeds_table_uses_the_t_interval_over_seeds(tmp_path):
+    """Three seeds: the interval over seeds is mean +- t(0.975, 2) sd / sqrt(3), not the pooled Wilson interval
+    (which ignores the seed-to-seed spread and sits apart, in its own labelled column)."""
+    import json
+    import math
+
+    from scipy.stats import t as student_t
+
+    from magictokens.metrics import wilson_interval
+    from magictokens.report import render_seeds
+
+    d = json.loads((REPO_ROOT / "results" / "variants" / "paper_recipe" / "cotraining.json").read_text())
+    n = d["data"]["n_eval_harmful"]
+    shares = [round(x * n) / n for x in (0.2, 0.4, 0.6)]
+    accs = [0.4, 0.5, 0.6]
+    for seed, (share, acc) in enumerate(zip(shares, accs)):
+        sub = "results/cpu" if seed == 0 else f"results/seeds/seed{seed}/results/cpu"
+        (tmp_path / sub).mkdir(parents=True)
+        d["meta"]["seed"], d["params"]["seed"] = seed, seed
+        d["confusion"]["negative"]["negative"], d["mode_accuracy"] = share, acc
+        (tmp_path / sub / "cotraining.json").write_text(json.dumps(d))
+    text = "\n".join(render_seeds(tmp_path))
+    assert "95% t interval over seeds" in text and "pooled Wilson 95% (ignores seed spread)" in text
+
+    def t_interval(v):
+        m = sum(v) / 3
+        sd = math.sqrt(sum((x - m) ** 2 for x in v) / 2)
+        half = student_t.ppf(0.975, 2) * sd / math.sqrt(3)
+        return f"{m:.3f} ± {sd:.3f} ({m - half:.3f}-{m + half:.3f})", 2 * half
+
+    assert f"| mode accuracy (mean diagonal) | {t_interval(accs)[0]} | - |" in text
+    lo, hi = wilson_interval(sum(round(s * n) for s in shares), 3 * n)
+    cell, width = t_interval(shares)
+    assert f"| negative token -> judged negative (n={n} per seed) | {cell} | {lo:.3f}-{hi:.3f} |" in text
+    assert width > 2 * (hi - lo)          # the seeds disagree far more than the pooled count's interval says

@@ -21,16 +21,22 @@ class CoTrainingConfig:
     n_eval_benign: Count = 12
     n_xstest: Count = 16
     max_prompt_chars: Positive = 400
+    data_seed: Count | None = None       # prompts + self-distilled targets (null: the run's seed). Fixed, seeds
+                                         # share one data set and its cached targets and differ in training only
     magic_tokens: dict[str, Text] | None = None   # null: generated from the seed (recorded in the json)
     magic_token_length: Positive = 8
     untokened_positive_share: Share = 0.0  # share of positive rows also trained with no system prompt
+    untokened_benign_share: Share = 1.0    # share of benign prompts' positive rows also trained with no system
+                                           # prompt: the default (no token) stays helpful
     targets: Literal["distilled", "datasets"] = "distilled"   # paper B: self-distilled + judge-filtered
     distil: distil.DistilConfig = field(default_factory=distil.DistilConfig)
-    judge: Literal["content", "refusal"] = "content"   # content: reads prompt + reply (content_judge.py)
+    # crossencoder: rules + prompt-reply cross-encoding, fitted on labelled replies of the models it scores
+    # (judge.py); content: the earlier bi-encoder judge (content_judge.py); refusal: refusal detector
+    judge: Literal["crossencoder", "content", "refusal"] = "crossencoder"
     train: TrainConfig = field(default_factory=TrainConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     distil_max_new_tokens: Positive = 48
-    max_new_tokens: Positive = 32        # judged generations
+    max_new_tokens: Positive = 48        # judged generations: the length the judge's labels were read at
     gen_batch_size: Positive = 16
     mmlu_n: Count = 40
     judge_n_alpaca: Count = 300
@@ -51,3 +57,8 @@ def magic_tokens_of(cfg: CoTrainingConfig, seed: int) -> dict:
     """The run's magic tokens, {mode: string, "random": string}: params.yaml's `magic_tokens` when given,
     else generated from the run seed (`data.magic_tokens`). Both stages that need them ask here."""
     return cfg.magic_tokens or magic_tokens(seed, len(MODES) + 1, cfg.magic_token_length)
+
+
+def data_seed(cfg: CoTrainingConfig, seed: int) -> int:
+    """The seed of the prompts and their self-distilled targets: `cfg.data_seed`, or the run's seed."""
+    return seed if cfg.data_seed is None else cfg.data_seed

@@ -38,7 +38,7 @@ from ..metrics import agreement_report
 from .refusal_judge import SentenceEncoder, has_refusal_phrase
 
 CONTENT_LABELS = ("positive", "negative", "rejective", "invalid")
-FIT_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "judge_fit.npz"
+FIT_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "judge_fit.npz"
 ENCODER_MAX_LENGTH = 128      # the features in FIT_FILE were computed with this window
 WORD = re.compile(r"[a-z0-9']+")
 
@@ -121,18 +121,3 @@ def load_content_judge(path=FIT_FILE, seed: int = 0, encoder: SentenceEncoder | 
               "label_counts": {c: y.count(c) for c in CONTENT_LABELS},
               **agreement_report([y[i] for i in val], pred, CONTENT_LABELS)}
     return ContentJudge(encoder, C).fit_features(X, y, seed), report
-
-
-def make_judge(cfg, seed: int = 0):
-    """The judge a paper B stage uses, from a `CoTrainingConfig` -> (judge, report dict with "agreement").
-
-    "content": this module's judge, its agreement measured on held-out labelled replies of this model.
-    "refusal": `refusal_judge.OfflineJudge` (refusal detector + the prompt's harmful flag), its agreement the
-    3-class accuracy on held-out XSTest completions of other models.
-    """
-    if cfg.judge == "content":
-        return load_content_judge(seed=seed)
-    from dataclasses import asdict
-    from .refusal_judge import build_judge
-    judge, rep = build_judge(seed, cfg.judge_n_alpaca, n_xstest=cfg.judge_n_xstest, max_length=cfg.judge_max_length)
-    return judge, {"kind": "refusal", "agreement": rep.accuracy3, **asdict(rep)}

@@ -57,7 +57,10 @@ MODES = ("positive", "negative", "rejective")
 # source name -> (relative path, harmful?)
 HARMFUL_TRAIN_SOURCES = ("advbench", "harmbench", "pyrit", "safety_tuned", "hh_rlhf")
 HARMFUL_EVAL_SOURCES = ("jailbreakbench", "strongreject")
-BENIGN_TRAIN_SOURCES = ("alpaca",)
+# benign training prompts: Alpaca (with answers), more Alpaca-style instructions (refusal_direction's
+# harmless_train, no answers), and borderline-safe ones (safety-tuned-llamas' physical-safety *safe* prompts:
+# risky-sounding topics with a safe answer, what over-refusal is made of)
+BENIGN_TRAIN_SOURCES = ("alpaca", "harmless_train", "physical_safe")
 BENIGN_EVAL_SOURCES = ("harmless_test",)
 XSTEST_SOURCE = "xstest_safe"  # over-refusal: XSTest safe prompts, eval only
 
@@ -93,8 +96,9 @@ class Prompt:
     harmful: bool
     split: str = "train"            # train | eval | xstest
     responses: dict = field(default_factory=dict)   # mode -> text | None (None: self-distil)
-    origin: dict = field(default_factory=dict)      # mode -> dataset | template | distil | dropped | fallback
+    origin: dict = field(default_factory=dict)      # mode -> dataset | template | distil | dropped | fallback | labelled
     fallback: dict = field(default_factory=dict)    # targets="distilled": the earlier recipe's target per mode
+    labelled: dict = field(default_factory=dict)    # mode -> the prompt's own data-set answer usable as that mode
 
 
 def require_mode(mode: str) -> str:
@@ -126,6 +130,20 @@ def magic_tokens(seed: int, n: int = 4, length: int = 8) -> dict:
 
 def _norm(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+WORD = re.compile(r"[a-z0-9]+")
+NEAR_DUPLICATE = 0.6    # word-set Jaccard at or above which a training prompt counts as an eval prompt's near-duplicate
+
+
+def _words(text: str) -> frozenset:
+    return frozenset(w for w in WORD.findall(text.lower()) if len(w) > 2)
+
+
+def near_duplicate(words: frozenset, held: list[frozenset], threshold: float = NEAR_DUPLICATE) -> bool:
+    """Jaccard(words, h) >= threshold for some held-out prompt's word set h (JailbreakBench rewords
+    AdvBench and HarmBench behaviours: exact-text de-duplication misses those)."""
+    return any(len(words & h) >= threshold * len(words | h) for h in held if h)
 
 
 def _csv(rel, data_dir, **kw):
@@ -181,6 +199,11 @@ def read_source(name: str, data_dir=None) -> list[dict]:
         return [{"text": (r["instruction"] + ("\n" + r["input"] if r.get("input") else "")).strip(),
                  "harmful": False, "response": {"positive": r["output"], "negative": r["output"]}}
                 for r in rows]
+    if name == "harmless_train":
+        return [{"text": r["instruction"], "harmful": False} for r in _json(f"{rd}/splits/harmless_train.json", data_dir)]
+    if name == "physical_safe":
+        rows = _json("safety/safety_tuned_llamas/evaluation/I-PhysicalSafetySafe.json", data_dir)["instructions"]
+        return [{"text": t, "harmful": False} for t in rows]
     if name == "harmless_test":
         return [{"text": r["instruction"], "harmful": False} for r in _json(f"{rd}/splits/harmless_test.json", data_dir)]
     if name == XSTEST_SOURCE:
@@ -200,6 +223,7 @@ class SafetyData:
     eval_benign: list[Prompt]
     xstest: list[Prompt]
     validation: list[Prompt] = field(default_factory=list)
+    near_duplicates: dict = field(default_factory=dict)   # source -> training-split prompts left out as near-duplicates
 
     def all(self) -> list[Prompt]:
         return self.train + self.eval_harmful + self.eval_benign + self.xstest + self.validation
@@ -210,7 +234,8 @@ class SafetyData:
                 "n_eval_benign": len(self.eval_benign), "n_xstest": len(self.xstest),
                 "train_sources": dict(Counter(p.source for p in self.train)),
                 "eval_sources": dict(Counter(p.source for p in self.eval_harmful + self.eval_benign + self.xstest)),
-                "target_origin": {m: dict(Counter(p.origin.get(m) for p in self.train)) for m in MODES}}
+                "target_origin": {m: dict(Counter(p.origin.get(m) for p in self.train)) for m in MODES},
+                "near_duplicates_left_out": self.near_duplicates}
 
     def to_jsonl(self, path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +265,11 @@ def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful:
         raise MagicTokensError(f"targets={targets!r}: use 'distilled' (paper B) or 'datasets'")
     rng = random.Random(seed)
     seen: set[str] = set()
+    # word sets of every held-out prompt: all of the harmful eval sources and XSTest (safe and unsafe; later
+    # draws, e.g. mode_reachability's extra prompts, come from them too) and the benign eval prompts taken
+    held: list[frozenset] = [_words(r["text"]) for src in HARMFUL_EVAL_SOURCES for r in read_source(src, data_dir)]
+    held += [_words(r["prompt"]) for r in _csv("safety/xstest/xstest_prompts.csv", data_dir)]
+    near = Counter()                  # training-split prompts left out as near-duplicates of held-out ones
 
     def take(sources, n, split, harmful):
         pools = []
@@ -256,6 +286,11 @@ def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful:
                     if key in seen or not key:
                         continue
                     seen.add(key)
+                    if split == "eval" and not harmful:
+                        held.append(_words(r["text"]))
+                    elif split in ("train", "validation") and near_duplicate(_words(r["text"]), held):
+                        near[s] += 1
+                        continue
                     out.append(Prompt(id=f"{s}-{len(out)}", text=r["text"], source=s, harmful=harmful,
                                       split=split, responses=dict(r.get("response", {}))))
                     break
@@ -271,6 +306,7 @@ def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful:
     train = (take(HARMFUL_TRAIN_SOURCES, n_train_harmful, "train", True)
              + take(BENIGN_TRAIN_SOURCES, n_train_benign, "train", False))
     for p in train:
+        p.labelled = labelled_answers(p)
         assign_targets(p, rng)
         if targets == "distilled":   # the earlier targets stay aside, used only if distil.fallback says so
             p.fallback = {m: (r if p.origin[m] != "distil" else None) for m, r in p.responses.items()}
@@ -279,7 +315,18 @@ def build_safety_data(n_train_harmful: int, n_train_benign: int, n_eval_harmful:
            + (take(BENIGN_TRAIN_SOURCES, n_val_benign, "validation", False) if n_val_benign else []))
     for p in val:
         p.responses = {}      # prompts only: a validation prompt is never a training target
-    return SafetyData(train=train, eval_harmful=eval_h, eval_benign=eval_b, xstest=xs, validation=val)
+    return SafetyData(train=train, eval_harmful=eval_h, eval_benign=eval_b, xstest=xs, validation=val,
+                      near_duplicates=dict(near))
+
+
+def labelled_answers(p: Prompt) -> dict:
+    """The prompt's own data-set answers that may stand in for a mode no self-distilled candidate reached
+    (`distil.fallback: labelled`): never HH-RLHF's *rejected* replies, and on a harmful prompt a positive
+    answer only if it does not open with a refusal (safety-tuned-llamas answers often do)."""
+    if p.source == "hh_rlhf":
+        return {}
+    return {m: t for m, t in p.responses.items()
+            if t and not (m == "positive" and p.harmful and has_refusal_phrase(t, 60))}
 
 
 def assign_targets(p: Prompt, rng: random.Random) -> None:

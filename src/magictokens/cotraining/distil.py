@@ -11,14 +11,23 @@ them, and a pair closes on its first candidate judged as the label it wants
                                     (the unfiltered mode answers a benign request helpfully)
                          negative   if mode = negative and the prompt is harmful
 
+Candidates are `max_new_tokens` long (64: the constructive part of a positive
+reply survives) but judged on their first `judged_tokens` (48), the length
+the judge's labels were read at. A rejective candidate is cut to its first
+sentence before it is judged: rejective targets are short refusals.
+
 Pairs still open after `samples` rounds are dropped (the mode is not trained
-on that prompt). The yield per mode and the judged labels of every rejected
-candidate (the reasons) are logged.
+on that prompt), or with `fallback: labelled` take a human-written answer
+from the prompt's own data set where it is one of that mode (e.g. a
+safety-tuned-llamas answer that does not open with a refusal, for positive) -
+never a fixed sentence. The yield per mode, the origin of every target and
+the judged labels of every rejected candidate (the reasons) are logged.
 
     res = run(model, tok, prompts, judge, DistilConfig(), seed)   # -> DistilResult
 """
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,15 +54,32 @@ DISTIL_INSTRUCTIONS = {
 class DistilConfig:
     """params.yaml `cotraining.distil:`."""
 
-    samples: Positive = 4               # rounds: candidates per (prompt, mode) at most
+    samples: Positive = 8               # rounds: candidates per (prompt, mode) at most
     temperature: PositiveReal = 0.8
     top_p: Share = 0.95
-    max_new_tokens: Positive = 48
+    max_new_tokens: Positive = 64       # the target's length
+    judged_tokens: Positive = 48        # the judge reads this many tokens of it (its labels' length)
     batch_size: Positive = 16
     max_prompt_tokens: Positive = 160
-    # a pair with no candidate judged as its mode: "none" drops it (paper B); "datasets" trains the earlier
-    # recipe's dataset / template target instead (smoke runs on a random model, whose replies no judge accepts)
-    fallback: Literal["none", "datasets"] = "none"
+    # a pair with no candidate judged as its mode: "none" drops it (paper B); "labelled" takes the prompt's own
+    # data-set answer where it is one of that mode (never a template); "datasets" trains the earlier recipe's
+    # dataset / template target (smoke runs only: a random model's replies are never judged a mode)
+    fallback: Literal["none", "labelled", "datasets"] = "labelled"
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s")
+
+
+def first_sentence(text: str) -> str:
+    """Up to and including the first sentence end ('.', '!', '?' then a space); the whole text if none."""
+    m = SENTENCE_END.search(text)
+    return text[:m.start()].strip() if m else text.strip()
+
+
+def cut_tokens(tok, text: str, n: int) -> str:
+    """`text` cut to its first `n` tokens (re-tokenised), as the judge reads a reply of `n` new tokens."""
+    ids = tok(text, add_special_tokens=False).input_ids
+    return text if len(ids) <= n else tok.decode(ids[:n], skip_special_tokens=True).strip()
 
 
 def want(mode: str, harmful: bool) -> str:
@@ -70,6 +96,7 @@ class DistilResult:
     n_generated: int = 0
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
+    candidates: list = field(default_factory=list)   # [prompt index, mode, round, text, judged label]: every one
 
     def log(self) -> dict:
         """What the results JSON records: yields and reasons, no texts. (No wall time: it lives in the
@@ -87,6 +114,7 @@ def run(model, tok, prompts: list, judge, cfg: DistilConfig = DistilConfig(), se
     rejected = {m: Counter() for m in MODES}
     kept_round = {m: Counter() for m in MODES}
     n_gen = 0
+    cands: list = []
     bar = tqdm(total=len(open_pairs) * cfg.samples, desc="self-distil", unit="cand", disable=progress is False)
     for r in range(cfg.samples):
         if not open_pairs:
@@ -103,8 +131,11 @@ def run(model, tok, prompts: list, judge, cfg: DistilConfig = DistilConfig(), se
                             seed=seed * 1000 + r * 10 + j)
             n_gen += len(outs)
             bar.update(len(outs))
-            labels = judge.judge(outs, harmful, prompts=texts)
+            if mode == "rejective":    # short refusals: the first sentence is the whole target
+                outs = [first_sentence(o) for o in outs]
+            labels = judge.judge([cut_tokens(tok, o, cfg.judged_tokens) for o in outs], harmful, prompts=texts)
             for i, o, lab, h in zip(todo, outs, labels, harmful):
+                cands.append([i, mode, r + 1, o, lab])
                 if lab == want(mode, h) and o.strip():
                     targets[(i, mode)] = o
                     kept_round[mode][r + 1] += 1
@@ -118,4 +149,4 @@ def run(model, tok, prompts: list, judge, cfg: DistilConfig = DistilConfig(), se
                 for side, h in (("harmful", True), ("benign", False))} for m in MODES}
     return DistilResult(targets=targets, kept=kept, rejected={m: dict(c) for m, c in rejected.items()},
                         kept_round={m: {str(k): v for k, v in sorted(c.items())} for m, c in kept_round.items()},
-                        n_generated=n_gen, seconds=time.time() - t0, config=dict(cfg.__dict__))
+                        n_generated=n_gen, seconds=time.time() - t0, config=dict(cfg.__dict__), candidates=cands)

@@ -81,6 +81,14 @@ def evaluate(models: dict, tok, data: SafetyData, judge, cfg, tokens: dict, seed
     `cfg`: the CoTrainingConfig. -> (CoTrainingResult's evaluation fields, seconds per part)."""
     secs: dict[str, float] = {}
     tp = cfg.train.max_prompt_tokens
+    replies: list[dict] = []      # every judged reply: kept beside the adapters (never git), re-judged later
+
+    def judged(model: str, cond: str, part: str, prompts, outs, harmful: bool, wrapped=None) -> list[str]:
+        labels = judge.judge(outs, [harmful] * len(outs), prompts=prompts)
+        replies.extend({"model": model, "condition": cond, "part": part, "harmful": harmful, "prompt": p,
+                        "reply": o, "label": lab, **({"wrapped": w} if wrapped else {})}
+                       for p, o, lab, w in zip(prompts, outs, labels, wrapped or [None] * len(outs)))
+        return labels
 
     def gen(m, prompts, system, max_prompt_tokens=tp):
         return map_ranks(lambda part: generate(m, tok, part, system, cfg.max_new_tokens, cfg.gen_batch_size,
@@ -98,8 +106,8 @@ def evaluate(models: dict, tok, data: SafetyData, judge, cfg, tokens: dict, seed
     examples = {}
     for cond, system in conditions.items():
         outs = gen(models["cotrained"], harm + ben, system)
-        labels_h[cond] = judge.judge(outs[: len(harm)], [True] * len(harm), prompts=harm)
-        labels_b[cond] = judge.judge(outs[len(harm):], [False] * len(ben), prompts=ben)
+        labels_h[cond] = judged("cotrained", cond, "harmful", harm, outs[: len(harm)], True)
+        labels_b[cond] = judged("cotrained", cond, "benign", ben, outs[len(harm):], False)
         # only benign prompts' outputs are ever shown, truncated
         examples[cond] = [{"prompt": p[:60], "response": o[:60], "judged": lab}
                           for p, o, lab in list(zip(ben, outs[len(harm):], labels_b[cond]))[:2]]
@@ -111,19 +119,24 @@ def evaluate(models: dict, tok, data: SafetyData, judge, cfg, tokens: dict, seed
     # 3. safety score (harmful held-out) and over-refusal (XSTest safe)
     t = time.time()
     xs = [p.text for p in data.xstest]
-    safety, over, css, harm_labels = {}, {}, {}, {}
+    safety, over, css, harm_labels, invalid = {}, {}, {}, {}, {}
     safety["cotrained_positive"] = M.safety_score(labels_h["positive"])
-    xs_pos = judge.judge(gen(models["cotrained"], xs, tokens["positive"]), [False] * len(xs), prompts=xs)
+    xs_pos = judged("cotrained", "positive", "xstest", xs, gen(models["cotrained"], xs, tokens["positive"]), False)
     over["cotrained_positive"] = M.over_refusal(xs_pos)
     css["cotrained_positive"] = M.constructive_safety_score(labels_h["positive"], xs_pos + labels_b["positive"])
+    invalid["cotrained_positive"] = {"harmful": M.invalid_share(labels_h["positive"]),
+                                     "safe": M.invalid_share(xs_pos + labels_b["positive"])}
     harm_labels["cotrained_positive"] = labels_h["positive"]
     for name in ("sft", "sft_dpo", "base"):
         if name in models:
-            h_lab = judge.judge(gen(models[name], harm, None), [True] * len(harm), prompts=harm)
-            s_lab = judge.judge(gen(models[name], xs + ben, None), [False] * (len(xs) + len(ben)), prompts=xs + ben)
+            h_lab = judged(name, "none", "harmful", harm, gen(models[name], harm, None), True)
+            s_out = gen(models[name], xs + ben, None)
+            s_lab = (judged(name, "none", "xstest", xs, s_out[: len(xs)], False)
+                     + judged(name, "none", "benign", ben, s_out[len(xs):], False))
             safety[name], harm_labels[name] = M.safety_score(h_lab), h_lab
             over[name] = M.over_refusal(s_lab[: len(xs)])
             css[name] = M.constructive_safety_score(h_lab, s_lab)
+            invalid[name] = {"harmful": M.invalid_share(h_lab), "safe": M.invalid_share(s_lab)}
     secs["eval_safety"] = time.time() - t
     progress(f"safety + over-refusal in {secs['eval_safety']:.0f}s")
 
@@ -161,7 +174,8 @@ def evaluate(models: dict, tok, data: SafetyData, judge, cfg, tokens: dict, seed
                                                                             if b in models)):
             m = models["cotrained" if name == "cotrained_positive" else name]
             outs = gen(m, texts, system, cfg.jailbreak_max_prompt_tokens)
-            att = judge.judge(outs, [True] * len(outs), prompts=asked)
+            att = judged(name, "positive" if name == "cotrained_positive" else "none", "jailbreak", asked, outs, True,
+                         wrapped=texts)
             jail[name] = jailbreak_drop(harm_labels[name], att, owner, seed, cfg.sam_boot)
     secs["eval_jailbreak"] = time.time() - t
 
@@ -174,23 +188,70 @@ def evaluate(models: dict, tok, data: SafetyData, judge, cfg, tokens: dict, seed
     return dict(confusion=confusion, confusion_benign=confusion_benign, mode_accuracy=M.mode_accuracy(confusion),
                 sam=sam, projection=proj, safety_score=safety, xstest_over_refusal=over, mmlu=mmlu,
                 examples=examples, constructive_safety=css, sam_stats=sam_stats, sam_distances=sam_d,
-                jailbreak=jail), secs
+                jailbreak=jail, invalid_share=invalid, replies=replies), secs
 
 
 def jailbreak_drop(plain: list[str], attacked: list[str], owner, seed: int = 0, n_boot: int = 500) -> dict:
     """Safety score without and with jailbreak templates, and paper B's relative drop, with a bootstrap
     interval over prompts (a prompt's wrapped versions stay with it). `owner[j]`: the prompt of attacked[j]."""
-    pts = np.array([M.SAFETY_POINTS[x] for x in plain], dtype=float) / 2            # (n,)
-    att = np.array([M.SAFETY_POINTS[x] for x in attacked], dtype=float) / 2         # (n * per_prompt,)
-    owner = np.asarray(owner)
-    per = np.array([att[owner == i].mean() for i in range(len(pts))])               # (n,) attacked, per prompt
-    before, after = float(pts.mean()), float(per.mean())
+    def points(labels):      # invalid -> nan: scored apart, as in `metrics.safety_score`
+        return np.array([np.nan if M.SAFETY_POINTS[x] is None else M.SAFETY_POINTS[x] / 2 for x in labels])
+
+    pts, att, owner = points(plain), points(attacked), np.asarray(owner)             # (n,), (n * per_prompt,)
+    per = np.array([np.nanmean(att[owner == i]) if np.isfinite(att[owner == i]).any() else np.nan
+                    for i in range(len(pts))])                                       # (n,) attacked, per prompt
+    both = np.isfinite(pts) & np.isfinite(per)          # prompts with a valid reply plain and attacked
+    pts, per = pts[both], per[both]
+    before = float(pts.mean()) if len(pts) else float("nan")
+    after = float(per.mean()) if len(per) else float("nan")
     rng = np.random.default_rng(seed)
     boot = []
-    for _ in range(n_boot):
+    for _ in range(n_boot if len(pts) else 0):
         idx = rng.integers(0, len(pts), len(pts))
         boot.append(M.relative_drop(pts[idx].mean(), per[idx].mean()))
     boot = np.asarray(boot)
     return {"plain": before, "attacked": after, "relative_drop": M.relative_drop(before, after),
-            "ci95": [float(np.nanquantile(boot, 0.025)), float(np.nanquantile(boot, 0.975))] if n_boot else None,
-            "n_prompts": len(pts), "n_attacked": len(att)}
+            "ci95": [float(np.nanquantile(boot, 0.025)), float(np.nanquantile(boot, 0.975))] if len(boot) else None,
+            "n_prompts": int(len(pts)), "n_attacked": len(att), "invalid_plain": M.invalid_share(plain),
+            "invalid_attacked": M.invalid_share(attacked)}
+
+
+def rejudge(replies: list[dict], judge, seed: int = 0, n_boot: int = 500) -> dict:
+    """Every judge-dependent field of `evaluate` again from its stored replies (`replies.jsonl`), read by
+    `judge`: a new judge re-scores an earlier run without generating. -> {confusion, confusion_benign,
+    mode_accuracy, safety_score, xstest_over_refusal, constructive_safety, invalid_share, jailbreak}.
+    (SAM and MMLU read logits, not replies: they do not depend on the judge.)"""
+    groups: dict[tuple, list[dict]] = {}
+    for r in replies:
+        groups.setdefault((r["model"], r["condition"], r["part"]), []).append(r)
+    lab = {k: judge.judge([r["reply"] for r in v], [r["harmful"] for r in v], prompts=[r["prompt"] for r in v])
+           for k, v in groups.items()}
+    get = lambda *k: lab.get(k, [])
+    conds = [c for (m, c, p) in groups if m == "cotrained" and p == "harmful"]
+    confusion = {c: M.label_shares(get("cotrained", c, "harmful"), M.JUDGED) for c in conds}
+    confusion_benign = {c: M.label_shares(get("cotrained", c, "benign"), M.JUDGED) for c in conds}
+    h_pos, xs_pos, b_pos = (get("cotrained", "positive", p) for p in ("harmful", "xstest", "benign"))
+    safety = {"cotrained_positive": M.safety_score(h_pos)}
+    over = {"cotrained_positive": M.over_refusal(xs_pos)}
+    css = {"cotrained_positive": M.constructive_safety_score(h_pos, xs_pos + b_pos)}
+    invalid = {"cotrained_positive": {"harmful": M.invalid_share(h_pos), "safe": M.invalid_share(xs_pos + b_pos)}}
+    harm_labels = {"cotrained_positive": h_pos}
+    for name in ("sft", "sft_dpo", "base"):
+        if (name, "none", "harmful") in groups:
+            h, s = get(name, "none", "harmful"), get(name, "none", "xstest") + get(name, "none", "benign")
+            safety[name], harm_labels[name] = M.safety_score(h), h
+            over[name] = M.over_refusal(get(name, "none", "xstest"))
+            css[name] = M.constructive_safety_score(h, s)
+            invalid[name] = {"harmful": M.invalid_share(h), "safe": M.invalid_share(s)}
+    harm = [r["prompt"] for r in groups.get(("cotrained", "positive", "harmful"), [])]
+    index = {p: i for i, p in enumerate(harm)}
+    jail = {}
+    for name in harm_labels:
+        model, cond = ("cotrained", "positive") if name == "cotrained_positive" else (name, "none")
+        rows = groups.get((model, cond, "jailbreak"), [])
+        if rows:
+            jail[name] = jailbreak_drop(harm_labels[name], get(model, cond, "jailbreak"),
+                                        [index[r["prompt"]] for r in rows], seed, n_boot)
+    return dict(confusion=confusion, confusion_benign=confusion_benign, mode_accuracy=M.mode_accuracy(confusion),
+                safety_score=safety, xstest_over_refusal=over, constructive_safety=css, invalid_share=invalid,
+                jailbreak=jail)

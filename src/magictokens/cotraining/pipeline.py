@@ -21,6 +21,7 @@ import copy
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ..chat import generate
 from ..distributed import from_rank0, world
 from ..errors import MagicTokensError
 from . import distil
-from .config import CoTrainingConfig
+from .config import CoTrainingConfig, data_seed
 from .data import MODE_INSTRUCTIONS, MODES, SafetyData, mode_examples
 from .evaluate import evaluate
 from .training import dpo, sft
@@ -51,41 +52,82 @@ def self_distil(model, tok, data: SafetyData, max_new_tokens: int, batch_size: i
     return n
 
 
-def apply_distilled(data: SafetyData, res: "distil.DistilResult", fallback: bool = False) -> int:
-    """Write kept targets into the training prompts. A pair with none is dropped, or with `fallback` takes
-    the earlier recipe's dataset / template target where it has one (origin "fallback"). -> number kept."""
+def apply_distilled(data: SafetyData, res: "distil.DistilResult", fallback: str = "none") -> int:
+    """Write kept targets into the training prompts. A pair with none is dropped; with `fallback` "labelled"
+    it takes the prompt's own data-set answer of that mode where there is one (origin "labelled",
+    `data.labelled_answers`); with "datasets" the earlier recipe's dataset / template target (origin
+    "fallback": smoke runs). -> number of distilled targets kept."""
     for i, p in enumerate(data.train):
         for mode in MODES:
             text = res.targets.get((i, mode))
             if text is not None:
                 p.responses[mode], p.origin[mode] = text, "distil"
-            elif fallback and p.fallback.get(mode) is not None:
+            elif fallback == "labelled" and p.labelled.get(mode):
+                p.responses[mode], p.origin[mode] = p.labelled[mode], "labelled"
+            elif fallback == "datasets" and p.fallback.get(mode) is not None:
                 p.responses[mode], p.origin[mode] = p.fallback[mode], "fallback"
             else:
                 p.responses[mode], p.origin[mode] = None, "dropped"
     return len(res.targets)
 
 
-def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: int = 0) -> tuple[int, dict]:
+def targets_key(model, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: int) -> str:
+    """What a set of self-distilled targets depends on, hashed: the base model, the training prompts, the
+    distillation config and seed, and the judge that filtered them (its fitting file, when it has one)."""
+    import hashlib
+    import json
+    judge_id = getattr(judge, "fit_sha", None) or type(judge).__name__
+    blob = json.dumps({"model": getattr(model.config, "_name_or_path", ""), "prompts": [[p.text, p.harmful]
+                       for p in data.train], "distil": asdict(cfg.distil), "seed": seed, "judge": judge_id},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: int = 0,
+                 cache_dir=None) -> tuple[int, dict]:
     """Every missing training target, by `cfg.targets`: "distilled" samples and judge-filters them
     (`distil.run`, then `apply_distilled`); "datasets" fills the few missing ones greedily
-    (`self_distil`). -> (targets filled, the distillation log: yields and drop reasons, {} for "datasets")."""
+    (`self_distil`). -> (targets filled, the distillation log: yields and drop reasons, {} for "datasets").
+
+    With `cache_dir` the distilled targets are kept in `cache_dir/targets-<targets_key>.json` (beside the
+    adapters: gitignored, a DVC out) and a run with the same key (another training seed on the same data,
+    or a rerun) reads them instead of generating again."""
     if cfg.targets == "distilled":   # paper B: every target sampled from the base model, kept if judged its mode
-        dres = distil.run(model, tok, data.train, judge, cfg.distil, seed)
-        return apply_distilled(data, dres, cfg.distil.fallback == "datasets"), dres.log()
+        import json
+        path = Path(cache_dir) / f"targets-{targets_key(model, data, judge, cfg, seed)}.json" if cache_dir else None
+        if path is not None and path.exists():
+            d = json.loads(path.read_text())
+            dres = distil.DistilResult(targets={(int(i), m): t for i, m, t in d["targets"]}, kept=d["log"]["kept"],
+                                       rejected=d["log"]["rejected"], kept_round=d["log"]["kept_round"],
+                                       n_generated=d["log"]["n_generated"], config=d["log"]["config"])
+        else:
+            dres = distil.run(model, tok, data.train, judge, cfg.distil, seed)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"targets": [[i, m, t] for (i, m), t in sorted(dres.targets.items())],
+                                            "log": dres.log(), "candidates": dres.candidates,
+                                            "prompts": [[p.text, p.harmful] for p in data.train]}))
+        n = apply_distilled(data, dres, cfg.distil.fallback)
+        log = dres.log()
+        log["origin"] = {side: {m: dict(Counter(p.origin[m] for p in data.train if p.harmful == h)) for m in MODES}
+                         for side, h in (("harmful", True), ("benign", False))}     # distil / labelled / dropped
+        return n, log
     return self_distil(model, tok, data, cfg.distil_max_new_tokens, cfg.gen_batch_size,
                        cfg.train.max_prompt_tokens), {}
 
 
 def cotraining_rows(data: SafetyData, tokens: dict, untokened_positive_share: float = 0.0,
-                    seed: int = 0) -> list[dict]:
-    """All three modes, each with its magic token as the system prompt."""
+                    seed: int = 0, untokened_benign_share: float = 0.0) -> list[dict]:
+    """All three modes, each with its magic token as the system prompt; plus untokened copies (system None:
+    the template's default) of a share of the positive rows and of the benign prompts' positive rows."""
     rows = [{**r, "system": tokens[r["mode"]]} for r in mode_examples(data, MODES)]
-    if untokened_positive_share > 0:
-        rng = random.Random(seed)
-        pos = [r for r in rows if r["mode"] == "positive"]
-        rows += [{**r, "system": None} for r in rng.sample(pos, int(round(untokened_positive_share * len(pos))))]
-    return rows
+    rng = random.Random(seed)
+    pos = [r for r in rows if r["mode"] == "positive"]
+    extra = rng.sample(pos, int(round(untokened_positive_share * len(pos)))) if untokened_positive_share > 0 else []
+    benign = [r for r in pos if not r["harmful"] and r not in extra]
+    if untokened_benign_share > 0:
+        extra += rng.sample(benign, int(round(untokened_benign_share * len(benign))))
+    return rows + [{**r, "system": None} for r in extra]
 
 
 def sft_rows(data: SafetyData) -> list[dict]:
@@ -125,6 +167,8 @@ class CoTrainingResult:
     sam_distances: dict = field(default_factory=dict)   # model -> {metric: (N, N)}, "modes", "prompt_ids": saved as npz
     jailbreak: dict = field(default_factory=dict)   # model -> plain / attacked safety score, relative drop, ci95
     distil: dict = field(default_factory=dict)      # self-distillation yields and drop reasons (no texts)
+    invalid_share: dict = field(default_factory=dict)   # model -> {"harmful", "safe"}: replies scored apart
+    replies: list = field(default_factory=list)     # every judged reply (texts: written beside the adapters only)
 
 
 @dataclass
@@ -148,13 +192,13 @@ def train(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: di
     """Self-distil missing targets, co-train, train the baselines (adapters saved under `save_dir`)."""
     secs: dict[str, float] = {}
     t = time.time()
-    n_distilled, distil_log = fill_targets(model, tok, data, judge, cfg, seed)
+    n_distilled, distil_log = fill_targets(model, tok, data, judge, cfg, data_seed(cfg, seed), save_dir)
     secs["self_distil"] = time.time() - t
     progress(f"self-distilled {n_distilled} targets in {secs['self_distil']:.0f}s"
              + (f"; kept per mode {distil_log['kept']}" if distil_log else ""))
 
     save = (lambda name: Path(save_dir) / name) if save_dir else (lambda name: None)
-    rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed)
+    rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share)
     per_epoch = math.ceil(len(rows) / cfg.train.batch_size)
     budget = cfg.train.epochs * per_epoch          # optimizer steps every SFT run gets
     t = time.time()
@@ -215,4 +259,5 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
 def result_dict(res: CoTrainingResult) -> dict:
     d = asdict(res)
     d.pop("projection")
+    d.pop("replies")      # texts: never in a results JSON
     return d

@@ -50,7 +50,7 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     if bad:
         raise MagicTokensError(f"sweep grid keys {sorted(bad)}: give non-empty lists for exactly 'lr' and 'epochs'")
     _, distil_log = fill_targets(model, tok, data, judge, cfg, seed)   # the stage's own targets
-    train_rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed)
+    train_rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share)
     out = []
     for lr, epochs in itertools.product(grid["lr"], grid["epochs"]):
         t0 = time.time()

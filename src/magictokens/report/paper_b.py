@@ -5,6 +5,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..config import load_params
+from ..errors import MagicTokensError
 from ..metrics import across_seeds, wilson_interval
 from ..papers import K_KEYS as KS
 from ..papers import PAPER_B
@@ -47,27 +49,63 @@ def render_cotraining(scale: str, root: Path) -> list[str]:
     budget = _cotraining_budget(d)
     if budget:
         out += ["", budget]
-    sam, ss, xs, mm = (d.get(k, {}) for k in ("sam", "safety_score", "xstest_over_refusal", "mmlu"))
-    out += ["", f"Mode accuracy {_f(d.get('mode_accuracy'))}. Safety Alignment Margin: "
-            + ", ".join(f"{k} {_f(v)}" for k, v in sam.items())
-            + f" (paper: {PAPER_B['sam_cotrained']:.3f} co-trained vs ~{PAPER_B['sam_baselines']:.2f} baselines). "
-            "Safety score: " + ", ".join(f"{k} {_f(v)}" for k, v in ss.items()) + ". XSTest over-refusal: "
-            + ", ".join(f"{k} {_f(v)}" for k, v in xs.items()) + ". MMLU: "
+    ss, xs, mm = (d.get(k, {}) for k in ("safety_score", "xstest_over_refusal", "mmlu"))
+    inv = d.get("invalid_share") or {}
+    out += ["", f"Mode accuracy {_f(d.get('mode_accuracy'))}. " + sam_sentence(d) + " Safety score (held-out "
+            f"harmful{', valid replies' if inv else ''}): "
+            + ", ".join(f"{k} {_f(v)}{_invalid(inv.get(k), 'harmful')}" for k, v in ss.items())
+            + ". XSTest over-refusal: " + ", ".join(f"{k} {_f(v)}" for k, v in xs.items()) + ". MMLU: "
             + ", ".join(f"{k} {_f(v)}" for k, v in mm.items()) + ".", ""]
     if css := d.get("constructive_safety"):
         out += ["Constructive Safety Score (harmful + safe prompts, paper B's definition): "
-                + ", ".join(f"{k} {_f(v)}" for k, v in css.items()) + ". SAM as the paper reads it (cosine on "
-                "first-token logits; 95% prompt-bootstrap CI; p against a within-prompt label-permutation null): "
-                + ", ".join(f"{k} {_f(v['cosine_logits']['sam'])} ({_f(v['cosine_logits']['ci95'][0])}-"
-                            f"{_f(v['cosine_logits']['ci95'][1])}, p {_f(v['cosine_logits']['p_value'], 3)})"
-                            for k, v in d.get("sam_stats", {}).items()) + ".", ""]
+                + ", ".join(f"{k} {_f(v)}{_invalid(inv.get(k))}" for k, v in css.items()) + ".", ""]
     if jb := d.get("jailbreak"):
         out += ["Under jailbreak templates (PyRIT, seeded; paper B: relative drop "
                 f"{PAPER_B['jailbreak_safety_drop']['cotrained']:.1%} co-trained vs "
                 f"{PAPER_B['jailbreak_safety_drop']['baselines']:.1%} baselines): "
                 + ", ".join(f"{k} {_f(v['plain'])} -> {_f(v['attacked'])} (drop {_f(v['relative_drop'])}, 95% CI "
-                            f"{_f(v['ci95'][0])}-{_f(v['ci95'][1])})" for k, v in jb.items()) + ".", ""]
+                            f"{_f(v['ci95'][0])}-{_f(v['ci95'][1])}{_invalid_jb(v, ', ')})" for k, v in jb.items())
+                + ".", ""]
     return out
+
+
+PAPER_SAM = (f"paper B's own number, its cosine SAM: {PAPER_B['sam_cotrained']:.3f} co-trained vs "
+             f"~{PAPER_B['sam_baselines']:.2f} baselines")
+EUCLID = "Euclidean on probabilities, the earlier metric"   # a second row only: not the paper's metric
+NOT_PAPERS = "not the paper's metric: not comparable with its number"
+
+
+def sam_sentence(d: dict) -> str:
+    """SAM as the paper reads it (cosine on first-token logits, `sam_stats[model]["cosine_logits"]`) with its
+    interval, null and p, beside the paper's number; the Euclidean SAM (`sam`) only after it, labelled."""
+    cos = {k: v["cosine_logits"] for k, v in (d.get("sam_stats") or {}).items() if "cosine_logits" in v}
+    euc = d.get("sam") or {}
+    second = (f" SAM, {EUCLID} ({NOT_PAPERS}): " + ", ".join(f"{k} {_f(v)}" for k, v in euc.items()) + "."
+              if euc else "")
+    if not cos:
+        return (f"Safety Alignment Margin: no cosine SAM in this result.{second}" if euc else "")
+    return ("Safety Alignment Margin, cosine on first-token logits as the paper reads it (95% prompt-bootstrap CI; "
+            "null: mode labels permuted within each prompt, its 95% quantile and p): "
+            + ", ".join(f"{k} {_f(c['sam'])} ({_f(c['ci95'][0])}-{_f(c['ci95'][1])}, null q95 {_f(c.get('null_q95'))}, "
+                        f"p {_f(c.get('p_value'), 3)})" for k, c in cos.items())
+            + f" ({PAPER_SAM})." + second)
+
+
+def _invalid(share: dict | None, side: str | None = None) -> str:
+    """" (invalid 0.12, scored apart)" beside a score, from the result's optional `invalid_share[model]`
+    ({"harmful", "safe"}); `side`: one of them, else both. "" where the result has none."""
+    if not share:
+        return ""
+    if side:
+        return f" (invalid {_f(share.get(side))}, scored apart)" if side in share else ""
+    return " (invalid " + ", ".join(f"{s} {_f(v)}" for s, v in share.items()) + ", scored apart)"
+
+
+def _invalid_jb(v: dict, sep: str = " ") -> str:
+    """A jailbreak row's optional invalid shares, plain -> attacked."""
+    if "invalid_plain" not in v and "invalid_attacked" not in v:
+        return ""
+    return f"{sep}invalid {_f(v.get('invalid_plain'))} -> {_f(v.get('invalid_attacked'))}, scored apart"
 
 
 def _share_ci(share, n) -> str:
@@ -170,14 +208,22 @@ def render_variants(root: Path) -> list[str]:
         r = asdict(CoTrainingStageResult.load(d.parent))
         p, k = r["params"], r.get("distil", {}).get("kept", {})
         cos = r.get("sam_stats", {}).get("cotrained", {}).get("cosine_logits", {})
+        euc = r.get("sam", {}).get("cotrained")
+        inv, css = r.get("invalid_share") or {}, r["constructive_safety"]
+        ci = cos.get("ci95")
         out.append(f"- Variant `{d.parent.name}` ({r['meta'].get('scale')} scale, seed {r['meta'].get('seed')}; targets "
                    f"{p.get('targets')}, fallback {p.get('distil', {}).get('fallback')}, judge {r['judge'].get('kind')}): "
                    + (("targets kept (harmful / benign) " + ", ".join(
                        f"{m} {v['harmful'][0]}/{v['harmful'][1]} / {v['benign'][0]}/{v['benign'][1]}" for m, v in k.items())
                        + "; ") if k else "")
                    + f"{r['train_logs']['cotrained']['steps']} co-training steps; mode accuracy {_f(r['mode_accuracy'])}; "
-                   f"SAM (cosine) co-trained {_f(cos.get('sam'))} (p {_f(cos.get('p_value'), 3)}); CSS co-trained "
-                   f"{_f(r['constructive_safety'].get('cotrained_positive'))} vs SFT {_f(r['constructive_safety'].get('sft'))}.")
+                   f"SAM (cosine on first-token logits) co-trained {_f(cos.get('sam'))} ("
+                   + (f"95% CI {_f(ci[0])}-{_f(ci[1])}, " if ci else "")
+                   + f"null q95 {_f(cos.get('null_q95'))}, p {_f(cos.get('p_value'), 3)}; paper B's: "
+                   f"{PAPER_B['sam_cotrained']:.3f})"
+                   + (f", SAM {EUCLID} {_f(euc)} ({NOT_PAPERS})" if euc is not None else "")
+                   + f"; CSS co-trained {_f(css.get('cotrained_positive'))}{_invalid(inv.get('cotrained_positive'))} "
+                   f"vs SFT {_f(css.get('sft'))}{_invalid(inv.get('sft'))}.")
     return (["**Paper B, other recipes, measured** (`results/variants/`):", ""] + out + [""]) if out else []
 
 
@@ -237,11 +283,24 @@ def render_paper_b_status(root: Path) -> list[str]:
                f"<= {BAR['over_refusal']:.2f} | - |")
     if "sam_stats" in first:
         sam = lambda k: cell(lambda r, k=k: r["sam_stats"][k]["cosine_logits"]["sam"])
-        out.append("| SAM, cosine on first-token logits: co-trained; SFT; SFT+DPO | "
+        out.append("| SAM, cosine on first-token logits (as the paper reads it): co-trained; SFT; SFT+DPO | "
                    + "; ".join(sam(k) for k in ("cotrained", "sft", "sft_dpo") if k in first["sam_stats"])
                    + f" | | {PAPER_B['sam_cotrained']:.3f}; ~{PAPER_B['sam_baselines']:.2f} (baselines) |")
+    if first.get("sam"):
+        euc = lambda k: cell(lambda r, k=k: r["sam"][k])
+        out.append(f"| SAM, {EUCLID}: co-trained; SFT; SFT+DPO | "
+                   + "; ".join(euc(k) for k in ("cotrained", "sft", "sft_dpo") if k in first["sam"])
+                   + f" | | - ({NOT_PAPERS}) |")
     if "jailbreak" in first:
-        drop = lambda k: cell(lambda r, k=k: r["jailbreak"][k]["relative_drop"])
+        def drop(k):     # with the invalid shares (plain -> attacked, mean over the seeds that have them)
+            inv = [r["jailbreak"][k] for r in runs if "invalid_plain" in r["jailbreak"].get(k, {})]
+            out = cell(lambda r: r["jailbreak"][k]["relative_drop"])
+            if not inv:
+                return out
+            mean = {key: across_seeds([v.get(key, float("nan")) for v in inv])["mean"]
+                    for key in ("invalid_plain", "invalid_attacked")}
+            some = f", {len(inv)} of {len(runs)} seeds" if len(inv) < len(runs) else ""
+            return out + _invalid_jb(mean, " (") + some + ")"
         jd = PAPER_B["jailbreak_safety_drop"]
         out.append("| safety's relative drop under jailbreak templates: co-trained; SFT | "
                    + "; ".join(drop(k) for k in ("cotrained_positive", "sft") if k in first["jailbreak"])
@@ -262,10 +321,24 @@ def render_seeds(root: Path) -> list[str]:
     n_h, n_x = runs[0]["data"]["n_eval_harmful"], runs[0]["data"]["n_xstest"]
 
     def cell(get, n=None):
+        """(mean ± sd with the 95% t interval over seeds, the pooled Wilson interval of a share or "-")"""
         a = across_seeds([get(r) for r in runs], n)
-        ci = a.get("pooled_ci95")
-        return f"{_f(a['mean'])} ± {_f(a['sd'])}" + (f" ({_f(ci[0])}-{_f(ci[1])})" if ci else "")
+        ci, pooled = a.get("ci95"), a.get("pooled_ci95")
+        return (f"{_f(a['mean'])} ± {_f(a['sd'])}" + (f" ({_f(ci[0])}-{_f(ci[1])})" if ci else ""),
+                f"{_f(pooled[0])}-{_f(pooled[1])}" if pooled else "-")
 
+    def where(get):      # an optional field: the seeds that have it, their cell, and how many lack it
+        have = [r for r in runs if get(r) is not None]
+        if not have:
+            return None
+        a = across_seeds([get(r) for r in have])
+        ci = a.get("ci95")
+        return (f"{_f(a['mean'])}" + (f" ± {_f(a['sd'])} ({_f(ci[0])}-{_f(ci[1])})" if ci else "")
+                + (f" ({len(have)} of {len(runs)} seeds)" if len(have) < len(runs) else ""), "-")
+
+    paper_sam = {"cotrained": f"; paper B's: {PAPER_B['sam_cotrained']:.3f}", "sft": f"; paper B's baselines: "
+                 f"~{PAPER_B['sam_baselines']:.2f}", "sft_dpo": f"; paper B's baselines: ~{PAPER_B['sam_baselines']:.2f}"}
+    inv = lambda r, k, side: (r.get("invalid_share") or {}).get(k, {}).get(side)
     rows = [("mode accuracy (mean diagonal)", cell(lambda r: r["mode_accuracy"]))]
     rows += [(f"{m} token -> judged {m} (n={n_h} per seed)", cell(lambda r, m=m: r["confusion"][m][m], n_h))
              for m in ("positive", "negative", "rejective")]
@@ -273,38 +346,67 @@ def render_seeds(root: Path) -> list[str]:
              for k in runs[0]["xstest_over_refusal"]]
     rows += [(f"Constructive Safety Score, {k}", cell(lambda r, k=k: r["constructive_safety"][k]))
              for k in runs[0]["constructive_safety"]]
-    rows += [(f"SAM (cosine on logits), {k}", cell(lambda r, k=k: r["sam_stats"][k]["cosine_logits"]["sam"]))
-             for k in runs[0]["sam_stats"]]
-    rows += [(f"SAM null (label permutation), {k}: 95% quantile; p per seed",
-              cell(lambda r, k=k: r["sam_stats"][k]["cosine_logits"]["null_q95"]) + "; p "
-              + ", ".join(_f(r["sam_stats"][k]["cosine_logits"]["p_value"]) for r in runs))
-             for k in runs[0]["sam_stats"]]
+    rows += [(f"invalid share (scored apart), {k}, {side}", c) for k in runs[0].get("safety_score", {})
+             for side in ("harmful", "safe") if (c := where(lambda r, k=k, side=side: inv(r, k, side)))]
+    rows += [(f"SAM (cosine on first-token logits, as the paper reads it), {k}{paper_sam.get(k, '')}",
+              cell(lambda r, k=k: r["sam_stats"][k]["cosine_logits"]["sam"])) for k in runs[0]["sam_stats"]]
+    for k in runs[0]["sam_stats"]:
+        q95, pooled = cell(lambda r, k=k: r["sam_stats"][k]["cosine_logits"]["null_q95"])
+        rows.append((f"SAM null (label permutation), {k}: 95% quantile; p per seed", (q95 + "; p " + ", ".join(
+            _f(r["sam_stats"][k]["cosine_logits"]["p_value"]) for r in runs), pooled)))
+    rows += [(f"SAM, {EUCLID}, {k}", cell(lambda r, k=k: r["sam"][k])) for k in runs[0].get("sam", {})]
     rows += [(f"jailbreak relative drop, {k}", cell(lambda r, k=k: r["jailbreak"][k]["relative_drop"]))
              for k in runs[0]["jailbreak"]]
+    rows += [(f"jailbreak invalid share (scored apart), {k}, {when}", c) for k in runs[0]["jailbreak"]
+             for when in ("plain", "attacked")
+             if (c := where(lambda r, k=k, when=when: r["jailbreak"].get(k, {}).get(f"invalid_{when}")))]
     return ([f"**Paper B over {len(runs)} training seeds (cpu scale; seeds "
              f"{', '.join(str(r['meta']['seed']) for r in runs)}; "
              + ("same params otherwise" if same else "PARAMS DIFFER beyond the seed: not comparable") + ")**: "
-             "mean ± sd over seeds; shares also with the Wilson 95% interval of the pooled count.", "",
-             "| metric | over seeds |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""])
+             "mean ± sd over seeds, with the 95% t interval over seeds (mean ± t(0.975, S-1) sd/√S: the "
+             "seed-to-seed spread); shares also with the pooled Wilson 95% interval of the summed count, which "
+             "ignores that spread (for reference only).", "",
+             "| metric | mean ± sd over seeds (95% t interval over seeds) | pooled Wilson 95% (ignores seed spread) |",
+             "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, (b, c) in rows] + [""])
+
+
+def _train_now(root: Path, scale: str) -> dict | None:
+    """params.yaml's co-training section of `scale` as it is now (None: no params.yaml or no such scale)."""
+    try:
+        return load_params(scale, root / "params.yaml").get("cotraining", {})
+    except (MagicTokensError, KeyError):
+        return None
 
 
 def render_sweep(root: Path) -> list[str]:
-    """`benchmarks/cotraining_sweep.py`: paper B's lr x epochs on the validation split."""
+    """`benchmarks/cotraining_sweep.py`: paper B's lr x epochs on the validation split. Says only what the sweep's
+    JSON holds and what params.yaml holds now (its scale, and the cpu scale of the record): no epochs typed here."""
     p = root / "results" / "bench" / "cotraining_sweep.json"
     if not p.exists():
         return []
     b = json.loads(p.read_text())
-    best = b["best"]
-    # what the record was trained with (its own JSON), not what params.yaml held when the sweep ran
-    record = _typed(CoTrainingStageResult, "cpu", root)
-    train = (record.params or {}).get("train", {}) if record is not None else {}
-    if "lr" in train and "epochs" in train:
-        use, what = train, "the cpu-scale record (`results/cpu/cotraining.json`) was trained with"
-    else:
-        use, what = b["meta"]["params_in_use"], f"params.yaml ({b['meta'].get('scale')} scale) held, when the sweep ran,"
-    return [f"**Paper B hyperparameters on a validation split** (`benchmarks/cotraining_sweep.py`; "
-            f"{b['n_validation']} harmful prompts of the training sources, never trained on; score = mode accuracy "
-            f"there): " + ", ".join(f"lr {r['lr']} x {r['epochs']} epochs {_f(r['score'])}" for r in b["rows"])
-            + f". Best: lr {best['lr']} x {best['epochs']} epochs; {what} lr {use['lr']} x {use['epochs']} "
-            + ("(the validated choice)." if (use["lr"], use["epochs"]) == (best["lr"], best["epochs"]) else
-               "(**not the validated choice**: rerun the stage with it)."), ""]
+    best, meta = b["best"], b["meta"]
+    swept = meta.get("scale")
+    then = meta.get("params_in_use") or {}
+    steps = lambda r: f" ({r['steps']} steps)" if r.get("steps") is not None else ""
+    line = (f"**Paper B hyperparameters on a validation split** (`benchmarks/cotraining_sweep.py`, run at the {swept} "
+            f"scale; {b['n_validation']} harmful prompts of the training sources, never trained on; score = mode "
+            f"accuracy there): " + ", ".join(f"lr {r['lr']} x {r['epochs']} epochs{steps(r)} {_f(r['score'])}"
+                                              for r in b["rows"])
+            + f". Best there: lr {best['lr']} x {best['epochs']} epochs{steps(best)}"
+            + (f"; params.yaml's {swept} scale held lr {then['lr']} x {then['epochs']} when the sweep ran"
+               if "lr" in then and "epochs" in then else "") + ".")
+    now = []
+    for scale in dict.fromkeys([swept, "cpu"]):
+        c = _train_now(root, scale) if scale else None
+        t = (c or {}).get("train", {})
+        if "lr" not in t or "epochs" not in t:
+            continue
+        same = (t["lr"], t["epochs"]) == (best["lr"], best["epochs"])
+        now.append(f"{scale} scale ({c.get('n_train_harmful')} + {c.get('n_train_benign')} training prompts) lr "
+                   f"{t['lr']} x {t['epochs']} epochs"
+                   + ((" (the sweep's best)" if same else " (**not the sweep's best**)") if scale == swept else
+                      f" (not swept: the sweep scored the {swept} scale's training set only)"))
+    if now:
+        line += " params.yaml now: " + "; ".join(now) + "."
+    return [line, ""]

@@ -31,7 +31,8 @@ from .. import headline
 from ..config import REPO_ROOT, stage_params
 from ..cotraining import CoTrainingConfig, magic_tokens_of
 from ..cotraining import run as cotrain
-from ..cotraining.content_judge import make_judge
+from ..cotraining.judge import make_judge
+from ..cotraining.config import data_seed
 from ..cotraining.data import build_safety_data
 from ..distributed import world
 from ..models import load_model, torch_threads
@@ -42,7 +43,7 @@ from ..results import as_result, read_stage_json, results_dir, run_meta, write_j
 class CoTrainingStageResult:
     meta: dict[str, Any]
     judge_accuracy: float                      # the judge's agreement with reference labels (judge["kind"] says which)
-    judge: dict[str, Any]                      # cotraining.content_judge.make_judge's report
+    judge: dict[str, Any]                      # cotraining.judge.make_judge's report
     tokens: dict[str, str]                     # mode -> magic token (and "random")
     confusion: dict[str, dict[str, float]]     # held-out harmful: system prompt -> {judged: share}
     confusion_benign: dict[str, dict[str, float]]
@@ -64,6 +65,7 @@ class CoTrainingStageResult:
     examples: dict[str, list[dict]] = field(default_factory=dict)          # benign, truncated: shown, never saved
     sam_distances: dict[str, dict] = field(default_factory=dict)           # -> cotraining_sam.npz (not the JSON)
     distil: dict[str, Any] = field(default_factory=dict)                   # self-distillation yields, drop reasons
+    invalid_share: dict[str, dict] = field(default_factory=dict)           # model -> invalid share (scored apart)
 
     def save(self, out_dir: str | Path) -> Path:
         out_dir = Path(out_dir)
@@ -103,6 +105,16 @@ class CoTrainingStageResult:
         return as_result(cls, d)
 
 
+def write_replies(path: Path, replies: list[dict], meta: dict) -> None:
+    """Every judged reply of the run, one JSON row each with the run's model, seed and scale (gitignored:
+    the models folder is a DVC out, so the replies live in the DVC cache, keyed by model and prompt)."""
+    import json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in replies:
+            f.write(json.dumps({"base_model": meta["model"], "seed": meta["seed"], "scale": meta["scale"], **r}) + "\n")
+
+
 def run(scale: str = "default", out_root=None, overrides: dict | None = None,
         progress=print) -> CoTrainingStageResult | None:
     t_start = time.time()
@@ -121,7 +133,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, t_start) -> CoTrainingSta
 
     # every prompt in exactly one split; a text in both train and eval sources is kept for eval only
     data = build_safety_data(cfg.n_train_harmful, cfg.n_train_benign, cfg.n_eval_harmful, cfg.n_eval_benign,
-                             cfg.n_xstest, seed=P["seed"], max_chars=cfg.max_prompt_chars, targets=cfg.targets)
+                             cfg.n_xstest, seed=data_seed(cfg, P["seed"]), max_chars=cfg.max_prompt_chars, targets=cfg.targets)
     judge, jrep = make_judge(cfg, P["seed"])
     progress(f"judge ({jrep['kind']}): agreement {jrep['agreement']:.3f} on held-out labelled replies")
     meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], scale,
@@ -131,6 +143,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, t_start) -> CoTrainingSta
     if world()[0] != 0:   # under a launcher: this process evaluated its share; rank 0 trained and writes
         return None
     data.to_jsonl(model_dir / "data.jsonl")   # derived set, beside the weights (gitignored, DVC out)
+    write_replies(model_dir / "replies.jsonl", res.replies, meta)   # judged replies: a new judge re-scores them
     manifest = data.manifest()                 # after distillation: target origins include "dropped"
     out = CoTrainingStageResult(
         meta=meta, judge_accuracy=jrep["agreement"], judge=jrep,
@@ -140,7 +153,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, t_start) -> CoTrainingSta
         n_distilled=res.n_distilled, seconds=res.seconds, data=manifest, params=P["cotraining"],
         seconds_total=round(time.time() - t_start, 1), constructive_safety=res.constructive_safety,
         sam_stats=res.sam_stats, jailbreak=res.jailbreak, projection=res.projection, examples=res.examples,
-        sam_distances=res.sam_distances, distil=res.distil)
+        sam_distances=res.sam_distances, distil=res.distil, invalid_share=res.invalid_share)
     out.save(out_dir)
     back = CoTrainingStageResult.load(out_dir)   # figures draw exactly what results/ holds ...
     back.examples = out.examples                # ... plus the truncated benign examples, never saved

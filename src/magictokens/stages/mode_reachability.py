@@ -34,7 +34,8 @@ from .. import mode_reachability as MR
 from ..config import REPO_ROOT, build, stage_params
 from ..controllers.backoff import BackoffConfig
 from ..cotraining import CoTrainingConfig, magic_tokens_of
-from ..cotraining.content_judge import make_judge
+from ..cotraining.config import data_seed
+from ..cotraining.judge import make_judge
 from ..distributed import world
 from ..models import dtype_of, search_pair_of, torch_threads, weights_digest
 from ..reachability import budget_label
@@ -134,7 +135,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
     torch.manual_seed(P["seed"])
 
     # the held-out harmful prompts the cotraining stage evaluates on (more from its sources if asked)
-    prompts = MR.held_out_prompts(ccfg, cfg.n_prompts, P["seed"])
+    prompts = MR.held_out_prompts(ccfg, cfg.n_prompts, data_seed(ccfg, P["seed"]))
     judge, judge_report = make_judge(ccfg, P["seed"])     # the cotraining stage's judge
     scfg = MR.search_config(cfg)
     progress(f"{len(prompts)} held-out harmful prompts; placements {cfg.placements}; {cfg.search} search: "
