@@ -4,6 +4,8 @@
     python benchmarks/judge_labelling.py sheets --n 6  # label sheets for readers (gitignored), one per reader
     python benchmarks/judge_labelling.py second --n 120   # a sample for a second, independent reading
     python benchmarks/judge_labelling.py merge         # readers' csvs -> benchmarks/judge_labels_v2.csv (keys only)
+    python benchmarks/judge_labelling.py features      # benchmarks/judge_fit_v2.npz: the judge's fitting set as numbers
+    python benchmarks/judge_labelling.py report        # results/bench/judge_v2.json: kappa, held-out P / R
 
 The pool holds replies at the judged length (48 new tokens) of
 
@@ -52,6 +54,7 @@ from magictokens.cotraining.data import build_safety_data
 DIR = REPO_ROOT / "results" / "bench" / "judge"
 POOL = DIR / "pool_v2.jsonl"
 LABELS = REPO_ROOT / "benchmarks" / "judge_labels_v2.csv"
+FIT_FILE_V2 = REPO_ROOT / "benchmarks" / "judge_fit_v2.npz"
 MODEL = "smollm2-135m-instruct"
 CLASSES = ("positive", "negative", "rejective", "invalid")
 
@@ -232,25 +235,64 @@ def features(a):
     fitp = sorted({r["prompt"] for r in rows if r["prompt"] not in held})
     fold = {p: i % 5 for i, p in enumerate(random.Random(0).sample(fitp, len(fitp)))}
     cv = {}
-    for C in (0.1, 0.3, 1.0, 3.0):
-        hits = []
-        for f in range(5):
-            tr = [i for i in range(len(allrows)) if not rule[i] and (pool[i] == "external" or
-                  (pool[i] == "fit" and fold[allrows[i]["prompt"]] != f))]
-            te = [i for i in range(len(allrows)) if not rule[i] and pool[i] == "fit" and fold[allrows[i]["prompt"]] == f]
-            j = Judge(enc, C).fit_features(X[tr], [y[i] for i in tr], [w[i] for i in tr],
-                                           harmful=[allrows[i]["harmful"] for i in tr])
-            hits += [p == y[i] for p, i in zip(j.predict_features(X[te], [allrows[i]["harmful"] for i in te]), te)]
-        cv[C] = float(np.mean(hits))
-    best = max(cv, key=cv.get)
+    for C in (0.3, 3.0):
+        for w_ext in (0.0, 0.3):            # the warm start's weight is chosen too (0: labelled replies alone)
+            hits = []
+            for f in range(5):
+                tr = [i for i in range(len(allrows)) if not rule[i] and ((pool[i] == "external" and w_ext > 0) or
+                      (pool[i] == "fit" and fold[allrows[i]["prompt"]] != f))]
+                te = [i for i in range(len(allrows))
+                      if not rule[i] and pool[i] == "fit" and fold[allrows[i]["prompt"]] == f]
+                ww = [w_ext if pool[i] == "external" else 1.0 for i in tr]
+                j = Judge(enc, C).fit_features(X[tr], [y[i] for i in tr], ww,
+                                               harmful=[allrows[i]["harmful"] for i in tr])
+                hits += [p == y[i] for p, i in zip(j.predict_features(X[te], [allrows[i]["harmful"] for i in te]), te)]
+            cv[(C, w_ext)] = float(np.mean(hits))
+    best, w_best = max(cv, key=cv.get)
+    w = [w_best] * len(ext) + [1.0] * len(rows)
+    cv = {f"C={c} w_ext={e}": v for (c, e), v in cv.items()}
     write_fit_file(FIT_FILE, X, y, w, pool, [r["origin"] for r in allrows], [r["harmful"] for r in allrows],
                    [r.get("key", "") for r in allrows], best, rule)
-    print(f"{len(rows)} labelled + {len(ext)} external rows -> {FIT_FILE} (C={best}; CV agreement by C: {cv})")
+    print(f"{len(rows)} labelled + {len(ext)} external rows -> {FIT_FILE} (C={best}, w_ext={w_best}; "
+          f"CV agreement: {cv})")
+
+
+def report(a):
+    """Labels, the two readings' agreement and the judge's held-out precision / recall -> results/bench/judge_v2.json."""
+    from magictokens.cotraining.judge import load_judge
+    from magictokens.metrics import cohen_kappa
+    from magictokens.results import run_meta, write_json
+    rows = list(csv.DictReader(open(LABELS)))
+    both = [r for r in rows if r["second_label"]]
+    judge, rep = load_judge()
+    z = np.load(FIT_FILE_V2)
+    counts = {side: {c: sum(1 for r in rows if r["label"] == c and r["harmful"] == flag) for c in CLASSES}
+              for side, flag in (("harmful", "1"), ("benign", "0"))}
+    origin = {}
+    for r in rows:
+        origin.setdefault(r["origin"].split("/")[0], 0)
+        origin[r["origin"].split("/")[0]] += 1
+    out = {"meta": {**run_meta(MODEL, "cpu", 0, "bench"), "labels": str(LABELS.relative_to(REPO_ROOT)),
+                    "judged_tokens": a.max_new_tokens, "label_rules": __doc__.split("Classes (operational")[1].strip()},
+           "n_labelled": len(rows), "label_counts": counts, "labelled_by_model": origin,
+           "second_reading": {"n": len(both), "agreement": float(np.mean([r["label"] == r["second_label"] for r in both])),
+                              "cohen_kappa": cohen_kappa([r["label"] for r in both], [r["second_label"] for r in both],
+                                                         CLASSES)},
+           "judge": {**rep, "C": float(z["C"]), "w_ext": float(z["weights"][z["pools"] == "external"][0])
+                     if (z["pools"] == "external").any() else None}}
+    path = REPO_ROOT / "results" / "bench" / "judge_v2.json"
+    write_json(path, out)
+    h = rep["heldout"]["harmful"]
+    print(f"{len(rows)} labelled replies {counts}; second reading n={len(both)}, kappa "
+          f"{out['second_reading']['cohen_kappa']:.3f}; judge held out: agreement {rep['agreement']:.3f} "
+          f"(n={rep['n_heldout']}); harmful prompts: " + ", ".join(
+              f"{c} P {d['precision']:.2f} R {d['recall']:.2f} (n {d['n_true']})" for c, d in h["classes"].items())
+          + f" -> {path.relative_to(REPO_ROOT)}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("part", choices=["generate", "generate-positive", "sheets", "second", "merge", "features"])
+    ap.add_argument("part", choices=["generate", "generate-positive", "sheets", "second", "merge", "features", "report"])
     ap.add_argument("--n-harmful", type=int, default=100)
     ap.add_argument("--n-benign", type=int, default=40)
     ap.add_argument("--n-model-harmful", type=int, default=50)
@@ -265,7 +307,7 @@ def main():
     ap.add_argument("--w-ext", type=float, default=0.3, help="weight of the external (warm-start) rows")
     ap.add_argument("--heldout-every", type=int, default=3, help="1 in this many prompts is held out")
     a = ap.parse_args()
-    {"generate": make_pool, "generate-positive": make_pool_positive, "sheets": sheets, "second": second, "merge": merge, "features": features}[a.part](a)
+    {"generate": make_pool, "generate-positive": make_pool_positive, "sheets": sheets, "second": second, "merge": merge, "features": features, "report": report}[a.part](a)
 
 
 if __name__ == "__main__":

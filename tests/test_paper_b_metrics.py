@@ -160,3 +160,16 @@ def test_across_seeds_by_hand():
     assert a["ci95"] == pytest.approx([0.7 - 0.496828, 0.7 + 0.496828], abs=1e-5)
     one = across_seeds([0.25])
     assert one["mean"] == 0.25 and np.isnan(one["sd"]) and "pooled_ci95" not in one and "ci95" not in one
+
+
+def test_cohen_kappa_by_hand():
+    from magictokens.metrics import cohen_kappa
+    # 10 items: agree on 8; reading a: 5 x, 5 y; reading b: 6 x, 4 y -> p_o 0.8, p_e 0.5*0.6 + 0.5*0.4 = 0.5
+    a = ["x"] * 5 + ["y"] * 5
+    b = ["x"] * 4 + ["y"] + ["x"] * 2 + ["y"] * 3
+    assert sum(p == q for p, q in zip(a, b)) == 7
+    b = ["x"] * 5 + ["x"] + ["y"] * 4          # agree on 9 -> p_o 0.9, p_e 0.5 * 0.6 + 0.5 * 0.4 = 0.5
+    assert cohen_kappa(a, b, ["x", "y"]) == pytest.approx((0.9 - 0.5) / 0.5)
+    assert cohen_kappa(a, a, ["x", "y"]) == 1.0
+    with pytest.raises(ValueError):
+        cohen_kappa(a, b[:3], ["x", "y"])

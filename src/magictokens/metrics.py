@@ -246,6 +246,18 @@ def agreement_report(truth: list[str], pred: list[str], classes) -> dict:
     return out
 
 
+def cohen_kappa(a, b, classes) -> float:
+    """Cohen's kappa of two readings of the same items: (p_o - p_e) / (1 - p_e), p_o the share where they
+    agree, p_e = sum_c P_a(c) P_b(c) the agreement expected by chance from each reading's own shares."""
+    a, b = list(a), list(b)
+    n = len(a)
+    if n == 0 or n != len(b):
+        raise ValueError(f"cohen_kappa needs two equally long, non-empty readings ({len(a)}, {len(b)})")
+    po = sum(x == y for x, y in zip(a, b)) / n
+    pe = sum(a.count(c) * b.count(c) for c in classes) / n / n
+    return float((po - pe) / (1 - pe)) if pe < 1 else float("nan")
+
+
 def across_seeds(values, n: int | None = None) -> dict:
     """One metric over training seeds: mean, sample sd (ddof 1; nan for one seed), and the 95% t interval
     mean +- t_{0.975, S-1} sd / sqrt(S) from the seed-to-seed spread (`ci95`; none for one seed). With `n`

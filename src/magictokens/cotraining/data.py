@@ -55,7 +55,10 @@ from .refusal_judge import has_redirect, has_refusal_phrase   # cue words pick t
 MODES = ("positive", "negative", "rejective")
 
 # source name -> (relative path, harmful?)
-HARMFUL_TRAIN_SOURCES = ("advbench", "harmbench", "pyrit", "safety_tuned", "hh_rlhf")
+# hh_rlhf (harmless-base first turns) is not a harmful source: many of its red-team conversations open with a
+# harmless request (readers of the judge's labels flagged such prompts), and training a refusal of them is
+# training over-refusal; read_source("hh_rlhf") stays for the earlier recipe's comparisons
+HARMFUL_TRAIN_SOURCES = ("advbench", "harmbench", "pyrit", "safety_tuned")
 HARMFUL_EVAL_SOURCES = ("jailbreakbench", "strongreject")
 # benign training prompts: Alpaca (with answers), more Alpaca-style instructions (refusal_direction's
 # harmless_train, no answers), and borderline-safe ones (safety-tuned-llamas' physical-safety *safe* prompts:

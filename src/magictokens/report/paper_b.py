@@ -227,6 +227,23 @@ def render_variants(root: Path) -> list[str]:
     return (["**Paper B, other recipes, measured** (`results/variants/`):", ""] + out + [""]) if out else []
 
 
+def made_with_cpu_scale(run: dict) -> bool:
+    """Were this record's co-training params today's cpu scale? (`bf16_autocast: auto` is compared as what the
+    record's CPU decided; records from before `meta.hardware` were made where bf16 is native.)"""
+    from ..config import stage_params
+    from ..cotraining import CoTrainingConfig
+    want = stage_params("cpu", "cotraining", CoTrainingConfig)[0]["cotraining"]
+    native = run["meta"].get("hardware", {}).get("cpu", {}).get("native_bf16", True)
+    auto = want["train"]["bf16_autocast"] == "auto"
+    here = {**want, "train": {**want["train"], "bf16_autocast": native if auto else want["train"]["bf16_autocast"]}}
+    return run.get("params") == here
+
+
+EARLIER_RECIPE = ("**These records were made with an earlier recipe**: their co-training params are not today's "
+                  "cpu scale (params.yaml), which issue 31 changed (judge, targets, data); rerun them with "
+                  "`magictokens run cotraining --scale cpu` and `bash scripts/cotraining_seeds.sh 1 2`.")
+
+
 def seed_runs(root: Path) -> list[dict]:
     """Paper B's cpu-scale runs: seed 0 = results/cpu, more seeds from scripts/cotraining_seeds.sh."""
     dirs = [root / "results" / "cpu"] + sorted((root / "results" / "seeds").glob("seed*/results/cpu"))
@@ -268,7 +285,9 @@ def render_paper_b_status(root: Path) -> list[str]:
                + "; ".join(failed) + ")" if failed else "**Paper B: reproduced by the repository's bar**")
     above = {k: sum(r.get("sam_stats", {}).get(k, {}).get("cosine_logits", {}).get("p_value", 1) < P_NULL
                     for r in runs) for k in first.get("sam_stats", {})}
-    out = [f"{verdict} - {scale} scale, {len(runs)} training seed{'s' if len(runs) > 1 else ''} ({seeds}), "
+    earlier = scale == "cpu" and not all(made_with_cpu_scale(r) for r in runs)
+    out = [(EARLIER_RECIPE + " ") * earlier + f"{verdict} - {scale} scale, {len(runs)} training seed"
+           f"{'s' if len(runs) > 1 else ''} ({seeds}), "
            f"model `{first['meta'].get('model')}`, held-out harmful prompts n={first['data'].get('n_eval_harmful')} "
            f"per seed" + ("; mean ± sd over seeds" if len(runs) > 1 else "")
            + (f". SAM above its label-permutation null (p < {P_NULL}), seeds of {len(runs)}: "
