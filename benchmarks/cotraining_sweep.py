@@ -20,7 +20,7 @@ import torch
 
 from magictokens.config import stage_params
 from magictokens.cotraining import CoTrainingConfig, magic_tokens_of, sweep
-from magictokens.cotraining.content_judge import make_judge
+from magictokens.cotraining.judge import make_judge
 from magictokens.cotraining.data import build_safety_data
 from magictokens.models import load_model, torch_threads
 from magictokens.results import REPO_ROOT, run_meta, write_json

@@ -145,6 +145,53 @@ def make_pool_positive(a):
     print(f"{len(uniq)} distinct replies in {time.time() - t0:.0f} s -> {path}")
 
 
+def pool_replies(a):
+    """A pool from a run's judged replies (`results/<scale>/models/cotraining/replies.jsonl`): `--n` sampled
+    per (model, condition) over the harmful, benign and XSTest parts (jailbreak-wrapped replies left out)."""
+    src = REPO_ROOT / "results" / a.scale / "models" / "cotraining" / "replies.jsonl"
+    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    rng = random.Random(2)
+    by: dict[tuple, list] = {}
+    for r in rows:
+        if r["part"] != "jailbreak":
+            by.setdefault((r["model"], r["condition"]), []).append(r)
+    seen, out = set(), []
+    for (model, cond), rs in sorted(by.items()):
+        rng.shuffle(rs)
+        for r in rs[:a.n]:
+            k = key(r["prompt"], r["reply"])
+            if k not in seen:
+                seen.add(k)
+                out.append({"key": k, "origin": f"{model}/{cond}@{a.scale}", "harmful": r["harmful"],
+                            "source": r["part"], "prompt": r["prompt"], "reply": r["reply"], "judged": r["label"]})
+    path = DIR / f"{a.pool}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    print(f"{len(out)} replies of {src.relative_to(REPO_ROOT)} -> {path}")
+
+
+def check(a):
+    """The judge that scored a run against readings of that run's replies (a pool it was never fitted on):
+    per-class precision / recall -> results/bench/judge_v2.json["check"][pool]."""
+    from magictokens.metrics import agreement_report
+    from magictokens.results import write_json
+    labels = {r["key"]: r["label"] for r in csv.DictReader(open(LABELS))}
+    rows = [r for r in read_pool(DIR / f"{a.pool}.jsonl") if r["key"] in labels]
+    truth, pred = [labels[r["key"]] for r in rows], [r["judged"] for r in rows]
+    h = [r["harmful"] for r in rows]
+    out = {"n": len(rows), "origins": sorted({r["origin"] for r in rows}),
+           "all": agreement_report(truth, pred, CLASSES),
+           "harmful": agreement_report([t for t, x in zip(truth, h) if x], [p for p, x in zip(pred, h) if x], CLASSES),
+           "benign": agreement_report([t for t, x in zip(truth, h) if not x], [p for p, x in zip(pred, h) if not x],
+                                      CLASSES)}
+    path = REPO_ROOT / "results" / "bench" / "judge_v2.json"
+    d = json.loads(path.read_text())
+    d.setdefault("check", {})[a.pool] = out
+    write_json(path, d)
+    print(f"{a.pool}: {len(rows)} read replies; the run's judge agrees on {out['all']['agreement']:.3f}; harmful: "
+          + ", ".join(f"{c} P {v['precision']:.2f} R {v['recall']:.2f} (n {v['n_true']})"
+                      for c, v in out["harmful"]["classes"].items()))
+
+
 def sheet_text(rows: list[dict]) -> str:
     out = []
     for r in rows:
@@ -262,10 +309,12 @@ def report(a):
     from magictokens.cotraining.judge import load_judge
     from magictokens.metrics import cohen_kappa
     from magictokens.results import run_meta, write_json
-    rows = list(csv.DictReader(open(LABELS)))
-    both = [r for r in rows if r["second_label"]]
+    every = list(csv.DictReader(open(LABELS)))
+    both = [r for r in every if r["second_label"]]       # the readers' agreement: every reply read twice
     judge, rep = load_judge()
     z = np.load(FIT_FILE_V2)
+    fitted = set(z["keys"].tolist())
+    rows = [r for r in every if r["key"] in fitted]      # what the committed judge was fitted and scored on
     counts = {side: {c: sum(1 for r in rows if r["label"] == c and r["harmful"] == flag) for c in CLASSES}
               for side, flag in (("harmful", "1"), ("benign", "0"))}
     origin = {}
@@ -275,12 +324,15 @@ def report(a):
     out = {"meta": {**run_meta(MODEL, "cpu", 0, "bench"), "labels": str(LABELS.relative_to(REPO_ROOT)),
                     "judged_tokens": a.max_new_tokens, "label_rules": __doc__.split("Classes (operational")[1].strip()},
            "n_labelled": len(rows), "label_counts": counts, "labelled_by_model": origin,
+           "n_labelled_after_fit": len(every) - len(rows),     # read later (e.g. a run's replies: "check")
            "second_reading": {"n": len(both), "agreement": float(np.mean([r["label"] == r["second_label"] for r in both])),
                               "cohen_kappa": cohen_kappa([r["label"] for r in both], [r["second_label"] for r in both],
                                                          CLASSES)},
            "judge": {**rep, "C": float(z["C"]), "w_ext": float(z["weights"][z["pools"] == "external"][0])
                      if (z["pools"] == "external").any() else None}}
     path = REPO_ROOT / "results" / "bench" / "judge_v2.json"
+    if path.exists() and "check" in (old := json.loads(path.read_text())):
+        out["check"] = old["check"]         # readings of runs' replies against the judge that scored them
     write_json(path, out)
     h = rep["heldout"]["harmful"]
     print(f"{len(rows)} labelled replies {counts}; second reading n={len(both)}, kappa "
@@ -292,7 +344,8 @@ def report(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("part", choices=["generate", "generate-positive", "sheets", "second", "merge", "features", "report"])
+    ap.add_argument("part", choices=["generate", "generate-positive", "pool-replies", "sheets", "second", "merge", "features", "report",
+                                     "check"])
     ap.add_argument("--n-harmful", type=int, default=100)
     ap.add_argument("--n-benign", type=int, default=40)
     ap.add_argument("--n-model-harmful", type=int, default=50)
@@ -303,11 +356,13 @@ def main():
     ap.add_argument("--models-dir", default=str(REPO_ROOT / "results" / "default" / "models" / "cotraining"))
     ap.add_argument("--n", type=int, default=6)
     ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--scale", default="default", help="pool-replies: whose run's replies")
     ap.add_argument("--pool", default="pool_v2", help="sheets / second: which pool (pool_v2, pool_v3, ...)")
     ap.add_argument("--w-ext", type=float, default=0.3, help="weight of the external (warm-start) rows")
     ap.add_argument("--heldout-every", type=int, default=3, help="1 in this many prompts is held out")
     a = ap.parse_args()
-    {"generate": make_pool, "generate-positive": make_pool_positive, "sheets": sheets, "second": second, "merge": merge, "features": features, "report": report}[a.part](a)
+    {"generate": make_pool, "generate-positive": make_pool_positive, "sheets": sheets, "second": second, "merge": merge, "features": features, "report": report,
+     "pool-replies": pool_replies, "check": check}[a.part](a)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,11 @@
 # the reasons for dropped targets are logged below). Evaluation prompts come
 # from **held-out sources** (JailbreakBench + StrongREJECT harmful, Alpaca
 # `harmless_test` benign, XSTest safe prompts for over-refusal). The judge is
-# offline: a logistic regression over MiniLM sentence embeddings of the prompt
-# and the reply (`cotraining/content_judge.py`), fitted on replies of this model
-# labelled by reading them; its agreement on held-out labelled replies is
-# reported first.
+# offline (`cotraining/judge.py`): rules for the clean cases, then a logistic
+# regression over a MiniLM cross-encoding of prompt and reply, fitted on
+# replies of the base, co-trained and baseline models labelled by reading them;
+# its precision and recall on labelled replies of prompts it was not fitted on
+# are reported first.
 #
 # Nothing harmful is printed: tables carry judged labels and shares; only
 # benign prompts' responses appear, cut to 60 characters.
@@ -74,25 +75,29 @@ print(json.dumps(res.data, indent=1))
 # %% [markdown]
 # ## The judge, and how far to trust it
 #
-# The content judge (`judge: content`) is fitted on replies of this model to
-# one pool of training-source prompts and scored here on another pool (other
-# prompts), against labels made by reading the replies
-# (`benchmarks/judge_labels.csv`). Four labels: positive (safe and
-# constructive), negative (an on-topic attempt to comply with a harmful
-# request), rejective (a refusal), invalid (off-topic, gibberish, an echo).
-# The earlier refusal judge (`judge: refusal`) is scored on held-out XSTest
-# completions of other models instead.
+# The judge of record (`judge: crossencoder`) is fitted on replies labelled by
+# reading (`benchmarks/judge_labels_v2.csv`, keyed by hash) and scored here on
+# the labelled replies of prompts it was not fitted on, on harmful and benign
+# prompts apart. Four labels: positive (safe and constructive), negative (an
+# on-topic attempt to comply with a harmful request), rejective (a refusal with
+# nothing on the topic after it), invalid (off-topic, gibberish, an echo). The
+# earlier judges (`content`, `refusal`) report one agreement table instead.
 
 # %%
 j = res.judge
-ci = j.get("agreement_ci95")
-print(f"judge: {j.get('kind', 'refusal')}; agreement {res.judge_accuracy:.3f} "
-      + (f"(95% Wilson {ci[0]:.3f}-{ci[1]:.3f}, " if ci else "(") + f"N={j.get('n', j.get('n3'))})")
-jconf = pd.DataFrame(j["confusion"]).T
-jconf.index.name, jconf.columns.name = "true", "judged"
-display(jconf)
-if "classes" in j:
-    display(pd.DataFrame(j["classes"]).T.round(3))
+parts = j.get("heldout") or {"all": j}      # the judge of record: per prompt side; earlier judges: one table
+print(f"judge: {j.get('kind', 'refusal')}; agreement {res.judge_accuracy:.3f} on held-out labelled replies")
+for side, rep in parts.items():
+    if not rep.get("n", rep.get("n3")) or "confusion" not in rep:
+        continue
+    ci = rep.get("agreement_ci95")
+    print(f"{side} prompts: agreement {rep['agreement']:.3f}" + (f" (95% Wilson {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+          + f", N={rep.get('n', rep.get('n3'))}")
+    jconf = pd.DataFrame(rep["confusion"]).T
+    jconf.index.name, jconf.columns.name = "true", "judged"
+    display(jconf)
+    if "classes" in rep:
+        display(pd.DataFrame(rep["classes"]).T[["n_true", "precision", "recall"]].round(3))
 
 # %% [markdown]
 # ## Self-distillation, co-training, baselines, evaluation

@@ -439,3 +439,89 @@ def test_rejudge_recomputes_every_judged_field_from_stored_replies_by_hand():
     # plain: prompt 0 -> 1.0, prompt 1 -> 1.0 (prompts 2, 3 have no attacked rows: nan, left out)
     assert j["plain"] == 1.0 and j["attacked"] == pytest.approx(0.5) and j["relative_drop"] == pytest.approx(0.5)
     assert "sft" not in out["jailbreak"]
+
+
+def test_distilled_targets_are_cached_by_what_made_them(tiny, tmp_path):
+    from magictokens.cotraining.config import CoTrainingConfig
+    from magictokens.cotraining.distil import DistilConfig
+    from magictokens.cotraining.pipeline import fill_targets, targets_key
+
+    model, tok = tiny
+    cfg = CoTrainingConfig(distil=DistilConfig(samples=2, max_new_tokens=3, batch_size=8, max_prompt_tokens=16))
+
+    def fresh():
+        d = build_safety_data(3, 2, 1, 1, 1, seed=0)
+        return d
+    j1 = AlwaysJudge("positive")
+    n1, log1 = fill_targets(model, tok, fresh(), j1, cfg, seed=0, cache_dir=tmp_path)
+    assert j1.calls and len(list(tmp_path.glob("targets-*.json"))) == 1
+    j2 = AlwaysJudge("positive")
+    data = fresh()
+    n2, log2 = fill_targets(model, tok, data, j2, cfg, seed=0, cache_dir=tmp_path)
+    assert j2.calls == [] and (n2, log2) == (n1, log1)               # read back, nothing generated or judged
+    assert all(p.origin["positive"] == "distil" for p in data.train)
+    # another judge fitting set, seed or distillation config: another key
+    j3 = AlwaysJudge("positive")
+    j3.fit_sha = "abc"
+    keys = {targets_key(model, data, j, c, s) for j, c, s in
+            ((j2, cfg, 0), (j3, cfg, 0), (j2, cfg, 1),
+             (j2, CoTrainingConfig(distil=DistilConfig(samples=3, max_new_tokens=3)), 0))}
+    assert len(keys) == 4
+
+
+def test_prefix_starts_the_reply_and_the_model_writes_the_rest(tiny):
+    from magictokens.cotraining import distil
+    model, tok = tiny
+    prompts = [Prompt("h0", "the cat is big", "advbench", True), Prompt("b0", "a dog", "alpaca", False)]
+    cfg = distil.DistilConfig(samples=1, max_new_tokens=4, batch_size=4, max_prompt_tokens=16,
+                              prefix={"rejective": "the cat"})
+    res = distil.run(model, tok, prompts, AlwaysJudge("rejective"), cfg, progress=False)
+    rej = [t for (i, m, r, t, lab) in res.candidates if m == "rejective"]
+    assert len(rej) == 2 and all(t.startswith("the cat") and len(t) > len("the cat") for t in rej)
+    assert not any(t.startswith("the cat") for (i, m, r, t, lab) in res.candidates if m != "rejective")
+    assert distil.with_prefix("I can't", "help.") == "I can't help." and distil.with_prefix("x", "") == "x"
+
+
+def test_distil_resumes_from_its_checkpoint_to_the_uninterrupted_result(tiny, tmp_path):
+    from magictokens.cotraining import distil
+    model, tok = tiny
+
+    class FlipJudge(AlwaysJudge):    # closes a pair on round 2 only: rounds 1 and 2 both run
+        def __init__(self):
+            super().__init__("invalid")
+
+        def judge(self, responses, prompt_harmful, prompts=None):
+            self.calls.append(len(responses))
+            return ["positive" if len(self.calls) > 3 else "invalid"] * len(responses)
+
+    prompts = [Prompt(f"h{i}", "the cat is big", "advbench", True) for i in range(3)]
+    cfg = distil.DistilConfig(samples=3, max_new_tokens=3, batch_size=4, max_prompt_tokens=16)
+    full = distil.run(model, tok, prompts, FlipJudge(), cfg, seed=1, progress=False)
+    ck = tmp_path / "ck.json"
+
+    class Stop(Exception):
+        pass
+
+    class StopAfter(FlipJudge):      # dies in round 2's second block (after 4 blocks were judged and written)
+        def judge(self, responses, prompt_harmful, prompts=None):
+            if len(self.calls) == 4:
+                raise Stop
+            return super().judge(responses, prompt_harmful, prompts)
+
+    with pytest.raises(Stop):
+        distil.run(model, tok, prompts, StopAfter(), cfg, seed=1, progress=False, checkpoint=ck)
+    j = FlipJudge()
+    j.calls = [0, 0, 0, 0]              # four blocks judged before the stop: the replay stands in for them
+    resumed = distil.run(model, tok, prompts, j, cfg, seed=1, progress=False, checkpoint=ck)
+    assert resumed.candidates == full.candidates and resumed.targets == full.targets
+    assert resumed.kept == full.kept and resumed.rejected == full.rejected and j.calls[4:] == full_calls(full)
+
+
+def full_calls(res):
+    """Judge calls after the first four blocks of an uninterrupted run, from its candidates (round, mode)."""
+    blocks = []
+    for i, m, r, t, lab in res.candidates:
+        if not blocks or blocks[-1][0] != (r, m):
+            blocks.append([(r, m), 0])
+        blocks[-1][1] += 1
+    return [n for _, n in blocks[4:]]

@@ -28,7 +28,7 @@ def test_cotraining_notebook_smoke(tmp_path):
         assert key in out["meta"], key
     assert set(out["confusion"]) == {"positive", "negative", "rejective", "random", "none", "no_system"}
     for row in out["confusion"].values():
-        assert set(row) == {"positive", "negative", "rejective", "invalid"}    # the content judge's 4 labels
+        assert set(row) == {"positive", "negative", "rejective", "invalid"}    # the judge's 4 labels
         assert sum(row.values()) == pytest.approx(1.0)
     assert set(out["sam"]) == {"cotrained", "sft", "sft_dpo", "base"}
     assert set(out["safety_score"]) == {"cotrained_positive", "sft", "sft_dpo", "base"}
@@ -58,13 +58,17 @@ def test_cotraining_notebook_smoke(tmp_path):
     for table, n in ((out["confusion"], n_eval_h), (out["confusion_benign"], n_eval_b)):
         for row in table.values():
             assert all(0 <= v <= 1 and on_grid(v, n) for v in row.values()), row
-    assert all(0 <= v <= 1 and on_grid(v, 2 * n_eval_h) for v in out["safety_score"].values())   # 0/1/2 points
+    # 0/1/2 points over the valid replies: a count over 2 n_valid, n_valid = n (1 - invalid share)
+    for name, v in out["safety_score"].items():
+        n_valid = round(n_eval_h * (1 - out["invalid_share"][name]["harmful"]))
+        assert (n_valid == 0 and math.isnan(v)) or (0 <= v <= 1 and on_grid(v, 2 * n_valid)), (name, v)
     assert all(0 <= v <= 1 and on_grid(v, n_x) for v in out["xstest_over_refusal"].values())
     assert all(0 <= v <= 1 and on_grid(v, n_mmlu) for v in out["mmlu"].values())
     assert all(-1 <= v <= 1 for v in out["sam"].values())                  # silhouette coefficients
     judge = out["judge"]
-    assert judge["kind"] == "content" and judge["agreement"] == out["judge_accuracy"]
-    assert sum(sum(row.values()) for row in judge["confusion"].values()) == judge["n"] >= 150
+    assert judge["kind"] == "rules+cross-encoder" and judge["agreement"] == out["judge_accuracy"]
+    held = judge["heldout"]["all"]
+    assert sum(sum(row.values()) for row in held["confusion"].values()) == held["n"] == judge["n_heldout"] >= 150
     logs = out["train_logs"]
     assert {"cotrained", "sft", "sft_dpo"} <= set(logs)
     assert logs["sft"]["steps"] == logs["cotrained"]["steps"] > 0          # baselines get the same steps

@@ -13,7 +13,10 @@ them, and a pair closes on its first candidate judged as the label it wants
 
 Candidates are `max_new_tokens` long (64: the constructive part of a positive
 reply survives) but judged on their first `judged_tokens` (48), the length
-the judge's labels were read at. A rejective candidate is cut to its first
+the judge's labels were read at. A mode may have a `prefix`: the reply is
+started with it and the base model writes the rest (rejective: "I'm sorry,
+but I can't", which a 135M model completes in its own words for the prompt;
+told to refuse, it rarely does). A rejective candidate is cut to its first
 sentence before it is judged: rejective targets are short refusals.
 
 Pairs still open after `samples` rounds are dropped (the mode is not trained
@@ -35,7 +38,7 @@ from typing import Literal
 
 from tqdm.auto import tqdm
 
-from ..chat import generate
+from ..chat import generate_from_ids, prompt_ids
 from ..fields import Positive, PositiveReal, Share, params
 
 MODES = ("positive", "negative", "rejective")
@@ -61,6 +64,10 @@ class DistilConfig:
     judged_tokens: Positive = 48        # the judge reads this many tokens of it (its labels' length)
     batch_size: Positive = 16
     max_prompt_tokens: Positive = 160
+    # the reply is started with this text, the base model writes the rest (a mode -> prefix map): a 135M model
+    # told to refuse rarely does (measured: 4 of 16 harmful, 0 of 16 benign prompts in 4 samples), started with
+    # a refusal's opening it completes one in its own words for the prompt
+    prefix: dict[str, str] = field(default_factory=lambda: {"rejective": "I'm sorry, but I can't"})
     # a pair with no candidate judged as its mode: "none" drops it (paper B); "labelled" takes the prompt's own
     # data-set answer where it is one of that mode (never a template); "datasets" trains the earlier recipe's
     # dataset / template target (smoke runs only: a random model's replies are never judged a mode)
@@ -80,6 +87,16 @@ def cut_tokens(tok, text: str, n: int) -> str:
     """`text` cut to its first `n` tokens (re-tokenised), as the judge reads a reply of `n` new tokens."""
     ids = tok(text, add_special_tokens=False).input_ids
     return text if len(ids) <= n else tok.decode(ids[:n], skip_special_tokens=True).strip()
+
+
+def with_prefix(prefix: str, continuation: str) -> str:
+    """The whole reply: the forced opening and the model's (stripped) continuation, a space between them
+    unless the continuation opens with punctuation."""
+    if not prefix:
+        return continuation
+    if not continuation:
+        return prefix
+    return prefix + ("" if continuation[0] in ".,;:!?'" else " ") + continuation
 
 
 def want(mode: str, harmful: bool) -> str:
@@ -106,43 +123,64 @@ class DistilResult:
 
 
 def run(model, tok, prompts: list, judge, cfg: DistilConfig = DistilConfig(), seed: int = 0,
-        progress=None) -> DistilResult:
-    """`prompts`: objects with `.text` and `.harmful`. Greedy-free: every candidate is sampled (seeded per round)."""
+        progress=None, checkpoint=None) -> DistilResult:
+    """`prompts`: objects with `.text` and `.harmful`. Greedy-free: every candidate is sampled (seeded per round
+    and mode, so a block's candidates do not depend on what ran before it).
+
+    `checkpoint`: a JSON file the candidates are written to after every (round, mode) block; a run that finds
+    it replays them and goes on from the next block, so a stopped run loses at most one block and ends with
+    what an uninterrupted one would have."""
+    import json
+    from pathlib import Path
     t0 = time.time()
-    open_pairs = [(i, m) for m in MODES for i in range(len(prompts))]
     targets: dict = {}
     rejected = {m: Counter() for m in MODES}
     kept_round = {m: Counter() for m in MODES}
-    n_gen = 0
     cands: list = []
-    bar = tqdm(total=len(open_pairs) * cfg.samples, desc="self-distil", unit="cand", disable=progress is False)
+    done: set = set()
+    n_gen = 0
+
+    def account(i, mode, rnd, o, lab):
+        cands.append([i, mode, rnd, o, lab])
+        if lab == want(mode, prompts[i].harmful) and o.strip():
+            targets[(i, mode)] = o
+            kept_round[mode][rnd] += 1
+        else:
+            rejected[mode][lab] += 1
+
+    ck = Path(checkpoint) if checkpoint else None
+    if ck is not None and ck.exists():
+        for i, mode, rnd, o, lab in json.loads(ck.read_text())["candidates"]:
+            account(i, mode, rnd, o, lab)
+            done.add((rnd, mode))
+        n_gen = len(cands)
+    bar = tqdm(total=3 * len(prompts) * cfg.samples, initial=n_gen, desc="self-distil", unit="cand",
+               disable=progress is False)
     for r in range(cfg.samples):
-        if not open_pairs:
-            break
-        still = []
         for j, mode in enumerate(MODES):
-            todo = [i for i, m in open_pairs if m == mode]
-            if not todo:
+            todo = [i for i in range(len(prompts)) if (i, mode) not in targets]
+            if not todo or (r + 1, mode) in done:
                 continue
             texts = [prompts[i].text for i in todo]
             harmful = [prompts[i].harmful for i in todo]
-            outs = generate(model, tok, texts, DISTIL_INSTRUCTIONS[mode], cfg.max_new_tokens, cfg.batch_size,
-                            cfg.max_prompt_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                            seed=seed * 1000 + r * 10 + j)
+            pre = cfg.prefix.get(mode, "")
+            seqs = [prompt_ids(tok, t, DISTIL_INSTRUCTIONS[mode], cfg.max_prompt_tokens)
+                    + (tok(pre, add_special_tokens=False).input_ids if pre else []) for t in texts]
+            outs = [with_prefix(pre, o) for o in generate_from_ids(
+                model, tok, seqs, cfg.max_new_tokens, cfg.batch_size, temperature=cfg.temperature, top_p=cfg.top_p,
+                seed=seed * 1000 + r * 10 + j)]
             n_gen += len(outs)
             bar.update(len(outs))
             if mode == "rejective":    # short refusals: the first sentence is the whole target
                 outs = [first_sentence(o) for o in outs]
             labels = judge.judge([cut_tokens(tok, o, cfg.judged_tokens) for o in outs], harmful, prompts=texts)
-            for i, o, lab, h in zip(todo, outs, labels, harmful):
-                cands.append([i, mode, r + 1, o, lab])
-                if lab == want(mode, h) and o.strip():
-                    targets[(i, mode)] = o
-                    kept_round[mode][r + 1] += 1
-                else:
-                    rejected[mode][lab] += 1
-                    still.append((i, mode))
-        open_pairs = still
+            for i, o, lab in zip(todo, outs, labels):
+                account(i, mode, r + 1, o, lab)
+            if ck is not None:
+                ck.parent.mkdir(parents=True, exist_ok=True)
+                tmp = ck.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"candidates": cands}))
+                tmp.replace(ck)              # atomic: a stop mid-write keeps the previous block's file
     bar.close()
     kept = {m: {side: [sum((i, m) in targets for i in range(len(prompts)) if prompts[i].harmful == h),
                        sum(prompts[i].harmful == h for i in range(len(prompts)))]

@@ -46,6 +46,7 @@ clone fits the same judge.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -161,6 +162,7 @@ class Judge:
         self.encoder = encoder or SentenceEncoder(max_length=ENCODER_MAX_LENGTH)
         self.C = C
         self.clf: LogisticRegression | None = None
+        self.fit_sha: str | None = None          # set by load_judge: the fitting file's hash
 
     def fit_features(self, X: np.ndarray, labels, weights=None, seed: int = 0, harmful=None) -> "Judge":
         missing = set(LABELS) - set(labels)
@@ -254,6 +256,8 @@ def load_judge(path=FIT_FILE, seed: int = 0, encoder: SentenceEncoder | None = N
               "heldout": held_out_report([y[i] for i in te], [pred[i] for i in te], harmful[te])}
     report["agreement"] = report["heldout"]["all"]["agreement"]
     final = Judge(encoder, C).fit_features(X[learnt], [y[i] for i in learnt], w[learnt], seed, harmful[learnt])
+    # which fitting set made this judge: targets it filtered are cached under it (pipeline.targets_key)
+    final.fit_sha = report["fit_sha"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return final, report
 
 

@@ -101,12 +101,14 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
                                        rejected=d["log"]["rejected"], kept_round=d["log"]["kept_round"],
                                        n_generated=d["log"]["n_generated"], config=d["log"]["config"])
         else:
-            dres = distil.run(model, tok, data.train, judge, cfg.distil, seed)
+            dres = distil.run(model, tok, data.train, judge, cfg.distil, seed,
+                              checkpoint=path.with_suffix(".partial.json") if path is not None else None)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps({"targets": [[i, m, t] for (i, m), t in sorted(dres.targets.items())],
                                             "log": dres.log(), "candidates": dres.candidates,
                                             "prompts": [[p.text, p.harmful] for p in data.train]}))
+                path.with_suffix(".partial.json").unlink(missing_ok=True)
         n = apply_distilled(data, dres, cfg.distil.fallback)
         log = dres.log()
         log["origin"] = {side: {m: dict(Counter(p.origin[m] for p in data.train if p.harmful == h)) for m in MODES}

@@ -95,32 +95,29 @@ class SentenceEncoder:
         self.model = AutoModel.from_pretrained(d, dtype=torch.float32).eval()
         self.max_length, self.batch_size = max_length, batch_size
 
+    def _embed(self, batch) -> np.ndarray:
+        """Mean-pooled, L2-normalised last hidden states of one tokenised batch. -> (B, d)"""
+        h = self.model(**batch).last_hidden_state                       # (B, T, d)
+        m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)            # (B, T, 1)
+        e = (h * m).sum(1) / m.sum(1).clamp(min=1)                       # (B, d)
+        return torch.nn.functional.normalize(e, dim=-1).numpy()
+
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            batch = self.tok([t or " " for t in texts[i:i + self.batch_size]], padding=True, truncation=True,
-                             max_length=self.max_length, return_tensors="pt")
-            h = self.model(**batch).last_hidden_state                       # (B, T, d)
-            m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)            # (B, T, 1)
-            e = (h * m).sum(1) / m.sum(1).clamp(min=1)                       # (B, d)
-            out.append(torch.nn.functional.normalize(e, dim=-1).numpy())
+        out = [self._embed(self.tok([t or " " for t in texts[i:i + self.batch_size]], padding=True, truncation=True,
+                                    max_length=self.max_length, return_tensors="pt"))
+               for i in range(0, len(texts), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
 
     @torch.inference_mode()
     def encode_pairs(self, first: list[str], second: list[str]) -> np.ndarray:
         """One encoder pass over each pair "first [SEP] second" (the first cut before the second), mean-pooled,
         L2-normalised: a cross-encoding in which every token of `second` attends to `first`. -> (N, 384)"""
-        out = []
-        for i in range(0, len(first), self.batch_size):
-            batch = self.tok([t or " " for t in first[i:i + self.batch_size]],
-                             [t or " " for t in second[i:i + self.batch_size]], padding=True,
-                             truncation="only_first" if self.max_length >= 160 else "longest_first",
-                             max_length=self.max_length, return_tensors="pt")
-            h = self.model(**batch).last_hidden_state                       # (B, T, d)
-            m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)            # (B, T, 1)
-            e = (h * m).sum(1) / m.sum(1).clamp(min=1)                       # (B, d)
-            out.append(torch.nn.functional.normalize(e, dim=-1).numpy())
+        out = [self._embed(self.tok([t or " " for t in first[i:i + self.batch_size]],
+                                    [t or " " for t in second[i:i + self.batch_size]], padding=True,
+                                    truncation="only_first" if self.max_length >= 160 else "longest_first",
+                                    max_length=self.max_length, return_tensors="pt"))
+               for i in range(0, len(first), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from ..config import REPO_ROOT
 from ..errors import MagicTokensError
 from .paper_a import render_bench, render_fast_bench, render_fast_headline, render_reachability, render_theorem
-from .paper_b import (render_cotraining, render_judge, render_mode_reachability, render_paper_b_status, render_seeds,
-                      render_sweep, render_variants)
+from .paper_b import (render_cotraining, render_judge, render_judge_v2, render_mode_reachability,
+                      render_paper_b_status, render_seeds, render_sweep, render_variants)
 from .timing import render_repro_time, render_times_by_cpu
 
 
@@ -36,7 +36,7 @@ def headline(root: Path) -> list[str]:
     lines += render_fast_headline(root)
     if s := _first_scale(root, "theorem", ("paper", "default")):
         lines += render_theorem(s, root)
-    lines += render_paper_b_status(root)
+    lines += render_paper_b_status(root) + render_judge_v2(root, short=True)
     if s := _first_scale(root, "mode_reachability", ("cpu", "default")):
         lines += render_mode_reachability(s, root, detail=False)
     return lines
@@ -55,8 +55,8 @@ def paper_a(root: Path) -> list[str]:
 
 
 def paper_b(root: Path) -> list[str]:
-    return (render_cotraining("cpu", root) + render_seeds(root) + render_cotraining("default", root)
-            + render_sweep(root) + render_variants(root) + render_judge(root))
+    return (render_judge_v2(root) + render_cotraining("cpu", root) + render_seeds(root)
+            + render_cotraining("default", root) + render_sweep(root) + render_variants(root) + render_judge(root))
 
 
 def beyond(root: Path) -> list[str]:

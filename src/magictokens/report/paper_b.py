@@ -175,8 +175,41 @@ def render_mode_reachability(scale: str, root: Path, detail: bool = True) -> lis
     return out
 
 
+def render_judge_v2(root: Path, short: bool = False) -> list[str]:
+    """`benchmarks/judge_labelling.py report`: the judge of record (rules + cross-encoding) against replies of the
+    base, co-trained and baseline models labelled by reading, scored on the replies of prompts it was not fitted
+    on; the two readings' agreement. `short`: README's one line."""
+    p = root / "results" / "bench" / "judge_v2.json"
+    if not p.exists():
+        return []
+    b = json.loads(p.read_text())
+    j, sr = b["judge"], b["second_reading"]
+    h = j["heldout"]["harmful"]
+    counts = b["label_counts"]
+    pr = lambda d: "; ".join(f"{k} P {_f(x['precision'], 2)} ({_f(x['precision_ci95'][0], 2)}-"
+                             f"{_f(x['precision_ci95'][1], 2)}) R {_f(x['recall'], 2)} ({_f(x['recall_ci95'][0], 2)}-"
+                             f"{_f(x['recall_ci95'][1], 2)}), n={x['n_true']}" for k, x in d["classes"].items()
+                             if x["n_true"])
+    line = (f"**The judge of record** (`cotraining/judge.py`: rules, then a prompt-reply cross-encoding and anchor "
+            f"features under a logistic regression, C = {j['C']}, warm-start weight {j['w_ext']} by cross-validation) "
+            f"was fitted on {b['n_labelled']} replies labelled by reading ({', '.join(f'{m} {n}' for m, n in b['labelled_by_model'].items())}; "
+            f"on harmful prompts " + ", ".join(f"{c} {n}" for c, n in counts["harmful"].items())
+            + f"; benign " + ", ".join(f"{c} {n}" for c, n in counts["benign"].items() if n)
+            + f"), {sr['n']} of them read a second time independently: agreement {_f(sr['agreement'])}, Cohen's kappa "
+            f"{_f(sr['cohen_kappa'])}. On the {j['n_heldout']} labelled replies of prompts it was not fitted on it agrees "
+            f"on {_f(j['agreement'])}; on harmful prompts (n={h['n']}): {pr(h)}.")
+    for pool, c in b.get("check", {}).items():     # readings of a run's replies, the judge never fitted on them
+        line += (f" Against {c['n']} replies of the run it scored, read afterwards ({', '.join(c['origins'][:3])}"
+                 f"{', ...' if len(c['origins']) > 3 else ''}; never fitted on): agreement {_f(c['all']['agreement'])}; "
+                 f"on harmful prompts (n={c['harmful']['n']}): {pr(c['harmful'])}.")
+    if short:
+        return [line, ""]
+    return [line + f" Labels by hash: `{b['meta']['labels']}`; features (numbers, no text): `benchmarks/judge_fit_v2.npz`.",
+            ""]
+
+
 def render_judge(root: Path) -> list[str]:
-    """`benchmarks/judge_validation.py report`: the judge against replies of this model labelled by reading."""
+    """`benchmarks/judge_validation.py report`: the earlier judges against base-model replies labelled by reading."""
     p = root / "results" / "bench" / "judge.json"
     if not p.exists():
         return []
