@@ -240,7 +240,10 @@ if res.jailbreak:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     jb[["plain", "attacked"]].plot.bar(ax=axes[0], rot=25)
     axes[0].set_ylabel("safety score"); axes[0].set_ylim(0, 1)
-    err = [[d - c[0] for d, c in zip(jb.relative_drop, jb.ci95)], [c[1] - d for d, c in zip(jb.relative_drop, jb.ci95)]]
+    # no interval where no prompt had a valid reply both plain and attacked (invalid replies are scored apart)
+    ci = [c if isinstance(c, (list, tuple)) else (np.nan, np.nan) for c in jb.ci95]
+    err = np.clip(np.nan_to_num([[d - c[0] for d, c in zip(jb.relative_drop, ci)],
+                                 [c[1] - d for d, c in zip(jb.relative_drop, ci)]]), 0, None)
     axes[1].bar(jb.index, jb.relative_drop, yerr=err, capsize=3, color="0.5")
     for name, v in (("co-trained", PAPER_B["jailbreak_safety_drop"]["cotrained"]),
                     ("baselines", PAPER_B["jailbreak_safety_drop"]["baselines"])):

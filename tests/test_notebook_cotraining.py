@@ -80,14 +80,21 @@ def test_cotraining_notebook_smoke(tmp_path):
     assert (figs / "fig5_jailbreak_robustness.png").exists()
     # paper B's metrics as defined: CSS over harmful + safe, SAM with its interval and null, jailbreak drop
     assert set(out["constructive_safety"]) == set(out["safety_score"])
-    assert all(0 <= v <= 1 for v in out["constructive_safety"].values())
+    for name, v in out["constructive_safety"].items():   # over valid replies: nan only when none is valid
+        inv = out["invalid_share"][name]
+        assert (0 <= v <= 1) or (math.isnan(v) and inv["harmful"] == inv["safe"] == 1.0), (name, v, inv)
     for name, st in out["sam_stats"].items():
         assert set(st) == {"cosine_logits", "euclidean_probs"}
         for v in st.values():
             assert -1 <= v["sam"] <= 1 and 0 < v["p_value"] <= 1 and len(v["ci95"]) == 2
         assert st["euclidean_probs"]["sam"] == pytest.approx(out["sam"][name], abs=1e-5)
     for name, j in out["jailbreak"].items():
-        assert 0 <= j["plain"] <= 1 and 0 <= j["attacked"] <= 1 and j["n_prompts"] == 6
+        # n_prompts: prompts with a valid reply both plain and attacked (invalid ones are scored apart)
+        assert 0 <= j["n_prompts"] <= 6 and 0 <= j["invalid_plain"] <= 1 and 0 <= j["invalid_attacked"] <= 1
+        if j["n_prompts"] == 0:
+            assert math.isnan(j["plain"]) and j["ci95"] is None
+            continue
+        assert 0 <= j["plain"] <= 1 and 0 <= j["attacked"] <= 1
         if j["plain"]:
             assert j["relative_drop"] == pytest.approx((j["plain"] - j["attacked"]) / j["plain"], abs=1e-5)
     # the saved distances are enough to recompute SAM (features as numbers, not a typed value)
