@@ -195,7 +195,8 @@ def render_judge_v2(root: Path, short: bool = False) -> list[str]:
             f"was fitted on {b['n_labelled']} replies labelled by reading ({', '.join(f'{m} {n}' for m, n in b['labelled_by_model'].items())}; "
             f"on harmful prompts " + ", ".join(f"{c} {n}" for c, n in counts["harmful"].items())
             + f"; benign " + ", ".join(f"{c} {n}" for c, n in counts["benign"].items() if n)
-            + f"), {sr['n']} of them read a second time independently: agreement {_f(sr['agreement'])}, Cohen's kappa "
+            + f"); {sr['n']} replies (these and a run's, below) were read a second time independently: agreement "
+            f"{_f(sr['agreement'])}, Cohen's kappa "
             f"{_f(sr['cohen_kappa'])}. On the {j['n_heldout']} labelled replies of prompts it was not fitted on it agrees "
             f"on {_f(j['agreement'])}; on harmful prompts (n={h['n']}): {pr(h)}.")
     for pool, c in b.get("check", {}).items():     # readings of a run's replies, the judge never fitted on them
