@@ -172,17 +172,13 @@ def pool_replies(a):
 def check(a):
     """The judge that scored a run against readings of that run's replies (a pool it was never fitted on):
     per-class precision / recall -> results/bench/judge_v2.json["check"][pool]."""
-    from magictokens.metrics import agreement_report
+    from magictokens.cotraining.judge import held_out_report
     from magictokens.results import write_json
     labels = {r["key"]: r["label"] for r in csv.DictReader(open(LABELS))}
     rows = [r for r in read_pool(DIR / f"{a.pool}.jsonl") if r["key"] in labels]
     truth, pred = [labels[r["key"]] for r in rows], [r["judged"] for r in rows]
     h = [r["harmful"] for r in rows]
-    out = {"n": len(rows), "origins": sorted({r["origin"] for r in rows}),
-           "all": agreement_report(truth, pred, CLASSES),
-           "harmful": agreement_report([t for t, x in zip(truth, h) if x], [p for p, x in zip(pred, h) if x], CLASSES),
-           "benign": agreement_report([t for t, x in zip(truth, h) if not x], [p for p, x in zip(pred, h) if not x],
-                                      CLASSES)}
+    out = {"n": len(rows), "origins": sorted({r["origin"] for r in rows}), **held_out_report(truth, pred, h)}
     path = REPO_ROOT / "results" / "bench" / "judge_v2.json"
     d = json.loads(path.read_text())
     d.setdefault("check", {})[a.pool] = out
