@@ -192,6 +192,28 @@ def test_sft_lowers_response_loss_and_leaves_input_model(tiny, lora):
     assert type(trained).__name__ == type(model).__name__       # LoRA merged back
 
 
+@pytest.mark.parametrize("lora", [True, False])
+def test_a_finished_training_resumes_from_its_save_dir_and_a_changed_run_retrains(tiny, lora, tmp_path):
+    model, tok = tiny
+    cfg = T.TrainConfig(lora=lora, lr=1e-2 if lora else 3e-3, batch_size=4, bf16_autocast=False)
+    rows = _tiny_rows() * 4
+    trained, log = T.sft(model, tok, rows, cfg, seed=1, steps=6, save_dir=tmp_path / "a")
+    again, log2 = T.sft(model, tok, rows, cfg, seed=1, steps=6, save_dir=tmp_path / "a")
+    assert log2.resumed and not log.resumed and log2.losses == log.losses and log2.seconds == log.seconds
+    s1, s2 = trained.state_dict(), again.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)          # the saved weights, as training merged them
+    assert all(p.requires_grad for p in again.parameters()) and type(again).__name__ == type(model).__name__
+    _, log3 = T.sft(model, tok, rows, cfg, seed=2, steps=6, save_dir=tmp_path / "a")   # another seed: trains
+    assert not log3.resumed and log3.losses != log.losses
+    pairs = [{"prompt": "the cat", "chosen": "yes good", "rejected": "no bad", "system": None}] * 4
+    d1, dl = T.dpo(trained, tok, pairs, cfg, T.DPOConfig(lr=5e-2), save_dir=tmp_path / "d")
+    d2, dl2 = T.dpo(trained, tok, pairs, cfg, T.DPOConfig(lr=5e-2), save_dir=tmp_path / "d")
+    assert dl2.resumed and dl2.losses == dl.losses
+    assert all(torch.equal(a, b) for a, b in zip(d1.state_dict().values(), d2.state_dict().values()))
+    _, dl3 = T.dpo(model, tok, pairs, cfg, T.DPOConfig(lr=5e-2), save_dir=tmp_path / "d")   # another input model
+    assert not dl3.resumed
+
+
 def test_dpo_prefers_chosen(tiny):
     model, tok = tiny
     pairs = [{"prompt": "the cat", "chosen": "yes good", "rejected": "no bad", "system": None}] * 4

@@ -81,3 +81,24 @@ def test_real_model_lora_steps_repeat_at_fixed_threads():
         outs.append(subprocess.run([sys.executable, "-c", SFT_SCRIPT], env=env, capture_output=True, text=True,
                                    timeout=600, check=True).stdout.strip().splitlines()[-1])
     assert outs[0] == outs[1]
+
+
+@pytest.mark.notebook
+def test_a_rerun_of_the_cotraining_stage_resumes_training_and_generates_nothing(tmp_path, monkeypatch):
+    """A stage stopped after training (or rerun with another judge) loads the adapters and the replies it saved:
+    the same numbers, no optimizer step, no generation."""
+    from magictokens.cotraining import evaluate, training
+    from magictokens.stages.cotraining import run
+    first = run("smoke", tmp_path, progress=lambda *a: None)
+    models = tmp_path / "results" / "smoke" / "models" / "cotraining"
+    assert (models / "generations.jsonl").exists() and (models / "cotrained" / "train.json").exists()
+
+    def boom(*a, **k):
+        raise AssertionError("generated or trained again")
+    monkeypatch.setattr(evaluate, "generate", boom)
+    monkeypatch.setattr(training.torch.optim, "AdamW", boom)
+    again = run("smoke", tmp_path, progress=lambda *a: None)
+    for k in ("confusion", "confusion_benign", "safety_score", "xstest_over_refusal", "mmlu", "sam", "train_logs",
+              "jailbreak", "distil"):
+        assert json.dumps(getattr(again, k), sort_keys=True, default=str) == \
+            json.dumps(getattr(first, k), sort_keys=True, default=str), k

@@ -11,12 +11,23 @@ of the generation batch: alone it is one process's loop; under `accelerate
 launch` each process generates its share of the batches and every process
 gets every reply back in order, so the numbers are the single process's. The
 judge then reads all replies on every process (cheap next to generation).
+
+With a `cache` file (the stage's: `generations.jsonl` beside the adapters,
+gitignored) every generation call's replies are appended to it under a key
+(the model's weights, the system prompt, the prompts, the generation
+settings), and a call whose key is there reads them: an evaluation stopped
+mid-way resumes after its last finished call, and a rerun with another judge
+generates nothing. Whole calls are cached, not single replies, so a resumed
+run's replies are those of an uninterrupted one (batch composition unchanged).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,9 +35,45 @@ import torch
 from .. import metrics as M
 from ..chat import NO_SYSTEM, first_token_logits, generate, pad_id
 from ..data import data_path
-from ..distributed import map_ranks
+from ..distributed import map_ranks, world
 from .data import MODES, SafetyData
 from .jailbreaks import load_templates, wrap_prompts
+from .training import fingerprint
+
+
+class GenCache:
+    """Replies of whole generation calls, keyed by what they depend on, in an append-only JSON-lines file
+    (module docstring). A line cut by a stop mid-write is skipped on reading. Only process 0 writes."""
+
+    def __init__(self, path=None):
+        self.path = Path(path) if path else None
+        self.rows: dict[str, list[str]] = {}
+        self.hits = 0
+        if self.path is not None and self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.rows[d["key"]] = d["replies"]
+
+    @staticmethod
+    def key(model_id: str, system, prompts: list[str], settings: dict) -> str:
+        blob = json.dumps({"model": model_id, "system": system, "prompts": prompts, **settings}, sort_keys=True,
+                          default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def get(self, key: str, make) -> list[str]:
+        if key in self.rows:
+            self.hits += 1
+            return self.rows[key]
+        out = make()
+        self.rows[key] = out
+        if self.path is not None and world()[0] == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "replies": out}) + "\n")
+        return out
 
 
 def read_mmlu(n: int, seed: int = 0, data_dir=None) -> list[dict]:
@@ -76,10 +123,13 @@ def mmlu_hits(model, tok, questions: list[dict], batch_size: int = 8) -> list[bo
 
 
 def evaluate(models: dict, tok, data: SafetyData, judge, cfg, tokens: dict, seed: int = 0,
-             progress=print) -> tuple[dict, dict]:
+             progress=print, cache=None) -> tuple[dict, dict]:
     """Judge every model. `models`: name -> model ("cotrained" first, then any of sft, sft_dpo, base);
-    `cfg`: the CoTrainingConfig. -> (CoTrainingResult's evaluation fields, seconds per part)."""
+    `cfg`: the CoTrainingConfig; `cache`: a `GenCache` file (module docstring).
+    -> (CoTrainingResult's evaluation fields, seconds per part)."""
     secs: dict[str, float] = {}
+    store = GenCache(cache)
+    ids: dict[int, str] = {}                     # id(model) -> its weights' fingerprint (once per model)
     tp = cfg.train.max_prompt_tokens
     replies: list[dict] = []      # every judged reply: kept beside the adapters (never git), re-judged later
 
@@ -91,8 +141,14 @@ def evaluate(models: dict, tok, data: SafetyData, judge, cfg, tokens: dict, seed
         return labels
 
     def gen(m, prompts, system, max_prompt_tokens=tp):
-        return map_ranks(lambda part: generate(m, tok, part, system, cfg.max_new_tokens, cfg.gen_batch_size,
-                                               max_prompt_tokens), prompts, cfg.gen_batch_size)
+        if store.path is not None and id(m) not in ids:
+            ids[id(m)] = fingerprint(m)
+        key = store.key(ids.get(id(m), ""), system, prompts, {"max_new_tokens": cfg.max_new_tokens,
+                        "batch": cfg.gen_batch_size, "max_prompt_tokens": max_prompt_tokens, "world": world()[1],
+                        "device": next(m.parameters()).device.type})
+        return store.get(key, lambda: map_ranks(lambda part: generate(m, tok, part, system, cfg.max_new_tokens,
+                                                                      cfg.gen_batch_size, max_prompt_tokens),
+                                                prompts, cfg.gen_batch_size))
 
     # 1. controllability: every condition on held-out harmful + benign prompts
     t = time.time()

@@ -189,6 +189,12 @@ def model_names(cfg: CoTrainingConfig) -> list[str]:
     return ["cotrained", *(b for b in ("sft", "sft_dpo", "base") if b in cfg.baselines)]
 
 
+def took(t0: float, log) -> float:
+    """Seconds a training took: the wall time since `t0`, or, where it was resumed from a finished run
+    (`training` saves one), that run's training time, so a resumed stage still states what a seed costs."""
+    return log.seconds if log.resumed else time.time() - t0
+
+
 def train(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict, seed: int = 0,
           save_dir=None, progress=print) -> Trained:
     """Self-distil missing targets, co-train, train the baselines (adapters saved under `save_dir`)."""
@@ -206,19 +212,19 @@ def train(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: di
     t = time.time()
     models, logs = {}, {}
     models["cotrained"], logs["cotrained"] = sft(model, tok, rows, cfg.train, seed, budget, save("cotrained"))
-    secs["train_cotrained"] = time.time() - t
+    secs["train_cotrained"] = took(t, logs["cotrained"])
     progress(f"co-trained: {budget} steps, {logs['cotrained'].tokens_per_s:.0f} tok/s, "
              f"loss {logs['cotrained'].losses[0]:.2f} -> {logs['cotrained'].losses[-1]:.2f}")
     if "sft" in cfg.baselines or "sft_dpo" in cfg.baselines:
         t = time.time()
         models["sft"], logs["sft"] = sft(model, tok, sft_rows(data), cfg.train, seed, budget, save("sft"))
-        secs["train_sft"] = time.time() - t
+        secs["train_sft"] = took(t, logs["sft"])
         progress(f"sft: {budget} steps, loss {logs['sft'].losses[0]:.2f} -> {logs['sft'].losses[-1]:.2f}")
     if "sft_dpo" in cfg.baselines:
         t = time.time()
         models["sft_dpo"], logs["sft_dpo"] = dpo(models["sft"], tok, dpo_pairs(data), cfg.train, cfg.dpo, seed,
                                                  save("sft_dpo"))
-        secs["train_dpo"] = time.time() - t
+        secs["train_dpo"] = took(t, logs["sft_dpo"])
         progress(f"dpo: {logs['sft_dpo'].steps} steps, loss {logs['sft_dpo'].losses[0]:.3f} -> {logs['sft_dpo'].losses[-1]:.3f}")
     models["base"] = model
     return Trained({name: models[name] for name in model_names(cfg)}, logs, n_distilled, distil_log, secs)
@@ -248,7 +254,10 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     for name, m in trained.models.items():
         if name != "base":
             from_rank0(m)
-    fields, secs = evaluate(trained.models, tok, data, judge, cfg, tokens, seed, progress)
+    # every generation call's replies kept beside the adapters: a stopped evaluation resumes, a new judge
+    # re-scores without generating (`evaluate.GenCache`)
+    fields, secs = evaluate(trained.models, tok, data, judge, cfg, tokens, seed, progress,
+                            cache=Path(save_dir) / "generations.jsonl" if save_dir else None)
     return CoTrainingResult(
         tokens=tokens, **fields,
         train_logs={k: {"steps": v.steps, "tokens": v.tokens, "seconds": round(v.seconds, 1),

@@ -9,20 +9,29 @@ Nothing here evaluates (that is the co-training experiment's job).
 
     model, log = sft(model, tok, rows, TrainConfig(), seed, steps, save_dir)
     model, log = dpo(model, tok, pairs, TrainConfig(), DPOConfig(), seed, save_dir)
+
+With `save_dir` a finished run also writes `train.json`: its key (a hash of
+the input model's weights, the rows, both configs, the seed, the step budget
+and the thread count) and its log. A later call with the same key loads the
+saved weights instead of training again, so a stage stopped after training
+resumes at evaluation (the weights are the ones that run saved: a LoRA
+adapter merged as training merges it).
 """
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
-from safetensors.torch import save_model
+from safetensors.torch import load_model, save_model
 
 from ..chat import end_of_turn_id, pad_id, prompt_ids
 from ..errors import MagicTokensError
@@ -110,6 +119,7 @@ class TrainLog:
     tokens: int = 0
     seconds: float = 0.0
     losses: list = field(default_factory=list)
+    resumed: bool = False           # loaded from a finished run's save_dir (`seconds`: that run's)
 
     @property
     def tokens_per_s(self) -> float:
@@ -128,20 +138,63 @@ def _attach(model, cfg: TrainConfig, seed: int):
     return model, list(model.parameters())
 
 
-def _detach(model, cfg: TrainConfig, save_dir: str | Path | None):
-    """Save (adapter or weights) and return a plain model with gradients on (CPU bf16 speed)."""
+def fingerprint(model) -> str:
+    """sha256 over every parameter's name and bytes, 16 hex digits: which weights a run trained from."""
+    h = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_key(kind: str, model, data: list, seed: int, steps: int | None, *cfgs) -> str:
+    """What a training run's weights depend on, hashed (module docstring)."""
+    blob = json.dumps({"kind": kind, "model": fingerprint(model), "data": data, "seed": seed, "steps": steps,
+                       "cfgs": [asdict(c) for c in cfgs], "threads": torch.get_num_threads()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _plain(model):
+    """A plain module with gradients on, in eval mode (CPU bf16 speed: module docstring)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()
+
+
+def _resume(model, cfg: TrainConfig, save_dir, key: str):
+    """(the saved weights on a copy of `model`, their TrainLog) if `save_dir` holds a finished run of `key`,
+    else None."""
+    if save_dir is None or not (Path(save_dir) / "train.json").exists():
+        return None
+    d = json.loads((Path(save_dir) / "train.json").read_text())
+    if d.get("key") != key:
+        return None
+    model = copy.deepcopy(model)
+    if cfg.lora:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, str(save_dir)).merge_and_unload()
+    else:
+        load_model(model, str(Path(save_dir) / "model.safetensors"))
+    return _plain(model), TrainLog(**{**d["log"], "resumed": True})
+
+
+def _detach(model, cfg: TrainConfig, save_dir: str | Path | None, key: str = "", log: "TrainLog | None" = None):
+    """Save (adapter or weights, then `train.json`: the run is finished) and return a plain model with
+    gradients on (CPU bf16 speed)."""
     if save_dir is not None:
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
+        (save_dir / "train.json").unlink(missing_ok=True)
         if cfg.lora:
             model.save_pretrained(save_dir)
         else:
             save_model(model, str(save_dir / "model.safetensors"))
+        if log is not None:
+            (save_dir / "train.json").write_text(json.dumps({"key": key, "log": asdict(log)}))
     if cfg.lora:
         model = model.merge_and_unload()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model.eval()
+    return _plain(model)
 
 
 def autocast_on(setting: bool | str, device) -> bool:
@@ -168,6 +221,9 @@ def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: in
     """
     if not rows:
         raise MagicTokensError("sft: no training rows")
+    key = run_key("sft", model, rows, seed, steps, cfg) if save_dir is not None else ""
+    if (done := _resume(model, cfg, save_dir, key)) is not None:
+        return done
     model = copy.deepcopy(model)
     model, params = _attach(model, cfg, seed)
     enc = [encode_example(tok, r["prompt"], r["response"], r.get("system"), cfg) for r in rows]
@@ -195,13 +251,16 @@ def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: in
         log.tokens += int(batch["attention_mask"].sum())
         log.losses.append(float(loss.detach()))
     log.seconds = time.time() - t0
-    return _detach(model, cfg, save_dir), log
+    return _detach(model, cfg, save_dir, key, log), log
 
 
 def dpo(model, tok, pairs: list[dict], cfg: TrainConfig, dcfg: DPOConfig, seed: int = 0, save_dir=None):
     """DPO from `model` (also the frozen reference) on pairs {prompt, chosen, rejected, system}."""
     if not pairs:
         raise MagicTokensError("dpo: no preference pairs")
+    key = run_key("dpo", model, pairs, seed, None, cfg, dcfg) if save_dir is not None else ""
+    if (done := _resume(model, cfg, save_dir, key)) is not None:
+        return done
     dev = next(model.parameters()).device
     ch = [encode_example(tok, p["prompt"], p["chosen"], p.get("system"), cfg) for p in pairs]
     rj = [encode_example(tok, p["prompt"], p["rejected"], p.get("system"), cfg) for p in pairs]
@@ -238,4 +297,4 @@ def dpo(model, tok, pairs: list[dict], cfg: TrainConfig, dcfg: DPOConfig, seed: 
             log.tokens += ntok
             log.losses.append(float(loss.detach()))
     log.seconds = time.time() - t0
-    return _detach(policy, cfg, save_dir), log
+    return _detach(policy, cfg, save_dir, key, log), log
