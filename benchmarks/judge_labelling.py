@@ -169,6 +169,36 @@ def pool_replies(a):
     print(f"{len(out)} replies of {src.relative_to(REPO_ROOT)} -> {path}")
 
 
+def pool_candidates(a):
+    """A pool from a run's self-distillation candidates (`targets-*.json` or its `.partial.json` beside the
+    adapters): `--n` sampled uniformly (not by judged label) among the candidates of mode `--mode` on harmful
+    prompts, cut to the judged length as the judge read them. The training prompts are rebuilt from the
+    scale's params (the partial file holds prompt indices only)."""
+    from magictokens.cotraining.config import CoTrainingConfig, data_seed
+    from magictokens.cotraining.distil import cut_tokens
+    from magictokens.config import stage_params
+    d = REPO_ROOT / "results" / a.scale / "models" / "cotraining"
+    files = sorted(d.glob("targets-*.json"), key=lambda f: f.stat().st_mtime)
+    if not files:
+        raise SystemExit(f"no targets-*.json in {d}: run the scale's cotraining stage first")
+    cands = json.loads(files[-1].read_text())["candidates"]
+    P, cfg = stage_params(a.scale, "cotraining", CoTrainingConfig, None)
+    data = build_safety_data(cfg.n_train_harmful, cfg.n_train_benign, cfg.n_eval_harmful, cfg.n_eval_benign,
+                             cfg.n_xstest, seed=data_seed(cfg, P["seed"]), max_chars=cfg.max_prompt_chars,
+                             targets=cfg.targets)
+    _, tok = load_model(P["model"], dtype="float32", device="cpu")
+    pick = [c for c in cands if c[1] == a.mode and data.train[c[0]].harmful]
+    rng = random.Random(5)
+    out = []
+    for i, mode, rnd, text, lab in rng.sample(pick, min(a.n, len(pick))):
+        prompt, reply = data.train[i].text, cut_tokens(tok, text, a.max_new_tokens)
+        out.append({"key": key(prompt, reply), "origin": f"base/{mode}-instruction@{a.scale}-distil",
+                    "harmful": True, "source": "harmful", "prompt": prompt, "reply": reply, "judged": lab})
+    path = DIR / f"{a.pool}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    print(f"{len(out)} of {len(pick)} {a.mode} candidates on harmful prompts ({files[-1].name}) -> {path}")
+
+
 def check(a):
     """The judge that scored a run against readings of that run's replies (a pool it was never fitted on):
     per-class precision / recall -> results/bench/judge_v2.json["check"][pool]."""
@@ -340,7 +370,7 @@ def report(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("part", choices=["generate", "generate-positive", "pool-replies", "sheets", "second", "merge", "features", "report",
+    ap.add_argument("part", choices=["generate", "generate-positive", "pool-replies", "pool-candidates", "sheets", "second", "merge", "features", "report",
                                      "check"])
     ap.add_argument("--n-harmful", type=int, default=100)
     ap.add_argument("--n-benign", type=int, default=40)
@@ -352,13 +382,14 @@ def main():
     ap.add_argument("--models-dir", default=str(REPO_ROOT / "results" / "default" / "models" / "cotraining"))
     ap.add_argument("--n", type=int, default=6)
     ap.add_argument("--samples", type=int, default=2)
-    ap.add_argument("--scale", default="default", help="pool-replies: whose run's replies")
+    ap.add_argument("--scale", default="default", help="pool-replies / pool-candidates: whose run")
+    ap.add_argument("--mode", default="positive", help="pool-candidates: which mode's candidates")
     ap.add_argument("--pool", default="pool_v2", help="sheets / second: which pool (pool_v2, pool_v3, ...)")
     ap.add_argument("--w-ext", type=float, default=0.3, help="weight of the external (warm-start) rows")
     ap.add_argument("--heldout-every", type=int, default=3, help="1 in this many prompts is held out")
     a = ap.parse_args()
     {"generate": make_pool, "generate-positive": make_pool_positive, "sheets": sheets, "second": second, "merge": merge, "features": features, "report": report,
-     "pool-replies": pool_replies, "check": check}[a.part](a)
+     "pool-replies": pool_replies, "pool-candidates": pool_candidates, "check": check}[a.part](a)
 
 
 if __name__ == "__main__":

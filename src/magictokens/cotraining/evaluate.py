@@ -36,9 +36,9 @@ from .. import metrics as M
 from ..chat import NO_SYSTEM, first_token_logits, generate, pad_id
 from ..data import data_path
 from ..distributed import map_ranks, world
+from ..models import weights_digest
 from .data import MODES, SafetyData
 from .jailbreaks import load_templates, wrap_prompts
-from .training import fingerprint
 
 
 class GenCache:
@@ -142,7 +142,7 @@ def evaluate(models: dict, tok, data: SafetyData, judge, cfg, tokens: dict, seed
 
     def gen(m, prompts, system, max_prompt_tokens=tp):
         if store.path is not None and id(m) not in ids:
-            ids[id(m)] = fingerprint(m)
+            ids[id(m)] = weights_digest(m)
         key = store.key(ids.get(id(m), ""), system, prompts, {"max_new_tokens": cfg.max_new_tokens,
                         "batch": cfg.gen_batch_size, "max_prompt_tokens": max_prompt_tokens, "world": world()[1],
                         "device": next(m.parameters()).device.type})

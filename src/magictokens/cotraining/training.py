@@ -11,7 +11,7 @@ Nothing here evaluates (that is the co-training experiment's job).
     model, log = dpo(model, tok, pairs, TrainConfig(), DPOConfig(), seed, save_dir)
 
 With `save_dir` a finished run also writes `train.json`: its key (a hash of
-the input model's weights, the rows, both configs, the seed, the step budget
+the input model's weights (`models.weights_digest`), the rows, both configs, the seed, the step budget
 and the thread count) and its log. A later call with the same key loads the
 saved weights instead of training again, so a stage stopped after training
 resumes at evaluation (the weights are the ones that run saved: a LoRA
@@ -37,6 +37,7 @@ from ..chat import end_of_turn_id, pad_id, prompt_ids
 from ..errors import MagicTokensError
 from ..fields import AutoFlag, Count, Flag, Positive, PositiveReal, Real, params
 from ..hardware import AUTO, native_bf16
+from ..models import weights_digest
 
 
 IGNORE = -100
@@ -138,18 +139,9 @@ def _attach(model, cfg: TrainConfig, seed: int):
     return model, list(model.parameters())
 
 
-def fingerprint(model) -> str:
-    """sha256 over every parameter's name and bytes, 16 hex digits: which weights a run trained from."""
-    h = hashlib.sha256()
-    for name, p in model.state_dict().items():
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def run_key(kind: str, model, data: list, seed: int, steps: int | None, *cfgs) -> str:
     """What a training run's weights depend on, hashed (module docstring)."""
-    blob = json.dumps({"kind": kind, "model": fingerprint(model), "data": data, "seed": seed, "steps": steps,
+    blob = json.dumps({"kind": kind, "model": weights_digest(model), "data": data, "seed": seed, "steps": steps,
                        "cfgs": [asdict(c) for c in cfgs], "threads": torch.get_num_threads()},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
