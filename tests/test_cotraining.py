@@ -214,6 +214,32 @@ def test_a_finished_training_resumes_from_its_save_dir_and_a_changed_run_retrain
     assert not dl3.resumed
 
 
+@pytest.mark.parametrize("lora", [True, False])
+def test_a_stopped_sft_goes_on_from_its_checkpoint_to_the_uninterrupted_weights(tiny, lora, tmp_path, monkeypatch):
+    model, tok = tiny
+    cfg = T.TrainConfig(lora=lora, lr=1e-2 if lora else 3e-3, batch_size=3, bf16_autocast=False)
+    rows = _tiny_rows() * 4                       # 8 rows, batches of 3: the order crosses passes
+    whole, log = T.sft(model, tok, rows, cfg, seed=3, steps=9, save_dir=tmp_path / "whole", checkpoint_every=2)
+    assert not (tmp_path / "whole" / "checkpoint.pt").exists()      # a finished run leaves train.json only
+    real, calls = T.response_loss, []
+
+    def stop_at_6(m, b):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt                # a stop during step 6: steps 1-4 are checkpointed
+        return real(m, b)
+    monkeypatch.setattr(T, "response_loss", stop_at_6)
+    with pytest.raises(KeyboardInterrupt):
+        T.sft(model, tok, rows, cfg, seed=3, steps=9, save_dir=tmp_path / "cut", checkpoint_every=2)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 4
+    monkeypatch.setattr(T, "response_loss", real)
+    calls.clear()
+    resumed, log2 = T.sft(model, tok, rows, cfg, seed=3, steps=9, save_dir=tmp_path / "cut", checkpoint_every=2)
+    assert log2.steps == 9 and log2.losses == log.losses and not log2.resumed
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_dpo_prefers_chosen(tiny):
     model, tok = tiny
     pairs = [{"prompt": "the cat", "chosen": "yes good", "rejected": "no bad", "system": None}] * 4
