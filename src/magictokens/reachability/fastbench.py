@@ -28,7 +28,7 @@ from ..models import DEFAULT_MODEL
 from ..results import REPO_ROOT, device_name, versions
 from . import headtohead as H
 from .calibration import calibration_summary
-from .instances import Instance, sample_wikitext_instances
+from .instances import Instance, sample_wikitext_instances, special_prefix
 from .stats import k0_census, summarize
 
 TARGETS = {"evals_median": 5000, "seconds_median": 60, "share_k_le_paper": 0.9}
@@ -100,9 +100,9 @@ def searched_true_token(judge, tokenizer, text: str, lengths, n_per_len: int, n:
     """The first `n` true-token instances (seed 0, then a fixed shuffle) that k = 0 does not solve."""
     insts = sample_wikitext_instances(tokenizer, text, lengths, n_per_len, seed=0)
     random.Random("bench-order").shuffle(insts)
-    out = []
+    out, prefix = [], special_prefix(tokenizer)
     for x in insts:
-        if k0_census(judge, [x])["eps0"] == 1.0:       # y is not already the argmax
+        if k0_census(judge, [x], prefix_ids=prefix)["eps0"] == 1.0:       # y is not already the argmax
             out.append(x)
         if len(out) == n:
             break

@@ -6,6 +6,13 @@ families (paper A, Sec. 5):
 * ``true_token``   x0 = a random Wikitext span, y = the token that follows it
 * ``top75``        y = one of the model's own `top_n` most likely next tokens
 * ``uniform_rank`` y = the tokens at ranks 0, V/n, 2V/n, ... of P(. | x0)
+
+"P(. | x0)" is, exactly, P(. | [special prefix] + x0), and a control prompt u
+goes between the two: [special prefix] + u + x0. The special prefix is what
+the tokenizer puts before any text by default (`special_prefix`: Gemma-3's
+[<bos>]; SmolLM2 has none, so for it this is x0 and u + x0 as in the paper):
+a model trained with <bos> always first is out of distribution without it,
+and its k = 0 ranks and searched prompts would describe that artefact.
 """
 from __future__ import annotations
 
@@ -98,21 +105,27 @@ def authors_csv_instances(tokenizer, csv_path: str | Path, lengths, n_per_len: i
 
 
 @torch.inference_mode()
-def next_token_logits(model, x0_ids) -> torch.Tensor:
-    """(|x0|,) -> (V,) fp32 logits of the uncontrolled next token."""
-    ids = torch.as_tensor(x0_ids, device=model.device)[None]
+def next_token_logits(model, x0_ids, prefix_ids=()) -> torch.Tensor:
+    """(|x0|,) -> (V,) fp32 logits of the uncontrolled next token, P(. | [special prefix] + x0).
+
+    `prefix_ids`: the tokenizer's special prefix (`special_prefix`; [] for SmolLM2, [<bos>] for Gemma),
+    scored in front of x0 as the searches score it in front of u + x0.
+    """
+    ids = torch.as_tensor([int(t) for t in prefix_ids] + [int(t) for t in x0_ids], device=model.device)[None]
     return model(input_ids=ids, logits_to_keep=1).logits[0, -1].float().cpu()
 
 
-def top_n_instances(model, x0s: list[Instance], top_n: int, n_targets: int, seed: int) -> list[Instance]:
+def top_n_instances(model, x0s: list[Instance], top_n: int, n_targets: int, seed: int,
+                    prefix_ids=()) -> list[Instance]:
     """Targets among the model's own `top_n` next tokens: one seeded rank from each of
-    `n_targets` equal strata of 0..top_n-1 (all of them when n_targets = top_n)."""
+    `n_targets` equal strata of 0..top_n-1 (all of them when n_targets = top_n).
+    Ranks are those of P(. | [special prefix] + x0) (`prefix_ids`, see `next_token_logits`)."""
     if not 0 < n_targets <= top_n:
         raise MagicTokensError(f"top75.n_targets={n_targets}: want 1 <= n_targets <= top_n={top_n}")
     rng = np.random.default_rng(seed)
     out = []
     for x in x0s:
-        order = torch.argsort(next_token_logits(model, x.x0_ids), descending=True)[:top_n]
+        order = torch.argsort(next_token_logits(model, x.x0_ids, prefix_ids), descending=True)[:top_n]
         ranks = [int(rng.choice(stratum)) for stratum in np.array_split(np.arange(top_n), n_targets)]
         for r in ranks:
             out.append(Instance(f"top75-{x.id}-r{int(r)}", x.x0_ids, int(order[r]), "top75",
@@ -120,11 +133,11 @@ def top_n_instances(model, x0s: list[Instance], top_n: int, n_targets: int, seed
     return out
 
 
-def uniform_rank_instances(model, x0s: list[Instance], n_ranks: int) -> list[Instance]:
-    """Targets at ranks 0, V//n, 2V//n, ... of the uncontrolled distribution."""
+def uniform_rank_instances(model, x0s: list[Instance], n_ranks: int, prefix_ids=()) -> list[Instance]:
+    """Targets at ranks 0, V//n, 2V//n, ... of the uncontrolled distribution P(. | [special prefix] + x0)."""
     out = []
     for x in x0s:
-        order = torch.argsort(next_token_logits(model, x.x0_ids), descending=True)
+        order = torch.argsort(next_token_logits(model, x.x0_ids, prefix_ids), descending=True)
         step = max(1, len(order) // n_ranks)
         for r in range(0, step * n_ranks, step):
             out.append(Instance(f"uniform-{x.id}-r{r}", x.x0_ids, int(order[r]), "uniform_rank",
@@ -134,8 +147,12 @@ def uniform_rank_instances(model, x0s: list[Instance], n_ranks: int) -> list[Ins
 
 def build_instances(cfg: ReachabilityConfig, tokenizer, model, seed: int, text: str,
                     authors_csv: str | Path | None = None) -> dict[str, list[Instance]]:
-    """The three families of one run, exactly as the notebook and `magictokens search` build them."""
+    """The three families of one run, exactly as the notebook and `magictokens search` build them.
+
+    Model-ranked targets are ranked after the tokenizer's special prefix (`special_prefix`), as searched.
+    """
     tt, t75, ur = cfg.true_token, cfg.top75, cfg.uniform_rank
+    prefix = special_prefix(tokenizer)
     if tt.source == "wikitext":
         true = sample_wikitext_instances(tokenizer, text, tt.lengths, tt.n_per_len, seed)
     elif tt.source == "authors_csv":
@@ -147,8 +164,20 @@ def build_instances(cfg: ReachabilityConfig, tokenizer, model, seed: int, text: 
     x0_75 = sample_wikitext_instances(tokenizer, text, t75.lengths, t75.n_x0_per_len, seed + 1, kind="x0")
     x0_ur = sample_wikitext_instances(tokenizer, text, ur.lengths, ur.n_x0_per_len, seed + 2, kind="x0")
     return {"true_token": true,
-            "top75": top_n_instances(model, x0_75, t75.top_n, t75.n_targets, seed),
-            "uniform_rank": uniform_rank_instances(model, x0_ur, ur.n_ranks)}
+            "top75": top_n_instances(model, x0_75, t75.top_n, t75.n_targets, seed, prefix_ids=prefix),
+            "uniform_rank": uniform_rank_instances(model, x0_ur, ur.n_ranks, prefix_ids=prefix)}
+
+
+def special_prefix(tokenizer) -> list[int]:
+    """The special tokens the tokenizer puts before any text by default (Gemma: [<bos>]; SmolLM2: []).
+
+    Paper A scores y after [special prefix] + u + x0: a model trained with <bos> always first is out of
+    distribution without it, so the prefix stays in front of the control prompt u, never after it.
+    """
+    with_special = tokenizer("a").input_ids
+    bare = tokenizer("a", add_special_tokens=False).input_ids
+    n = len(with_special) - len(bare)
+    return list(with_special[:n]) if n > 0 and with_special[n:] == bare else []
 
 
 def encode_target(tokenizer, text: str) -> int:

@@ -8,6 +8,13 @@ and budget, for a GPU); its row is appended to
 rerun resumes. Each instance searches with its own seed (`instance_seed`).
 Row format and resume keys (`resume_header`) are stable: committed rows of a
 long run must resume under later code (tests/test_reachability.py).
+
+Every sequence scored is [special prefix] + u + x0: the special tokens the
+tokenizer puts before any text by default (`instances.special_prefix`,
+Gemma-3's <bos>) stay in front of the control prompt u, since a model trained
+with <bos> first is out of distribution without it. SmolLM2 has none, and a
+run without one writes the rows and resume headers it always wrote; a run
+with one keys (and records) its `prefix_ids`.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from ..controllers import greedy
 from ..distributed import merge_after_launch, own_share, share_logs
 from ..models import dtype_of, fingerprint
 from ..results import InstanceLog
-from .instances import Instance
+from .instances import Instance, special_prefix
 
 
 def instance_seed(seed: int, instance_id: str) -> int:
@@ -40,7 +47,7 @@ def log_dir(out_dir: str | Path, method: str) -> Path:
     return Path(out_dir) / "instances" / "reachability" / method
 
 
-def resume_header(config, seed: int, weights: str) -> dict:
+def resume_header(config, seed: int, weights: str, prefix_ids=()) -> dict:
     """What keys a finished row (`InstanceLog`): the method and its budget, the seed, the weights.
 
     Batch sizes are left out (`resume_key`): they only chunk the candidates of
@@ -49,8 +56,12 @@ def resume_header(config, seed: int, weights: str) -> dict:
     256 (each row still records its own batch sizes, beside its timings).
     The method's part comes from the config (`FastConfig.resume_entry`,
     `BackoffConfig.resume_entry`); key order is kept, though the hash sorts keys.
+    `prefix_ids` (the tokenizer's special prefix, `special_prefix`) keys rows
+    only when there is one: without it (SmolLM2) the header is the one every
+    committed row was written under.
     """
-    return {**config.resume_entry(), "seed": seed, "seeding": "per_instance", "weights": weights}
+    header = {**config.resume_entry(), "seed": seed, "seeding": "per_instance", "weights": weights}
+    return {**header, "prefix_ids": [int(t) for t in prefix_ids]} if len(prefix_ids) else header
 
 
 def batch_sizes_of(config) -> dict:
@@ -80,9 +91,14 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
     them into `<family>.jsonl` when all its processes are done (rank 0, after a
     barrier), a `--shard` job array with `magictokens merge`. Rows record n:
     their seconds are shared-device timings when n processes share a device.
+
+    Every search scores [special prefix] + u + x0 (`special_prefix(tokenizer)`:
+    Gemma-3's [<bos>], SmolLM2's []); a non-empty prefix is part of the resume
+    header and of every row (`prefix_ids`), an empty one of neither.
     """
     weights = fingerprint(verify_model if verify_model is not None else search_model)
-    header = resume_header(config, seed, weights)
+    prefix = special_prefix(tokenizer)
+    header = resume_header(config, seed, weights, prefix)
     batch_sizes = batch_sizes_of(config)
     search_dtype = dtype_of(search_model)   # rows say which: a resumed run keeps it (results.resume_dtype)
     i_shard, n_shards = own_share(shard)
@@ -116,7 +132,8 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
         key = tuple(x.x0_ids)
         if key in sweeps:   # reused: its cost was counted by the instance that ran it
             return dataclasses.replace(sweeps[key][x.target_id], n_scored=0, seconds=0.0)
-        sweeps[key] = greedy.shared_first_steps(search_model, tokenizer, x.x0_ids, targets_of[key], config.greedy)
+        sweeps[key] = greedy.shared_first_steps(search_model, tokenizer, x.x0_ids, targets_of[key], config.greedy,
+                                                prefix_ids=prefix)
         return sweeps[key][x.target_id]
 
     share = config.shares_first_step
@@ -126,9 +143,9 @@ def run_families(families: dict[str, list[Instance]], search_model, tokenizer, c
         x_seed = instance_seed(seed, x.id)
         shared = share and len(targets_of[tuple(x.x0_ids)]) > 1
         r = config.search(search_model, tokenizer, x.x0_ids, x.target_id, verify_model=verify_model, seed=x_seed,
-                          **({"first_step": lambda x=x: first_step(x)} if shared else {}))
+                          prefix_ids=prefix, **({"first_step": lambda x=x: first_step(x)} if shared else {}))
         logs[name].add(x.id, {"kind": x.kind, "x0_ids": list(x.x0_ids), "target_id": x.target_id, "meta": x.meta,
-                              **asdict(r), "instance_seed": x_seed,
+                              **asdict(r), "instance_seed": x_seed, **({"prefix_ids": prefix} if prefix else {}),
                               # timings depend on what else the machine ran: keep the load beside them
                               "load_avg_1min": os.getloadavg()[0], "shards": n_shards, "batch_sizes": batch_sizes,
                               "threads": torch.get_num_threads(), "search_dtype": search_dtype})

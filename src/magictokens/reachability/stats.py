@@ -27,22 +27,27 @@ def summarize(rows: list[dict], ks=K_GRID, seed: int = 0) -> dict:
 
 
 @torch.inference_mode()
-def k0_census(model, instances: list[Instance], batch_size: int = 256, seed: int = 0) -> dict:
+def k0_census(model, instances: list[Instance], batch_size: int = 256, seed: int = 0, prefix_ids=()) -> dict:
     """k = 0 for *every* planned instance: is y already the unique argmax of P(. | x0)?
+
+    Scored as the searches score k = 0: P(. | [special prefix] + x0), `prefix_ids`
+    the tokenizer's special prefix (`special_prefix`: [] for SmolLM2, [<bos>] for
+    Gemma, whose model is out of distribution without its <bos>).
 
     One forward per distinct x0 (the fp32 judge, last-position logits), no
     search, so even a run cut after a handful of searches gives eps(0) over the
     whole planned N; on a finished run it equals the searched eps(0) (tested).
-    x0 of one length go through together: (B, |x0|) -> (B, V).
+    x0 of one length go through together: (B, |prefix| + |x0|) -> (B, V).
     -> {"n", "eps0", "ci95", "mean_base_loss"}
     """
     # one forward per *distinct* x0 (top-75 and uniform-rank share theirs), x0 of one length together
     x0s = sorted({tuple(x.x0_ids) for x in instances}, key=len)
+    prefix = [int(t) for t in prefix_ids]
     logits_of: dict[tuple, torch.Tensor] = {}
     for L in sorted({len(x) for x in x0s}):
         same = [x for x in x0s if len(x) == L]
         for i in range(0, len(same), batch_size):
-            ids = torch.tensor(same[i:i + batch_size], device=model.device)
+            ids = torch.tensor([prefix + list(x) for x in same[i:i + batch_size]], device=model.device)
             out = model(input_ids=ids, logits_to_keep=1).logits[:, -1].float().cpu()   # (B, V)
             logits_of.update(zip(same[i:i + batch_size], out))
     req, losses = [], []

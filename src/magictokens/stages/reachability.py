@@ -34,7 +34,8 @@ from ..errors import MagicTokensError
 from ..models import dtype_of, fingerprint, load_model, model_note, search_pair_of, verify_dtype_of
 from ..papers import PAPER_A
 from ..reachability import (ReachabilityConfig, budget_label, build_instances, correlations, k0_census, log_dir,
-                            method_config, resume_header, run_families, speed_stats, summarize, token_histogram)
+                            method_config, resume_header, run_families, special_prefix, speed_stats, summarize,
+                            token_histogram)
 from ..results import (as_result, read_stage_json, recorded_search_dtype, results_dir, resume_dtype, run_meta,
                        write_json)
 
@@ -155,7 +156,7 @@ def _setup(scale: str, overrides: dict | None, out_root=None):
     P, cfg = stage_params(scale, "reachability", ReachabilityConfig, overrides)
     torch.manual_seed(P["seed"])
     judge, tok = load_model(P["model"], dtype=verify_dtype_of(P["verify_dtype"]), device=P["device"])
-    header = resume_header(method_config(cfg), P["seed"], fingerprint(judge))
+    header = resume_header(method_config(cfg), P["seed"], fingerprint(judge), special_prefix(tok))   # run_families
     logs = log_dir(results_dir(scale, out_root), cfg.method)
     recorded = recorded_search_dtype([logs / f"{name}.jsonl" for name in FAMILIES], [header])
     search_model, verify_model = search_pair_of(judge, resume_dtype(P["search_dtype"], recorded))
@@ -183,7 +184,8 @@ def run(scale: str = "default", out_root=None, overrides: dict | None = None) ->
     rows = run_families(families, search_model, tok, search_cfg, log_dir(out_dir, cfg.method),
                         verify_model=verify_model, seed=P["seed"], deadline=deadline)
     # k = 0 needs no search: one forward per x0 gives eps(0) over *every* planned instance
-    census = {name: k0_census(judge, insts, seed=P["seed"]) for name, insts in families.items()}
+    prefix = special_prefix(tok)    # [<bos>] for Gemma, [] for SmolLM2: scored before x0, as searched
+    census = {name: k0_census(judge, insts, seed=P["seed"], prefix_ids=prefix) for name, insts in families.items()}
     all_rows = [r for name in FAMILIES for r in rows[name]]
     res = aggregate(rows, census, {name: len(v) for name, v in families.items()}, meta,
                     token_histogram(all_rows, tok, cfg.hist_top), seed=P["seed"])
