@@ -190,7 +190,7 @@ def pool_candidates(a):
     pick = [c for c in cands if c[1] == a.mode and data.train[c[0]].harmful]
     rng = random.Random(5)
     out = []
-    for i, mode, rnd, text, lab in rng.sample(pick, min(a.n, len(pick))):
+    for i, mode, rnd, text, lab in (c[:5] for c in rng.sample(pick, min(a.n, len(pick)))):
         prompt, reply = data.train[i].text, cut_tokens(tok, text, a.max_new_tokens)
         out.append({"key": key(prompt, reply), "origin": f"base/{mode}-instruction@{a.scale}-distil",
                     "harmful": True, "source": "harmful", "prompt": prompt, "reply": reply, "judged": lab})
@@ -208,7 +208,9 @@ def check(a):
     rows = [r for r in read_pool(DIR / f"{a.pool}.jsonl") if r["key"] in labels]
     truth, pred = [labels[r["key"]] for r in rows], [r["judged"] for r in rows]
     h = [r["harmful"] for r in rows]
-    out = {"n": len(rows), "origins": sorted({r["origin"] for r in rows}), **held_out_report(truth, pred, h)}
+    run = json.loads((REPO_ROOT / "results" / a.scale / "cotraining.json").read_text())
+    out = {"n": len(rows), "origins": sorted({r["origin"] for r in rows}), **held_out_report(truth, pred, h),
+           "judge_fit_sha": run["judge"].get("fit_sha")}      # the judge that scored the run (`--scale`)
     path = REPO_ROOT / "results" / "bench" / "judge_v2.json"
     d = json.loads(path.read_text())
     d.setdefault("check", {})[a.pool] = out
@@ -292,7 +294,10 @@ def features(a):
     from magictokens.cotraining.refusal_judge import SentenceEncoder
     labels = {r["key"]: r for r in csv.DictReader(open(LABELS))}
     pools = [read_pool(p) for p in sorted(DIR.glob("pool_v*.jsonl"))]
-    rows = [dict(r, label=labels[r["key"]]["label"]) for pool in pools for r in pool if r["key"] in labels]
+    rows, seen = [], set()
+    for r in (r for pool in pools for r in pool if r["key"] in labels and r["key"] not in seen):
+        seen.add(r["key"])                  # a reply in two pools is one labelled row
+        rows.append(dict(r, label=labels[r["key"]]["label"]))
     ext = external_rows(seed=0)
     held = {r["prompt"] for r in rows if int(hashlib.sha256(r["prompt"].encode()).hexdigest(), 16) % a.heldout_every == 0}
     allrows = ext + rows

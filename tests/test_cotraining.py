@@ -341,6 +341,43 @@ def test_distil_keeps_only_targets_judged_as_their_mode_and_counts_by_hand(tiny)
     assert dpo_pairs(data) == []        # harmful: no negative kept; benign: no refusal kept
 
 
+def test_distil_starts_a_mode_with_its_harmful_only_opening_on_harmful_prompts_alone(tiny):
+    from magictokens.cotraining import distil
+    model, tok = tiny
+    prompts = [Prompt("h0", "the cat is big", "advbench", True), Prompt("b0", "a dog", "alpaca", False)]
+    cfg = distil.DistilConfig(samples=1, max_new_tokens=3, batch_size=4, max_prompt_tokens=16,
+                              prefix={"rejective": "no"}, prefix_harmful={"positive": "the red king"})
+    res = distil.run(model, tok, prompts, AlwaysJudge("invalid"), cfg, seed=0, progress=False)
+    got = {(c[0], c[1]): c[3] for c in res.candidates}
+    assert got[(0, "positive")].startswith("the red king") and not got[(1, "positive")].startswith("the red king")
+    assert got[(0, "rejective")].startswith("no") and got[(1, "rejective")].startswith("no")   # `prefix`: both
+    assert distil.opening(cfg, "positive", True) == "the red king" and distil.opening(cfg, "positive", False) == ""
+    assert distil.opening(cfg, "rejective", True) == "no"
+
+
+def test_distil_keeps_a_candidate_only_where_the_judge_is_sure_enough(tiny):
+    """min_prob: a wanted label given probability below it is rejected as "unsure"; a judge with no
+    probabilities counts 1 (the by-hand test above)."""
+    from magictokens.cotraining import distil
+
+    class ProbJudge:                 # "positive" always; unsure (0.4) in round 1 (3 blocks), sure (0.9) after
+        calls = 0
+
+        def judge_with_prob(self, replies, harmful, prompts=None):
+            ProbJudge.calls += 1
+            return ["positive"] * len(replies), [0.4 if ProbJudge.calls <= 3 else 0.9] * len(replies)
+
+    model, tok = tiny
+    prompts = [Prompt("b0", "a dog", "alpaca", False), Prompt("b1", "the cat", "alpaca", False)]
+    cfg = distil.DistilConfig(samples=2, max_new_tokens=3, batch_size=4, max_prompt_tokens=16, min_prob=0.5)
+    res = distil.run(model, tok, prompts, ProbJudge(), cfg, seed=0, progress=False)
+    # benign: positive and negative want "positive" -> unsure in round 1, kept in round 2; rejective never
+    assert res.kept["positive"]["benign"] == [2, 2] and res.kept["negative"]["benign"] == [2, 2]
+    assert res.kept_round["positive"] == {"2": 2} and res.kept_round["negative"] == {"2": 2}
+    assert res.rejected == {"positive": {"unsure": 2}, "negative": {"unsure": 2}, "rejective": {"positive": 4}}
+    assert sorted({c[5] for c in res.candidates}) == [0.4, 0.9] and all(len(c) == 6 for c in res.candidates)
+
+
 def test_safety_data_targets_recipe():
     d = build_safety_data(10, 4, 2, 2, 2, seed=1, targets="datasets")
     assert any(p.origin[m] in ("dataset", "template") for p in d.train for m in MODES)
@@ -524,9 +561,9 @@ def test_prefix_starts_the_reply_and_the_model_writes_the_rest(tiny):
     cfg = distil.DistilConfig(samples=1, max_new_tokens=4, batch_size=4, max_prompt_tokens=16,
                               prefix={"rejective": "the cat"})
     res = distil.run(model, tok, prompts, AlwaysJudge("rejective"), cfg, progress=False)
-    rej = [t for (i, m, r, t, lab) in res.candidates if m == "rejective"]
+    rej = [t for (i, m, r, t, lab, _) in res.candidates if m == "rejective"]
     assert len(rej) == 2 and all(t.startswith("the cat") and len(t) > len("the cat") for t in rej)
-    assert not any(t.startswith("the cat") for (i, m, r, t, lab) in res.candidates if m != "rejective")
+    assert not any(t.startswith("the cat") for (i, m, r, t, lab, _) in res.candidates if m != "rejective")
     assert distil.with_prefix("I can't", "help.") == "I can't help." and distil.with_prefix("x", "") == "x"
 
 
@@ -568,7 +605,7 @@ def test_distil_resumes_from_its_checkpoint_to_the_uninterrupted_result(tiny, tm
 def full_calls(res):
     """Judge calls after the first four blocks of an uninterrupted run, from its candidates (round, mode)."""
     blocks = []
-    for i, m, r, t, lab in res.candidates:
+    for i, m, r, t, lab, _ in res.candidates:
         if not blocks or blocks[-1][0] != (r, m):
             blocks.append([(r, m), 0])
         blocks[-1][1] += 1

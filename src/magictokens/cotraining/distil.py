@@ -17,7 +17,15 @@ the judge's labels were read at. A mode may have a `prefix`: the reply is
 started with it and the base model writes the rest (rejective: "I'm sorry,
 but I can't", which a 135M model completes in its own words for the prompt;
 told to refuse, it rarely does). A rejective candidate is cut to its first
-sentence before it is judged: rejective targets are short refusals.
+sentence before it is judged: rejective targets are short refusals. A mode may
+also have an opening on harmful prompts only (`prefix_harmful`): the positive
+mode's safe reply to a harmful request starts with a sentence that names the
+risk without refusing ("This could cause real harm. Instead, here is a safer
+way to help:"; read by hand, 30 of 80 such replies were safe and on topic,
+16 of 80 with no opening: benchmarks/distil_prefix_probe.py). A candidate is
+kept only where the judge gives its wanted label probability >= `min_prob`
+(more likely than not): precision over recall, since a wrong target teaches
+the mode the opposite behaviour and the rounds make up the recall.
 
 Pairs still open after `samples` rounds are dropped (the mode is not trained
 on that prompt), or with `fallback: labelled` take a human-written answer
@@ -68,6 +76,13 @@ class DistilConfig:
     # told to refuse rarely does (measured: 4 of 16 harmful, 0 of 16 benign prompts in 4 samples), started with
     # a refusal's opening it completes one in its own words for the prompt
     prefix: dict[str, str] = field(default_factory=lambda: {"rejective": "I'm sorry, but I can't"})
+    # the same on harmful prompts only, over `prefix` (a mode -> opening map): the positive mode's safe reply to
+    # a harmful request started with a sentence that names the risk and does not refuse
+    prefix_harmful: dict[str, str] = field(default_factory=dict)
+    # a candidate is kept only if the judge gives its wanted label at least this probability (judges that give
+    # none: 1). Measured on the judge's held-out replies to harmful prompts (results/bench/judge_v2.json pool):
+    # precision of "positive" 0.52 -> 0.68 (recall 0.51 -> 0.41), of "negative" 0.75 -> 0.80 at 0.5
+    min_prob: Share = 0.5
     # a pair with no candidate judged as its mode: "none" drops it (paper B); "labelled" takes the prompt's own
     # data-set answer where it is one of that mode (never a template); "datasets" trains the earlier recipe's
     # dataset / template target (smoke runs only: a random model's replies are never judged a mode)
@@ -99,6 +114,13 @@ def with_prefix(prefix: str, continuation: str) -> str:
     return prefix + ("" if continuation[0] in ".,;:!?'" else " ") + continuation
 
 
+def opening(cfg: "DistilConfig", mode: str, harmful: bool) -> str:
+    """The text a candidate of `mode` is started with (`prefix_harmful` on a harmful prompt, else `prefix`)."""
+    if harmful and mode in cfg.prefix_harmful:
+        return cfg.prefix_harmful[mode]
+    return cfg.prefix.get(mode, "")
+
+
 def want(mode: str, harmful: bool) -> str:
     """The judged label a target of `mode` must have (module docstring)."""
     return mode if (harmful or mode == "rejective") else "positive"
@@ -113,7 +135,8 @@ class DistilResult:
     n_generated: int = 0
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
-    candidates: list = field(default_factory=list)   # [prompt index, mode, round, text, judged label]: every one
+    candidates: list = field(default_factory=list)   # [prompt index, mode, round, text, judged label, its
+                                                     # probability]: every one
 
     def log(self) -> dict:
         """What the results JSON records: yields and reasons, no texts. (No wall time: it lives in the
@@ -140,19 +163,19 @@ def run(model, tok, prompts: list, judge, cfg: DistilConfig = DistilConfig(), se
     done: set = set()
     n_gen = 0
 
-    def account(i, mode, rnd, o, lab):
-        cands.append([i, mode, rnd, o, lab])
-        if lab == want(mode, prompts[i].harmful) and o.strip():
+    def account(i, mode, rnd, o, lab, prob=1.0):
+        cands.append([i, mode, rnd, o, lab, prob])
+        if lab == want(mode, prompts[i].harmful) and prob >= cfg.min_prob and o.strip():
             targets[(i, mode)] = o
             kept_round[mode][rnd] += 1
-        else:
-            rejected[mode][lab] += 1
+        else:       # the reason: its label, or "unsure" (its wanted label below min_prob)
+            rejected[mode][lab if lab != want(mode, prompts[i].harmful) or not o.strip() else "unsure"] += 1
 
     ck = Path(checkpoint) if checkpoint else None
     if ck is not None and ck.exists():
-        for i, mode, rnd, o, lab in json.loads(ck.read_text())["candidates"]:
-            account(i, mode, rnd, o, lab)
-            done.add((rnd, mode))
+        for c in json.loads(ck.read_text())["candidates"]:
+            account(*c)
+            done.add((c[2], c[1]))
         n_gen = len(cands)
     bar = tqdm(total=3 * len(prompts) * cfg.samples, initial=n_gen, desc="self-distil", unit="cand",
                disable=progress is False)
@@ -163,19 +186,23 @@ def run(model, tok, prompts: list, judge, cfg: DistilConfig = DistilConfig(), se
                 continue
             texts = [prompts[i].text for i in todo]
             harmful = [prompts[i].harmful for i in todo]
-            pre = cfg.prefix.get(mode, "")
+            pres = [opening(cfg, mode, h) for h in harmful]
             seqs = [prompt_ids(tok, t, DISTIL_INSTRUCTIONS[mode], cfg.max_prompt_tokens)
-                    + (tok(pre, add_special_tokens=False).input_ids if pre else []) for t in texts]
-            outs = [with_prefix(pre, o) for o in generate_from_ids(
+                    + (tok(pre, add_special_tokens=False).input_ids if pre else []) for t, pre in zip(texts, pres)]
+            outs = [with_prefix(pre, o) for pre, o in zip(pres, generate_from_ids(
                 model, tok, seqs, cfg.max_new_tokens, cfg.batch_size, temperature=cfg.temperature, top_p=cfg.top_p,
-                seed=seed * 1000 + r * 10 + j)]
+                seed=seed * 1000 + r * 10 + j))]
             n_gen += len(outs)
             bar.update(len(outs))
             if mode == "rejective":    # short refusals: the first sentence is the whole target
                 outs = [first_sentence(o) for o in outs]
-            labels = judge.judge([cut_tokens(tok, o, cfg.judged_tokens) for o in outs], harmful, prompts=texts)
-            for i, o, lab in zip(todo, outs, labels):
-                account(i, mode, r + 1, o, lab)
+            cut = [cut_tokens(tok, o, cfg.judged_tokens) for o in outs]
+            if hasattr(judge, "judge_with_prob"):
+                labels, probs = judge.judge_with_prob(cut, harmful, prompts=texts)
+            else:
+                labels, probs = judge.judge(cut, harmful, prompts=texts), [1.0] * len(cut)
+            for i, o, lab, pr in zip(todo, outs, labels, probs):
+                account(i, mode, r + 1, o, lab, round(float(pr), 4))
             if ck is not None:
                 ck.parent.mkdir(parents=True, exist_ok=True)
                 tmp = ck.with_suffix(".tmp")

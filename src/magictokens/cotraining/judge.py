@@ -182,32 +182,45 @@ class Judge:
         self.clf.fit(np.asarray(X, dtype=np.float32), y, sample_weight=w)
         return self
 
-    def predict_features(self, X: np.ndarray, harmful) -> list[str]:
-        """Labels from features; `negative` masked on benign prompts. Rules are applied by `judge`."""
+    def proba_features(self, X: np.ndarray, harmful) -> np.ndarray:
+        """P(label | phi) in `LABELS` order, `negative` masked on benign prompts (softmax over the rest).
+        -> (N, 4). Rules are applied by `judge`."""
         if self.clf is None:
             raise MagicTokensError("the judge is not fitted: call Judge.fit_features or load_judge")
         if not len(X):
-            return []
+            return np.zeros((0, len(LABELS)))
         z = self.clf.decision_function(np.asarray(X, dtype=np.float32))         # (N, 4) in clf.classes_ order
-        cls = list(self.clf.classes_)
-        z[~np.asarray(harmful, dtype=bool), cls.index("negative")] = -np.inf
-        return [cls[i] for i in z.argmax(1)]
+        z = z[:, [list(self.clf.classes_).index(c) for c in LABELS]]            # (N, 4) in LABELS order
+        z[~np.asarray(harmful, dtype=bool), NEG] = -np.inf
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
 
-    def judge(self, responses: list[str], prompt_harmful: list[bool], prompts: list[str] | None = None) -> list[str]:
-        """The judges' common call shape; this judge needs the prompts."""
+    def predict_features(self, X: np.ndarray, harmful) -> list[str]:
+        """Labels from features: the most probable (`proba_features`)."""
+        return [LABELS[i] for i in self.proba_features(X, harmful).argmax(1)]
+
+    def judge_with_prob(self, responses: list[str], prompt_harmful: list[bool],
+                        prompts: list[str] | None = None) -> tuple[list[str], list[float]]:
+        """(labels, the probability of each label): a rule's label has probability 1."""
         if prompts is None:
             raise MagicTokensError("the judge reads the prompt with the reply: pass prompts=")
         if not (len(prompts) == len(responses) == len(prompt_harmful)):
             raise MagicTokensError(f"judge: {len(prompts)} prompts, {len(responses)} replies, "
                                    f"{len(prompt_harmful)} harmful flags")
         out = [rule_label(p, r) for p, r in zip(prompts, responses)]
+        prob = [1.0] * len(out)
         todo = [i for i, o in enumerate(out) if o is None]
         if todo:
             X = features(self.encoder, [prompts[i] for i in todo], [responses[i] for i in todo],
                          [prompt_harmful[i] for i in todo])
-            for i, lab in zip(todo, self.predict_features(X, [prompt_harmful[i] for i in todo])):
-                out[i] = lab
-        return out
+            P = self.proba_features(X, [prompt_harmful[i] for i in todo])             # (len(todo), 4)
+            for i, row in zip(todo, P):
+                out[i], prob[i] = LABELS[int(row.argmax())], float(row.max())
+        return out, prob
+
+    def judge(self, responses: list[str], prompt_harmful: list[bool], prompts: list[str] | None = None) -> list[str]:
+        """The judges' common call shape; this judge needs the prompts."""
+        return self.judge_with_prob(responses, prompt_harmful, prompts)[0]
 
 
 def write_fit_file(path, X: np.ndarray, labels, weights, pools, origins, harmful, keys, C: float, rule) -> None:

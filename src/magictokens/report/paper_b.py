@@ -199,10 +199,13 @@ def render_judge_v2(root: Path, short: bool = False) -> list[str]:
             f"{_f(sr['agreement'])}, Cohen's kappa "
             f"{_f(sr['cohen_kappa'])}. On the {j['n_heldout']} labelled replies of prompts it was not fitted on it agrees "
             f"on {_f(j['agreement'])}; on harmful prompts (n={h['n']}): {pr(h)}.")
-    for pool, c in b.get("check", {}).items():     # readings of a run's replies, the judge never fitted on them
-        line += (f" Against {c['n']} replies of the run it scored, read afterwards ({', '.join(c['origins'][:3])}"
-                 f"{', ...' if len(c['origins']) > 3 else ''}; never fitted on): agreement {_f(c['all']['agreement'])}; "
-                 f"on harmful prompts (n={c['harmful']['n']}): {pr(c['harmful'])}.")
+    for pool, c in b.get("check", {}).items():     # readings of a run's replies against the judge that scored it
+        earlier = c.get("judge_fit_sha") != j.get("fit_sha")
+        who = (f"an earlier judge (fitting file {c.get('judge_fit_sha') or 'unrecorded'}; these replies are in this "
+               "judge's fit now)" if earlier else "this judge, never fitted on them")
+        line += (f" Against {c['n']} replies of a run, read afterwards ({', '.join(c['origins'][:3])}"
+                 f"{', ...' if len(c['origins']) > 3 else ''}), the judge that scored it, {who}, agrees on "
+                 f"{_f(c['all']['agreement'])}; on harmful prompts (n={c['harmful']['n']}): {pr(c['harmful'])}.")
     if short:
         return [line, ""]
     return [line + f" Labels by hash: `{b['meta']['labels']}`; features (numbers, no text): `benchmarks/judge_fit_v2.npz`.",
