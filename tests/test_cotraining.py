@@ -420,6 +420,9 @@ def test_sweep_scores_each_grid_point_on_validation_prompts_only(tiny):
     assert all(r["diag"] == {"positive": 0.0, "negative": 0.0, "rejective": 1.0} for r in res.rows)
     assert res.best["lr"] == 1e-3 and res.best["epochs"] == 1       # a tie: fewest steps, then smaller lr
     assert res.n_validation == 3 and judge.calls[-3:] == [3, 3, 3]  # harmful validation prompts only
+    assert len(res.replies) == 4 * 3 * 3 and {r["prompt"] for r in res.replies} == {"a dog"}
+    assert [r["mode"] for r in res.replies[:9]] == ["positive"] * 3 + ["negative"] * 3 + ["rejective"] * 3
+    assert all(r["label"] == "rejective" for r in res.replies)
     assert sweep.choose([{"score": 0.5, "steps": 9, "lr": 1}, {"score": 0.6, "steps": 99, "lr": 2}])["lr"] == 2
     with pytest.raises(MagicTokensError, match="validation prompts"):
         sweep.run(model, tok, build_safety_data(3, 2, 2, 2, 1, seed=0), judge, cfg, magic_tokens(0),

@@ -214,9 +214,12 @@ def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):
     p = d["sam_stats"]["cotrained"]["cosine_logits"]["p_value"]
     assert "| SAM null (label permutation), cotrained: 95% quantile; p per seed | " in text
     assert f"; p {p:.3f}, {p:.3f} |" in text
-    d["params"]["lr_typo"] = 1
+    d["params"]["lr_typo"] = 1      # seed 1 made by another recipe: never pooled with seed 0, and said so
     (tmp_path / "results/seeds/seed1/results/cpu/cotraining.json").write_text(json.dumps(d))
-    assert "PARAMS DIFFER" in render_seeds(tmp_path)[0]
+    assert render_seeds(tmp_path) == []
+    from magictokens.report.paper_b import render_paper_b_status
+    status = render_paper_b_status(tmp_path)[0]
+    assert "1 training seed (0)" in status and "Seeds 1 were trained by an earlier recipe" in status
     shutil.rmtree(tmp_path / "results" / "seeds")
     assert render_seeds(tmp_path) == []                       # one seed: no table
 

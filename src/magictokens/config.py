@@ -38,10 +38,18 @@ TINY_MODEL = "tiny-random-llama"   # the random test model (models.build_tiny_mo
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# maps keyed by the user's own names (a mode -> text), not by parameter names: any key may be added
+OPEN_MAPS = ("prefix", "prefix_harmful")
+
+
 def deep_merge(base: dict, over: dict, where: str = "") -> dict:
-    """Return base with `over` merged in; unknown keys in `over` are errors."""
+    """Return base with `over` merged in; unknown keys in `over` are errors (except inside an OPEN_MAPS map)."""
     out = dict(base)
+    open_map = where.rstrip(".").rsplit(".", 1)[-1] in OPEN_MAPS
     for key, value in (over or {}).items():
+        if key not in base and open_map:
+            out[key] = value
+            continue
         if key not in base:
             hint = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
             fix = f"did you mean {hint[0]!r}?" if hint else f"valid keys: {sorted(base)}"

@@ -47,6 +47,7 @@ from typing import Literal
 from tqdm.auto import tqdm
 
 from ..chat import generate_from_ids, prompt_ids
+from ..errors import MagicTokensError
 from ..fields import Positive, PositiveReal, Share, params
 
 MODES = ("positive", "negative", "rejective")
@@ -87,6 +88,13 @@ class DistilConfig:
     # data-set answer where it is one of that mode (never a template); "datasets" trains the earlier recipe's
     # dataset / template target (smoke runs only: a random model's replies are never judged a mode)
     fallback: Literal["none", "labelled", "datasets"] = "labelled"
+
+    def __post_init__(self):
+        # prefix maps are open to any key in params (config.OPEN_MAPS): a typo'd mode is caught here
+        for name in ("prefix", "prefix_harmful"):
+            bad = sorted(set(getattr(self, name)) - {"positive", "negative", "rejective"})
+            if bad:
+                raise MagicTokensError(f"distil.{name}: {bad} are not modes: use positive, negative or rejective")
 
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s")

@@ -34,6 +34,8 @@ class SweepResult:
     best: dict                           # the winning row
     n_validation: int                    # validation harmful prompts scored
     distil: dict = field(default_factory=dict)
+    # every judged reply (lr, epochs, mode, prompt, reply, label): for reading, never committed (unfiltered text)
+    replies: list[dict] = field(default_factory=list, repr=False)
 
 
 def choose(rows: list[dict]) -> dict:
@@ -51,7 +53,7 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
         raise MagicTokensError(f"sweep grid keys {sorted(bad)}: give non-empty lists for exactly 'lr' and 'epochs'")
     _, distil_log = fill_targets(model, tok, data, judge, cfg, seed)   # the stage's own targets
     train_rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share)
-    out = []
+    out, replies = [], []
     for lr, epochs in itertools.product(grid["lr"], grid["epochs"]):
         t0 = time.time()
         tc = dataclasses.replace(cfg.train, lr=float(lr), epochs=int(epochs))
@@ -61,9 +63,11 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
             outs = generate(m, tok, val, tokens[mode], cfg.max_new_tokens, cfg.gen_batch_size, tc.max_prompt_tokens)
             labels = judge.judge(outs, [True] * len(val), prompts=val)
             diag[mode] = sum(x == mode for x in labels) / len(val)
+            replies += [{"lr": float(lr), "epochs": int(epochs), "mode": mode, "prompt": p, "reply": o, "label": x}
+                        for p, o, x in zip(val, outs, labels)]
         row = {"lr": float(lr), "epochs": int(epochs), "steps": log.steps, "diag": diag,
                "score": sum(diag.values()) / len(MODES), "loss_last": log.losses[-1], "seconds": time.time() - t0}
         out.append(row)
         progress(f"lr {lr} x {epochs} epochs ({log.steps} steps): validation mode accuracy {row['score']:.3f}")
         del m
-    return SweepResult(rows=out, best=choose(out), n_validation=len(val), distil=distil_log)
+    return SweepResult(rows=out, best=choose(out), n_validation=len(val), distil=distil_log, replies=replies)

@@ -273,7 +273,7 @@ def made_with_cpu_scale(run: dict) -> bool:
     native = run["meta"].get("hardware", {}).get("cpu", {}).get("native_bf16", True)
     auto = want["train"]["bf16_autocast"] == "auto"
     here = {**want, "train": {**want["train"], "bf16_autocast": native if auto else want["train"]["bf16_autocast"]}}
-    return run.get("params") == here
+    return run.get("params") in (here, want)     # a record made with `auto` keeps `auto` in its params
 
 
 EARLIER_RECIPE = ("**These records were made with an earlier recipe**: their co-training params are not today's "
@@ -281,10 +281,26 @@ EARLIER_RECIPE = ("**These records were made with an earlier recipe**: their co-
                   "`magictokens run cotraining --scale cpu` and `bash scripts/cotraining_seeds.sh 1 2`.")
 
 
-def seed_runs(root: Path) -> list[dict]:
-    """Paper B's cpu-scale runs: seed 0 = results/cpu, more seeds from scripts/cotraining_seeds.sh."""
+def _all_seed_runs(root: Path) -> list[dict]:
     dirs = [root / "results" / "cpu"] + sorted((root / "results" / "seeds").glob("seed*/results/cpu"))
     return [asdict(CoTrainingStageResult.load(d)) for d in dirs if (d / "cotraining.json").exists()]
+
+
+def _recipe(run: dict) -> dict:
+    return {k: v for k, v in run["params"].items() if k != "seed"}
+
+
+def seed_runs(root: Path) -> list[dict]:
+    """Paper B's cpu-scale runs of seed 0's recipe: seed 0 = results/cpu, more seeds from
+    scripts/cotraining_seeds.sh; a seed trained with other params (an earlier recipe) is never pooled."""
+    runs = _all_seed_runs(root)
+    return [r for r in runs if _recipe(r) == _recipe(runs[0])]
+
+
+def other_recipe_seeds(root: Path) -> list[int]:
+    """Seeds whose committed run was made with params other than seed 0's: left out of every pooled number."""
+    runs = _all_seed_runs(root)
+    return [r["meta"].get("seed") for r in runs if _recipe(r) != _recipe(runs[0])]
 
 
 # The repository's bar for "paper B reproduced" (ours, not the paper's numbers): the three magic tokens switch
@@ -312,6 +328,9 @@ def render_paper_b_status(root: Path) -> list[str]:
     over = across_seeds([r["xstest_over_refusal"].get("cotrained_positive", float("nan")) for r in runs])["mean"]
     j = first.get("judge", {})
     agree, ci = j.get("agreement", first.get("judge_accuracy")), j.get("agreement_ci95")
+    n_read = j.get("n")
+    if "heldout" in j:         # the judge of record: scored on the read replies it was not fitted on
+        agree, ci, n_read = (j["heldout"]["all"][k] for k in ("agreement", "agreement_ci95", "n"))
     failed = [what for what, bad in (
         (f"mode accuracy below {BAR['mode_accuracy']:.2f}", not mode_acc >= BAR["mode_accuracy"]),
         (f"over-refusal above {BAR['over_refusal']:.2f}", not over <= BAR["over_refusal"]),
@@ -328,7 +347,10 @@ def render_paper_b_status(root: Path) -> list[str]:
            f"model `{first['meta'].get('model')}`, held-out harmful prompts n={first['data'].get('n_eval_harmful')} "
            f"per seed" + ("; mean ± sd over seeds" if len(runs) > 1 else "")
            + (f". SAM above its label-permutation null (p < {P_NULL}), seeds of {len(runs)}: "
-              + ", ".join(f"{k} {n}" for k, n in above.items()) + "." if above else "."), "",
+              + ", ".join(f"{k} {n}" for k, n in above.items()) + "." if above else ".")
+           + (f" Seeds {', '.join(map(str, old))} were trained by an earlier recipe (other params): left out; "
+              "rerun them with `bash scripts/cotraining_seeds.sh " + " ".join(map(str, old)) + "`."
+              if scale == "cpu" and (old := other_recipe_seeds(root)) else ""), "",
            "| paper B | ours | bar for \"reproduced\" | paper B's |", "|---|---|---|---|",
            f"| mode accuracy (mean of the diagonal below) | {cell(lambda r: r['mode_accuracy'])} | "
            f">= {BAR['mode_accuracy']:.2f} | - |"]
@@ -361,7 +383,7 @@ def render_paper_b_status(root: Path) -> list[str]:
         out.append("| safety's relative drop under jailbreak templates: co-trained; SFT | "
                    + "; ".join(drop(k) for k in ("cotrained_positive", "sft") if k in first["jailbreak"])
                    + f" | | {jd['cotrained']:.3f}; {jd['baselines']:.3f} (baselines) |")
-    out.append(f"| judge's agreement with labels read by hand (N={j.get('n')}) | {_f(agree)}"
+    out.append(f"| judge's agreement with labels read by hand, held out (N={n_read}) | {_f(agree)}"
                + (f" (95% CI {_f(ci[0])}-{_f(ci[1])})" if ci else "") + f" | >= {BAR['judge_agreement']:.2f} | "
                f"{PAPER_B['judge_accuracy']:.3f} (its judge, its labels) |")
     return out + [""]
@@ -372,8 +394,6 @@ def render_seeds(root: Path) -> list[str]:
     runs = seed_runs(root)
     if len(runs) < 2:
         return []
-    strip = lambda p: {k: v for k, v in p.items() if k != "seed"}
-    same = all(strip(r["params"]) == strip(runs[0]["params"]) for r in runs)
     n_h, n_x = runs[0]["data"]["n_eval_harmful"], runs[0]["data"]["n_xstest"]
 
     def cell(get, n=None):
@@ -418,7 +438,7 @@ def render_seeds(root: Path) -> list[str]:
              if (c := where(lambda r, k=k, when=when: r["jailbreak"].get(k, {}).get(f"invalid_{when}")))]
     return ([f"**Paper B over {len(runs)} training seeds (cpu scale; seeds "
              f"{', '.join(str(r['meta']['seed']) for r in runs)}; "
-             + ("same params otherwise" if same else "PARAMS DIFFER beyond the seed: not comparable") + ")**: "
+             "same params otherwise)**: "
              "mean ± sd over seeds, with the 95% t interval over seeds (mean ± t(0.975, S-1) sd/√S: the "
              "seed-to-seed spread); shares also with the pooled Wilson 95% interval of the summed count, which "
              "ignores that spread (for reference only).", "",
