@@ -290,17 +290,22 @@ def _recipe(run: dict) -> dict:
     return {k: v for k, v in run["params"].items() if k != "seed"}
 
 
+def _by_recipe(root: Path) -> tuple[list[dict], list[dict]]:
+    """(runs made with seed 0's params, runs made with other params: an earlier recipe)."""
+    runs = _all_seed_runs(root)
+    same = [r for r in runs if _recipe(r) == _recipe(runs[0])]
+    return same, [r for r in runs if r not in same]
+
+
 def seed_runs(root: Path) -> list[dict]:
     """Paper B's cpu-scale runs of seed 0's recipe: seed 0 = results/cpu, more seeds from
     scripts/cotraining_seeds.sh; a seed trained with other params (an earlier recipe) is never pooled."""
-    runs = _all_seed_runs(root)
-    return [r for r in runs if _recipe(r) == _recipe(runs[0])]
+    return _by_recipe(root)[0]
 
 
 def other_recipe_seeds(root: Path) -> list[int]:
     """Seeds whose committed run was made with params other than seed 0's: left out of every pooled number."""
-    runs = _all_seed_runs(root)
-    return [r["meta"].get("seed") for r in runs if _recipe(r) != _recipe(runs[0])]
+    return [r["meta"].get("seed") for r in _by_recipe(root)[1]]
 
 
 # The repository's bar for "paper B reproduced" (ours, not the paper's numbers): the three magic tokens switch
