@@ -25,12 +25,11 @@ from pathlib import Path
 
 import torch
 
-from magictokens.config import stage_params
+from magictokens.config import parse_sets, stage_params
 from magictokens.cotraining import CoTrainingConfig, magic_tokens_of, sweep
 from magictokens.cotraining.judge import make_judge
 from magictokens.cotraining.data import build_safety_data
 from magictokens.models import load_model, torch_threads
-from magictokens.pipeline import parse_sets
 from magictokens.results import REPO_ROOT, run_meta, write_json
 
 OUT = REPO_ROOT / "results" / "bench" / "cotraining_sweep.json"

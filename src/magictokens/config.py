@@ -142,6 +142,21 @@ def build(cls, data: dict | None, where: str):
         raise MagicTokensError(one_line(exc, cls, where)) from None
 
 
+def parse_sets(items: list[str]) -> dict:
+    """['reachability.true_token.n_per_len=3', ...] -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise MagicTokensError(f"--set {item!r}: write key.path=value, e.g. --set reachability.true_token.n_per_len=3")
+        key, value = item.split("=", 1)
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
 def stage_params(scale: str, section: str, cls, overrides: dict | None = None):
     """-> (merged params of the scale, the stage's config dataclass).
 

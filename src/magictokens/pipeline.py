@@ -26,9 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from .config import REPO_ROOT, SCALES
+from .config import REPO_ROOT, SCALES, parse_sets
 from .errors import MagicTokensError
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -38,21 +36,6 @@ SPLIT_STAGES = ("reachability", "cotraining", "mode_reachability")   # share the
 def stages() -> dict[str, Path]:
     """stage name -> notebook source, from notebooks/NN_<name>.py."""
     return {p.stem.split("_", 1)[1]: p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))}
-
-
-def parse_sets(items: list[str]) -> dict:
-    """['reachability.true_token.n_per_len=3', ...] -> nested dict (values parsed as YAML)."""
-    out: dict = {}
-    for item in items or []:
-        if "=" not in item:
-            raise MagicTokensError(f"--set {item!r}: write key.path=value, e.g. --set reachability.true_token.n_per_len=3")
-        key, value = item.split("=", 1)
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return out
 
 
 def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = None,
