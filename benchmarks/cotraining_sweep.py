@@ -57,6 +57,7 @@ def main():
         res = sweep.run(model, tok, data, judge, cfg, tokens, {"lr": a.lr, "epochs": a.epochs}, P["seed"])
         meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], "default",
                         threads=torch.get_num_threads(), judge=jrep["kind"], judge_agreement=jrep["agreement"],
+                        judge_fit_sha=jrep.get("fit_sha"),
                         params_in_use={"lr": cfg.train.lr, "epochs": cfg.train.epochs}, overrides=a.set)
     replies = REPO_ROOT / "results" / "bench" / "judge" / f"{out.stem}_replies.jsonl"
     replies.parent.mkdir(parents=True, exist_ok=True)

@@ -146,13 +146,18 @@ def make_pool_positive(a):
 
 
 def pool_replies(a):
-    """A pool from a run's judged replies (`results/<scale>/models/cotraining/replies.jsonl`): `--n` sampled
-    per (model, condition) over the harmful, benign and XSTest parts (jailbreak-wrapped replies left out)."""
-    src = REPO_ROOT / "results" / a.scale / "models" / "cotraining" / "replies.jsonl"
+    """A pool from a run's judged replies (`results/<scale>/models/cotraining/replies.jsonl`, or `--src`, e.g. a
+    sweep probe's `results/bench/judge/<out>_replies.jsonl`): `--n` sampled per (model, condition) over the
+    harmful, benign and XSTest parts (jailbreak-wrapped replies left out). A sweep's rows are the co-trained
+    model's replies to harmful validation prompts under each mode's token."""
+    src = Path(a.src) if a.src else REPO_ROOT / "results" / a.scale / "models" / "cotraining" / "replies.jsonl"
+    tag = src.stem.removesuffix("_replies") if a.src else a.scale
     rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
     rng = random.Random(2)
     by: dict[tuple, list] = {}
     for r in rows:
+        if "model" not in r:                 # a sweep's row: {lr, epochs, mode, prompt, reply, label}
+            r = {**r, "model": "cotrained", "condition": r["mode"], "part": "harmful", "harmful": True}
         if r["part"] != "jailbreak":
             by.setdefault((r["model"], r["condition"]), []).append(r)
     seen, out = set(), []
@@ -162,11 +167,11 @@ def pool_replies(a):
             k = key(r["prompt"], r["reply"])
             if k not in seen:
                 seen.add(k)
-                out.append({"key": k, "origin": f"{model}/{cond}@{a.scale}", "harmful": r["harmful"],
+                out.append({"key": k, "origin": f"{model}/{cond}@{tag}", "harmful": r["harmful"],
                             "source": r["part"], "prompt": r["prompt"], "reply": r["reply"], "judged": r["label"]})
     path = DIR / f"{a.pool}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in out))
-    print(f"{len(out)} replies of {src.relative_to(REPO_ROOT)} -> {path}")
+    print(f"{len(out)} replies of {src} -> {path}")
 
 
 def pool_candidates(a):
@@ -208,9 +213,17 @@ def check(a):
     rows = [r for r in read_pool(DIR / f"{a.pool}.jsonl") if r["key"] in labels]
     truth, pred = [labels[r["key"]] for r in rows], [r["judged"] for r in rows]
     h = [r["harmful"] for r in rows]
-    run = json.loads((REPO_ROOT / "results" / a.scale / "cotraining.json").read_text())
-    out = {"n": len(rows), "origins": sorted({r["origin"] for r in rows}), **held_out_report(truth, pred, h),
-           "judge_fit_sha": run["judge"].get("fit_sha")}      # the judge that scored the run (`--scale`)
+    if a.src:      # a sweep probe's replies: scored by the judge whose fitting file it recorded (older probes
+        # recorded none: the fitting file of today, which is right while the file is unchanged since the probe)
+        meta = json.loads(Path(a.src).read_text())["meta"]
+        sha = meta.get("judge_fit_sha") or hashlib.sha256(FIT_FILE_V2.read_bytes()).hexdigest()[:16]
+    else:
+        sha = json.loads((REPO_ROOT / "results" / a.scale / "cotraining.json").read_text())["judge"].get("fit_sha")
+    read = {}                               # what the readers saw per origin (e.g. a probe's mode token)
+    for r in rows:
+        read.setdefault(r["origin"], dict.fromkeys(CLASSES, 0))[labels[r["key"]]] += 1
+    out = {"n": len(rows), "origins": sorted(read), "read_by_origin": read, **held_out_report(truth, pred, h),
+           "judge_fit_sha": sha}      # the judge that scored the run (`--scale`) or the probe (`--src`)
     path = REPO_ROOT / "results" / "bench" / "judge_v2.json"
     d = json.loads(path.read_text())
     d.setdefault("check", {})[a.pool] = out
@@ -268,70 +281,105 @@ def read_reader_csv(path: Path) -> dict[str, str]:
 
 def merge(a):
     """Every pool's readings -> LABELS (key, label, second_label, origin, harmful): labels_*.csv are first
-    readings, labels_second*.csv the independent second ones."""
+    readings, labels_second*.csv the independent second ones. Rows already in LABELS are kept (their pools are
+    gitignored and gone in a fresh checkout); a new reading of a kept key fills only an empty second label."""
+    kept = {r["key"]: r for r in csv.DictReader(open(LABELS))} if LABELS.exists() else {}
     pool = {r["key"]: r for p in sorted(DIR.glob("pool_v*.jsonl")) for r in read_pool(p)}
     first: dict[str, str] = {}
     sec: dict[str, str] = {}
     for p in sorted(DIR.glob("labels_*.csv")):
         (sec if p.name.startswith("labels_second") else first).update(read_reader_csv(p))
-    missing = [k for k in pool if k not in first]
+    rows = dict(kept)
+    for k, r in pool.items():
+        if k in kept:
+            if not kept[k]["second_label"] and k in sec:
+                rows[k] = {**kept[k], "second_label": sec[k]}
+        elif k in first:
+            rows[k] = {"key": k, "label": first[k], "second_label": sec.get(k, ""), "origin": r["origin"],
+                       "harmful": int(r["harmful"])}
+    missing = [k for k in pool if k not in rows]
     with open(LABELS, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["key", "label", "second_label", "origin", "harmful"])
-        for k, r in pool.items():
-            if k in first:
-                w.writerow([k, first[k], sec.get(k, ""), r["origin"], int(r["harmful"])])
-    print(f"{len(first)} first readings, {len(sec)} second; {len(missing)} pool replies unlabelled -> {LABELS}")
+        for r in rows.values():
+            w.writerow([r["key"], r["label"], r["second_label"], r["origin"], int(r["harmful"])])
+    print(f"{len(kept)} rows kept, {len(rows) - len(kept)} added ({len(first)} first readings, {len(sec)} second "
+          f"on disk); {len(missing)} pool replies unlabelled -> {LABELS}")
+
+
+def prompt_group(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
 def features(a):
     """Labelled pool + external human labels -> benchmarks/judge_fit_v2.npz (numbers only); C by CV over prompts.
 
     Pools: "external" (warm start, weight `--w-ext`), "fit" (labelled replies of the fit prompts) and
-    "heldout" (labelled replies of every `--heldout-every`-th prompt, by hash: the report's test set)."""
+    "heldout" (labelled replies of every `--heldout-every`-th prompt, by hash: the report's test set).
+
+    The pools' texts are gitignored, so a fresh checkout has only the labels and the committed fitting file:
+    a labelled reply with a stored row keeps it by key (features, harmful flag, origin, rule, pool and prompt
+    group; its label is the csv's), the external rows are reused as stored, and only labelled replies new to
+    the file are encoded from their pool's text (`--reencode`: every row from text, as the first fit did).
+    Rows stored before prompt groups were recorded form a fold group each (their prompts are unknown)."""
     from magictokens.cotraining.judge import (ENCODER_MAX_LENGTH, FIT_FILE, Judge, external_rows, features as phi,
                                               rule_label, write_fit_file)
     from magictokens.cotraining.refusal_judge import SentenceEncoder
     labels = {r["key"]: r for r in csv.DictReader(open(LABELS))}
+    z = np.load(FIT_FILE) if FIT_FILE.exists() and not a.reencode else None
+    seen = set(z["keys"].tolist()) - {""} if z is not None else set()    # stored: reused, never re-encoded
     pools = [read_pool(p) for p in sorted(DIR.glob("pool_v*.jsonl"))]
-    rows, seen = [], set()
+    new = []
     for r in (r for pool in pools for r in pool if r["key"] in labels and r["key"] not in seen):
         seen.add(r["key"])                  # a reply in two pools is one labelled row
-        rows.append(dict(r, label=labels[r["key"]]["label"]))
-    ext = external_rows(seed=0)
-    held = {r["prompt"] for r in rows if int(hashlib.sha256(r["prompt"].encode()).hexdigest(), 16) % a.heldout_every == 0}
-    allrows = ext + rows
+        new.append(dict(r, label=labels[r["key"]]["label"]))
+    stored = []                             # rows of the committed file: external ones and labelled ones
+    if z is not None:
+        groups = z["groups"].tolist() if "groups" in z else [""] * len(z["labels"])
+        for i, k in enumerate(z["keys"].tolist()):
+            if (not k and z["pools"][i] == "external") or k in labels:
+                stored.append({"X": z["X"][i].astype(np.float32), "key": k, "harmful": bool(z["harmful"][i]),
+                               "origin": str(z["origins"][i]), "rule": str(z["rule"][i]), "pool": str(z["pools"][i]),
+                               "group": groups[i] or f"key:{k}", "label": labels[k]["label"] if k else str(z["labels"][i])})
     enc = SentenceEncoder(max_length=ENCODER_MAX_LENGTH)
+    ext = [] if any(r["pool"] == "external" for r in stored) else external_rows(seed=0)
+    todo = ext + new
     t0 = time.time()
-    X = phi(enc, [r["prompt"] for r in allrows], [r["reply"] for r in allrows], [r["harmful"] for r in allrows])
-    print(f"features of {len(allrows)} rows in {time.time() - t0:.0f} s")
-    y = [r["label"] for r in allrows]
-    pool = ["external"] * len(ext) + ["heldout" if r["prompt"] in held else "fit" for r in rows]
-    w = [a.w_ext] * len(ext) + [1.0] * len(rows)
-    rule = [rule_label(r["prompt"], r["reply"]) or "" for r in allrows]
-    # C by 5-fold CV over the fit pool's prompts (external rows always in training), the held-out pool untouched
-    fitp = sorted({r["prompt"] for r in rows if r["prompt"] not in held})
-    fold = {p: i % 5 for i, p in enumerate(random.Random(0).sample(fitp, len(fitp)))}
+    Xn = phi(enc, [r["prompt"] for r in todo], [r["reply"] for r in todo], [r["harmful"] for r in todo]) if todo else []
+    lost = len(set(labels) - seen)
+    print(f"features of {len(todo)} rows in {time.time() - t0:.0f} s ({len(stored)} stored rows reused"
+          + (f"; {lost} labelled replies have neither text nor a stored row: left out" if lost else "") + ")")
+    for i, (r, x) in enumerate(zip(todo, Xn)):
+        held = int(hashlib.sha256(r["prompt"].encode()).hexdigest(), 16) % a.heldout_every == 0   # by prompt
+        r.update(X=np.asarray(x, dtype=np.float32), group=prompt_group(r["prompt"]), key=r.get("key", ""),
+                 rule=rule_label(r["prompt"], r["reply"]) or "",
+                 pool="external" if i < len(ext) else ("heldout" if held else "fit"))
+    allrows = [r for r in stored if r["pool"] == "external"] + ext + [r for r in stored if r["pool"] != "external"] + new
+    X = np.stack([r["X"] for r in allrows])
+    y, pool, rule = [r["label"] for r in allrows], [r["pool"] for r in allrows], [r["rule"] for r in allrows]
+    harm = [r["harmful"] for r in allrows]
+    n_ext = sum(p == "external" for p in pool)
+    # C by 5-fold CV over the fit pool's prompt groups (external rows always in training), the held-out pool untouched
+    fitg = sorted({r["group"] for r in allrows if r["pool"] == "fit"})
+    fold = {g: i % 5 for i, g in enumerate(random.Random(0).sample(fitg, len(fitg)))}
     cv = {}
     for C in (0.3, 3.0):
         for w_ext in (0.0, 0.3):            # the warm start's weight is chosen too (0: labelled replies alone)
             hits = []
             for f in range(5):
-                tr = [i for i in range(len(allrows)) if not rule[i] and ((pool[i] == "external" and w_ext > 0) or
-                      (pool[i] == "fit" and fold[allrows[i]["prompt"]] != f))]
-                te = [i for i in range(len(allrows))
-                      if not rule[i] and pool[i] == "fit" and fold[allrows[i]["prompt"]] == f]
+                tr = [i for i, r in enumerate(allrows) if not rule[i] and ((pool[i] == "external" and w_ext > 0) or
+                      (pool[i] == "fit" and fold[r["group"]] != f))]
+                te = [i for i, r in enumerate(allrows) if not rule[i] and pool[i] == "fit" and fold[r["group"]] == f]
                 ww = [w_ext if pool[i] == "external" else 1.0 for i in tr]
-                j = Judge(enc, C).fit_features(X[tr], [y[i] for i in tr], ww,
-                                               harmful=[allrows[i]["harmful"] for i in tr])
-                hits += [p == y[i] for p, i in zip(j.predict_features(X[te], [allrows[i]["harmful"] for i in te]), te)]
+                j = Judge(enc, C).fit_features(X[tr], [y[i] for i in tr], ww, harmful=[harm[i] for i in tr])
+                hits += [p == y[i] for p, i in zip(j.predict_features(X[te], [harm[i] for i in te]), te)]
             cv[(C, w_ext)] = float(np.mean(hits))
     best, w_best = max(cv, key=cv.get)
-    w = [w_best] * len(ext) + [1.0] * len(rows)
+    w = [w_best if p == "external" else 1.0 for p in pool]
     cv = {f"C={c} w_ext={e}": v for (c, e), v in cv.items()}
-    write_fit_file(FIT_FILE, X, y, w, pool, [r["origin"] for r in allrows], [r["harmful"] for r in allrows],
-                   [r.get("key", "") for r in allrows], best, rule)
-    print(f"{len(rows)} labelled + {len(ext)} external rows -> {FIT_FILE} (C={best}, w_ext={w_best}; "
+    write_fit_file(FIT_FILE, X, y, w, pool, [r["origin"] for r in allrows], harm, [r["key"] for r in allrows], best,
+                   rule, [r["group"] if r["pool"] != "external" else "" for r in allrows])
+    print(f"{len(allrows) - n_ext} labelled + {n_ext} external rows -> {FIT_FILE} (C={best}, w_ext={w_best}; "
           f"CV agreement: {cv})")
 
 
@@ -389,9 +437,13 @@ def main():
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--scale", default="default", help="pool-replies / pool-candidates: whose run")
     ap.add_argument("--mode", default="positive", help="pool-candidates: which mode's candidates")
+    ap.add_argument("--src", default=None, help="pool-replies: a replies jsonl (a sweep probe's); check: the "
+                                                 "probe's result json (it records the judge that scored it)")
     ap.add_argument("--pool", default="pool_v2", help="sheets / second: which pool (pool_v2, pool_v3, ...)")
     ap.add_argument("--w-ext", type=float, default=0.3, help="weight of the external (warm-start) rows")
     ap.add_argument("--heldout-every", type=int, default=3, help="1 in this many prompts is held out")
+    ap.add_argument("--reencode", action="store_true",
+                    help="features: encode every row from its text (every labelled pool must be on disk)")
     a = ap.parse_args()
     {"generate": make_pool, "generate-positive": make_pool_positive, "sheets": sheets, "second": second, "merge": merge, "features": features, "report": report,
      "pool-replies": pool_replies, "pool-candidates": pool_candidates, "check": check}[a.part](a)

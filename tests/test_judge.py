@@ -1,4 +1,6 @@
 """The judge of record (cotraining/judge.py): rules, features, fitting, the held-out report, the file form."""
+import json
+
 import numpy as np
 import pytest
 
@@ -94,3 +96,34 @@ def test_external_warm_start_rows_cover_every_class_at_the_judged_length():
     assert max(len(r["reply"].split()) for r in rows) <= 40
     assert all(not r["harmful"] for r in rows if r["origin"] in ("pyrit", "alpaca"))
     assert all(r["label"] == "invalid" for r in rows if r["origin"] == "offtopic")
+
+
+def test_a_cached_judge_is_the_fitted_one_and_a_new_file_or_a_cut_cache_fits_again(tmp_path, monkeypatch):
+    """load_judge keeps the fitted classifier by the file's hash: the second load fits nothing and predicts
+    what the fit predicts; another fitting file, or an unreadable cache, fits again."""
+    from magictokens.cotraining import judge as J
+    monkeypatch.setenv("MAGICTOKENS_CACHE", str(tmp_path / "cache"))
+    enc = PairHashEncoder()
+    prompts, replies, harmful, labels = data()
+    X = features(enc, prompts, replies, harmful)
+    pools = ["external"] * 10 + ["fit"] * 30 + ["heldout"] * 10
+    path = tmp_path / "fit.npz"
+    write_fit_file(path, X, labels, [0.3] * 10 + [1.0] * 40, pools, ["o"] * 50, harmful, [str(i) for i in range(50)],
+                   10.0, [""] * 50)
+    fits = []
+    real = J.Judge.fit_features
+    monkeypatch.setattr(J.Judge, "fit_features", lambda self, *a, **k: fits.append(1) or real(self, *a, **k))
+    j1, rep1 = load_judge(path, encoder=enc)
+    assert len(fits) == 2 and len(list((tmp_path / "cache" / "judge").glob("*.pkl"))) == 1
+    j2, rep2 = load_judge(path, encoder=enc)
+    assert len(fits) == 2 and json.dumps(rep2, sort_keys=True) == json.dumps(rep1, sort_keys=True)  # NaN-safe
+    assert j2.fit_sha == j1.fit_sha == rep1["fit_sha"]
+    assert np.array_equal(j2.proba_features(X, harmful), j1.proba_features(X, harmful))
+    write_fit_file(path, X, labels, [0.3] * 10 + [1.0] * 40, pools, ["o"] * 50, harmful, [str(i) for i in range(50)],
+                   3.0, [""] * 50)                                     # another file: another hash, fitted
+    j3, _ = load_judge(path, encoder=enc)
+    assert len(fits) == 4 and j3.fit_sha != j1.fit_sha and j3.C == 3.0
+    for f in (tmp_path / "cache" / "judge").glob("*.pkl"):
+        f.write_bytes(b"cut")
+    load_judge(path, encoder=enc)
+    assert len(fits) == 6

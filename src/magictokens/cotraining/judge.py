@@ -48,16 +48,20 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import sklearn
 from sklearn.linear_model import LogisticRegression
 
 from ..data import data_path
 from ..errors import MagicTokensError
 from ..metrics import agreement_report
+from ..models import cache_root
 from .content_judge import distinct_ratio, echo_share
 from .refusal_judge import SentenceEncoder, has_redirect, has_refusal_phrase, read_xstest_completions
 
@@ -223,13 +227,17 @@ class Judge:
         return self.judge_with_prob(responses, prompt_harmful, prompts)[0]
 
 
-def write_fit_file(path, X: np.ndarray, labels, weights, pools, origins, harmful, keys, C: float, rule) -> None:
+def write_fit_file(path, X: np.ndarray, labels, weights, pools, origins, harmful, keys, C: float, rule,
+                   groups=None) -> None:
     """The judge's fitting set as numbers: features (float16), labels, weights, pool ("external" / "fit" /
-    "heldout"), origin (which model or data set), harmful flag, hash keys (labelled replies; "" otherwise)."""
+    "heldout"), origin (which model or data set), harmful flag, hash keys (labelled replies; "" otherwise),
+    groups (a hash of the reply's prompt: cross-validation folds never split a prompt; "" where unknown).
+    A refit reuses a labelled reply's row by key once its text is gone (the texts are never committed)."""
+    groups = [""] * len(labels) if groups is None else groups
     np.savez_compressed(path, X=np.asarray(X, dtype=np.float16), labels=np.asarray(labels),
                         weights=np.asarray(weights, dtype=np.float32), pools=np.asarray(pools),
                         origins=np.asarray(origins), harmful=np.asarray(harmful, dtype=bool), keys=np.asarray(keys),
-                        rule=np.asarray(rule),
+                        rule=np.asarray(rule), groups=np.asarray(groups),
                         C=np.float64(C), encoder_max_length=np.int64(ENCODER_MAX_LENGTH))
 
 
@@ -242,14 +250,45 @@ def held_out_report(truth, pred, harmful) -> dict:
                                        LABELS)}
 
 
+def _fitted_cache(sha: str, seed: int) -> Path:
+    """Where a judge fitted from one fitting file (by hash) and seed is kept: the two fits take ~8 s on a 2-core
+    CPU, paid once per file, not by every stage and test that loads the judge. Keyed by sklearn's version too."""
+    return cache_root() / "judge" / f"{sha}-seed{seed}-sklearn{sklearn.__version__}.pkl"
+
+
 def load_judge(path=FIT_FILE, seed: int = 0, encoder: SentenceEncoder | None = None) -> tuple[Judge, dict]:
     """-> (judge fitted on every row, report of one fitted without the "heldout" pool, scored on it).
 
-    Rule-decided rows count in the report as the rules label them (that is what `Judge.judge` does)."""
+    Rule-decided rows count in the report as the rules label them (that is what `Judge.judge` does). The
+    fitted classifier and report are cached by the file's hash and the seed (`_fitted_cache`): the fit is
+    deterministic, so a cached judge is the one a fit would give."""
     path = Path(path)
     if not path.exists():
         raise MagicTokensError(f"{path} is missing: it is committed with the repo; rebuild it with "
                                "`python benchmarks/judge_labelling.py features` (needs the labelled pools)")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    cached = _fitted_cache(sha, seed)
+    if cached.exists():
+        try:
+            clf, C, report = pickle.loads(cached.read_bytes())
+        except Exception:          # a cut write or another library's pickle: fit again below
+            clf = None
+        if clf is not None:
+            if encoder is None:
+                encoder = SentenceEncoder(max_length=int(np.load(path)["encoder_max_length"]))
+            final = Judge(encoder, C)
+            final.clf, final.fit_sha = clf, sha
+            return final, report
+    final, report = _fit_judge(path, seed, encoder)
+    final.fit_sha = report["fit_sha"] = sha
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")        # processes of one launch may fit at once: atomic
+    tmp.write_bytes(pickle.dumps((final.clf, final.C, report)))
+    os.replace(tmp, cached)
+    return final, report
+
+
+def _fit_judge(path: Path, seed: int, encoder: SentenceEncoder | None) -> tuple[Judge, dict]:
     z = np.load(path)
     X, y, w = z["X"].astype(np.float32), z["labels"].tolist(), z["weights"].astype(np.float64)
     pools, harmful, C = z["pools"].tolist(), z["harmful"].astype(bool), float(z["C"])
@@ -269,8 +308,8 @@ def load_judge(path=FIT_FILE, seed: int = 0, encoder: SentenceEncoder | None = N
               "heldout": held_out_report([y[i] for i in te], [pred[i] for i in te], harmful[te])}
     report["agreement"] = report["heldout"]["all"]["agreement"]
     final = Judge(encoder, C).fit_features(X[learnt], [y[i] for i in learnt], w[learnt], seed, harmful[learnt])
-    # which fitting set made this judge: targets it filtered are cached under it (pipeline.targets_key)
-    final.fit_sha = report["fit_sha"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    # which fitting set made this judge (set by load_judge): targets it filtered are cached under it
+    # (pipeline.targets_key)
     return final, report
 
 

@@ -1,0 +1,103 @@
+"""benchmarks/judge_labelling.py in a fresh checkout: the labelled replies' texts are gitignored and gone,
+so `merge` must keep the committed labels and `features` must keep their stored rows by key, encoding only
+replies whose text is on disk (issue 31: a refit that dropped the 1,482 earlier labels would go unseen)."""
+import csv
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from magictokens.cotraining import judge as J
+from magictokens.cotraining import refusal_judge
+from test_judge import PairHashEncoder
+
+pytestmark = pytest.mark.unit
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "judge_labelling.py"
+CLASSES = ("positive", "negative", "rejective", "invalid")
+
+
+@pytest.fixture
+def jl(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("judge_labelling", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "DIR", tmp_path / "judge")
+    monkeypatch.setattr(mod, "LABELS", tmp_path / "labels.csv")
+    monkeypatch.setattr(mod, "FIT_FILE_V2", tmp_path / "fit.npz")
+    monkeypatch.setattr(J, "FIT_FILE", tmp_path / "fit.npz")
+    monkeypatch.setattr(refusal_judge, "SentenceEncoder", lambda max_length=None: PairHashEncoder())
+    (tmp_path / "judge").mkdir()
+    return mod
+
+
+def args(**kw):
+    return type("A", (), {"heldout_every": 3, "reencode": False, **kw})()
+
+
+def test_merge_keeps_committed_rows_and_features_keep_their_stored_numbers(jl, tmp_path):
+    enc = PairHashEncoder()
+    # a committed fitting file: 12 external rows and 24 labelled replies (3 per prompt) whose texts are gone
+    prompts = [f"prompt number {i} about topic {i % 4}" for i in range(8)]
+    old = [(prompts[i // 3], f"reply {i} words here {CLASSES[i % 4]}", CLASSES[i % 4]) for i in range(24)]
+    ext = [(f"external prompt {i}", f"external reply {i}", CLASSES[i % 4]) for i in range(12)]
+    rows = ext + old
+    X = J.features(enc, [r[0] for r in rows], [r[1] for r in rows], [True] * len(rows))
+    keys = [""] * 12 + [jl.key(p, r) for p, r, _ in old]
+    pools = ["external"] * 12 + ["heldout" if i % 6 == 0 else "fit" for i in range(24)]
+    J.write_fit_file(J.FIT_FILE, X, [r[2] for r in rows], [0.3] * 12 + [1.0] * 24, pools, ["o"] * 36,
+                     [True] * 36, keys, 3.0, [""] * 36)               # an old file: no prompt groups
+    with open(jl.LABELS, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "label", "second_label", "origin", "harmful"])
+        for k, (_, _, lab) in zip(keys[12:], old):
+            w.writerow([k, lab, "", "base/old", 1])
+    # a new pool with text: two replies, one read twice; a reading of an old key fills its second label only
+    new = [("a new harmful prompt", "sure here is how you do it"), ("another new prompt", "I cannot help")]
+    (jl.DIR / "pool_v9.jsonl").write_text("".join(json.dumps(
+        {"key": jl.key(p, r), "origin": "cotrained/negative@probe", "harmful": True, "source": "harmful",
+         "prompt": p, "reply": r, "judged": "negative"}) + "\n" for p, r in new + [old[0][:2]]))
+    (jl.DIR / "labels_v9_0.csv").write_text(f"{jl.key(*new[0])},negative\n{jl.key(*new[1])},rejective\n"
+                                            f"{keys[12]},invalid\n")
+    (jl.DIR / "labels_second_v9.csv").write_text(f"{jl.key(*new[0])},negative\n{keys[12]},positive\n")
+    jl.merge(args())
+    got = {r["key"]: r for r in csv.DictReader(open(jl.LABELS))}
+    assert len(got) == 26
+    assert got[keys[12]]["label"] == old[0][2] and got[keys[12]]["second_label"] == "positive"   # first kept
+    assert got[jl.key(*new[0])]["second_label"] == "negative" and got[jl.key(*new[1])]["second_label"] == ""
+    assert all(got[k]["label"] == lab for k, (_, _, lab) in zip(keys[13:], old[1:]))
+
+    # a relabel of an old reply (the csv is what the fit uses), then the refit
+    rows_csv = list(csv.DictReader(open(jl.LABELS)))
+    rows_csv[1]["label"] = "invalid" if rows_csv[1]["label"] != "invalid" else "positive"
+    with open(jl.LABELS, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows_csv[0]))
+        w.writeheader()
+        w.writerows(rows_csv)
+    jl.features(args())
+    z = np.load(J.FIT_FILE)
+    assert len(z["labels"]) == 12 + 24 + 2
+    by = {k: i for i, k in enumerate(z["keys"].tolist()) if k}
+    old_X = X.astype(np.float16)
+    for j, k in enumerate(keys):                    # every stored row kept, numbers unchanged
+        i = by[k] if k else j
+        assert np.array_equal(z["X"][i], old_X[j]) and z["pools"][i] == pools[j]
+    assert z["labels"][by[rows_csv[1]["key"]]] == rows_csv[1]["label"]
+    assert z["labels"][by[keys[12]]] == old[0][2]
+    for p, r in new:                                # encoded from text, grouped and held out by prompt
+        i = by[jl.key(p, r)]
+        want = J.features(enc, [p], [r], [True])[0].astype(np.float16)
+        assert np.array_equal(z["X"][i], want)
+        assert z["groups"][i] == hashlib.sha256(p.encode()).hexdigest()[:16]
+        held = int(hashlib.sha256(p.encode()).hexdigest(), 16) % 3 == 0
+        assert z["pools"][i] == ("heldout" if held else "fit")
+    # a second refit with nothing new reproduces the file's rows exactly
+    before = {f: z[f].copy() for f in ("X", "labels", "pools", "keys", "groups")}
+    for p in jl.DIR.glob("pool_v*.jsonl"):
+        p.unlink()
+    jl.features(args())
+    z2 = np.load(J.FIT_FILE)
+    assert all(np.array_equal(z2[f], before[f]) for f in before)
