@@ -43,7 +43,7 @@ from magictokens.cotraining import CoTrainingConfig
 from magictokens.cotraining.config import data_seed
 from magictokens.cotraining.data import build_safety_data
 from magictokens.cotraining.distil import DISTIL_INSTRUCTIONS, cut_tokens, with_prefix
-from magictokens.cotraining.judge import make_judge
+from magictokens.cotraining.judge import make_judge, reply_key
 from magictokens.metrics import wilson_interval
 from magictokens.models import load_model, torch_threads
 from magictokens.results import run_meta, write_json
@@ -79,9 +79,7 @@ def openings(a) -> dict[str, str]:
     return out
 
 
-def key(prompt: str, reply: str) -> str:
-    import hashlib
-    return hashlib.sha256(f"{prompt}\x00{reply}".encode()).hexdigest()[:16]
+key = reply_key
 
 
 def generate(a):

@@ -47,6 +47,7 @@ import torch
 
 from magictokens.chat import NO_SYSTEM, generate
 from magictokens.cotraining.distil import DISTIL_INSTRUCTIONS
+from magictokens.cotraining.judge import reply_key
 from magictokens.models import load_model, torch_threads
 from magictokens.results import REPO_ROOT
 from magictokens.cotraining.data import build_safety_data
@@ -59,8 +60,7 @@ MODEL = "smollm2-135m-instruct"
 CLASSES = ("positive", "negative", "rejective", "invalid")
 
 
-def key(prompt: str, reply: str) -> str:
-    return hashlib.sha256(f"{prompt}\x00{reply}".encode()).hexdigest()[:16]
+key = reply_key                     # sha256(prompt NUL reply)[:16]: the key the stage reads labels by
 
 
 def read_pool(path: Path = POOL) -> list[dict]:
@@ -176,9 +176,10 @@ def pool_replies(a):
 
 def pool_candidates(a):
     """A pool from a run's self-distillation candidates (`targets-*.json` or its `.partial.json` beside the
-    adapters): `--n` sampled uniformly (not by judged label) among the candidates of mode `--mode` on harmful
-    prompts, cut to the judged length as the judge read them. The training prompts are rebuilt from the
-    scale's params (the partial file holds prompt indices only)."""
+    adapters): `--n` sampled uniformly (not by judged label) among the candidates of the `--mode`s on harmful
+    prompts, cut to the judged length as the judge read them; `--kept`: among the kept targets of a finished
+    distillation (`benchmarks/distil_yield.py`), whose readings `distil.read_labels` then applies. The
+    training prompts are rebuilt from the scale's params (the partial file holds prompt indices only)."""
     from magictokens.cotraining.config import CoTrainingConfig, data_seed
     from magictokens.cotraining.distil import cut_tokens
     from magictokens.config import stage_params
@@ -186,22 +187,28 @@ def pool_candidates(a):
     files = sorted(d.glob("targets-*.json"), key=lambda f: f.stat().st_mtime)
     if not files:
         raise SystemExit(f"no targets-*.json in {d}: run the scale's cotraining stage first")
-    cands = json.loads(files[-1].read_text())["candidates"]
+    d_t = json.loads(files[-1].read_text())
+    modes = a.mode.split(",")
+    # --kept: the targets the judge kept (what training would see), for a reading that overrules it
+    # (`distil.read_labels`); else candidates sampled uniformly, whatever their judged label
+    cands = ([[i, m, 0, t, m] for i, m, t in d_t["targets"]] if a.kept else d_t["candidates"])
     P, cfg = stage_params(a.scale, "cotraining", CoTrainingConfig, None)
     data = build_safety_data(cfg.n_train_harmful, cfg.n_train_benign, cfg.n_eval_harmful, cfg.n_eval_benign,
                              cfg.n_xstest, seed=data_seed(cfg, P["seed"]), max_chars=cfg.max_prompt_chars,
                              targets=cfg.targets)
     _, tok = load_model(P["model"], dtype="float32", device="cpu")
-    pick = [c for c in cands if c[1] == a.mode and data.train[c[0]].harmful]
+    pick = [c for c in cands if c[1] in modes and data.train[c[0]].harmful]
     rng = random.Random(5)
     out = []
     for i, mode, rnd, text, lab in (c[:5] for c in rng.sample(pick, min(a.n, len(pick)))):
         prompt, reply = data.train[i].text, cut_tokens(tok, text, a.max_new_tokens)
-        out.append({"key": key(prompt, reply), "origin": f"base/{mode}-instruction@{a.scale}-distil",
+        out.append({"key": key(prompt, reply), "origin": f"base/{mode}-instruction@{a.scale}-distil"
+                    + ("-kept" if a.kept else ""),
                     "harmful": True, "source": "harmful", "prompt": prompt, "reply": reply, "judged": lab})
     path = DIR / f"{a.pool}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in out))
-    print(f"{len(out)} of {len(pick)} {a.mode} candidates on harmful prompts ({files[-1].name}) -> {path}")
+    print(f"{len(out)} of {len(pick)} {a.mode} {'kept targets' if a.kept else 'candidates'} on harmful prompts "
+          f"({files[-1].name}) -> {path}")
 
 
 def check(a):
@@ -231,6 +238,35 @@ def check(a):
     print(f"{a.pool}: {len(rows)} read replies; the run's judge agrees on {out['all']['agreement']:.3f}; harmful: "
           + ", ".join(f"{c} P {v['precision']:.2f} R {v['recall']:.2f} (n {v['n_true']})"
                       for c, v in out["harmful"]["classes"].items()))
+
+
+def threshold(a):
+    """Can a stricter `distil.min_prob` make the positive targets clean? The judge fitted without the held-out
+    pool, on the held-out base-model candidates of the positive instruction on harmful prompts: precision and
+    recall of "P(positive) >= t" against the readings -> results/bench/judge_v2.json["min_prob_positive"]."""
+    from magictokens.cotraining.judge import LABELS as JL, Judge
+    from magictokens.results import write_json
+    z = np.load(FIT_FILE_V2)
+    rule, pools, y, h, o = z["rule"].tolist(), z["pools"].tolist(), z["labels"], z["harmful"], z["origins"]
+    tr = [i for i in range(len(y)) if not rule[i] and pools[i] != "heldout"]
+    j = Judge(encoder=object(), C=float(z["C"])).fit_features(z["X"][tr].astype(np.float32), y[tr].tolist(),
+                                                             z["weights"][tr].astype(float), 0, h[tr])
+    te = [i for i in range(len(y)) if pools[i] == "heldout" and h[i] and not rule[i]
+          and str(o[i]).startswith("base/positive")]
+    p = j.proba_features(z["X"][te].astype(np.float32), h[te])[:, JL.index("positive")]
+    truth = y[te] == "positive"
+    rows = []
+    for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        k = p >= t
+        rows.append({"min_prob": t, "kept": int(k.sum()), "precision": float((truth & k).sum() / k.sum()) if k.any()
+                     else None, "recall": float((truth & k).sum() / truth.sum()) if truth.any() else None})
+        print(f"min_prob {t}: kept {k.sum()} of {len(te)}, precision {rows[-1]['precision']}, recall "
+              f"{rows[-1]['recall']}")
+    path = REPO_ROOT / "results" / "bench" / "judge_v2.json"
+    d = json.loads(path.read_text())
+    d["min_prob_positive"] = {"n": len(te), "n_read_positive": int(truth.sum()), "rows": rows,
+                              "fit_sha": hashlib.sha256(FIT_FILE_V2.read_bytes()).hexdigest()[:16]}
+    write_json(path, d)
 
 
 def sheet_text(rows: list[dict]) -> str:
@@ -410,8 +446,10 @@ def report(a):
            "judge": {**rep, "C": float(z["C"]), "w_ext": float(z["weights"][z["pools"] == "external"][0])
                      if (z["pools"] == "external").any() else None}}
     path = REPO_ROOT / "results" / "bench" / "judge_v2.json"
-    if path.exists() and "check" in (old := json.loads(path.read_text())):
-        out["check"] = old["check"]         # readings of runs' replies against the judge that scored them
+    old = json.loads(path.read_text()) if path.exists() else {}
+    for k in ("check", "min_prob_positive"):   # readings of runs' replies against their judge; the threshold probe
+        if k in old:
+            out[k] = old[k]
     write_json(path, out)
     h = rep["heldout"]["harmful"]
     print(f"{len(rows)} labelled replies {counts}; second reading n={len(both)}, kappa "
@@ -424,7 +462,7 @@ def report(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("part", choices=["generate", "generate-positive", "pool-replies", "pool-candidates", "sheets", "second", "merge", "features", "report",
-                                     "check"])
+                                     "check", "threshold"])
     ap.add_argument("--n-harmful", type=int, default=100)
     ap.add_argument("--n-benign", type=int, default=40)
     ap.add_argument("--n-model-harmful", type=int, default=50)
@@ -436,7 +474,8 @@ def main():
     ap.add_argument("--n", type=int, default=6)
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--scale", default="default", help="pool-replies / pool-candidates: whose run")
-    ap.add_argument("--mode", default="positive", help="pool-candidates: which mode's candidates")
+    ap.add_argument("--mode", default="positive", help="pool-candidates: which modes' candidates (comma-separated)")
+    ap.add_argument("--kept", action="store_true", help="pool-candidates: the kept targets, not all candidates")
     ap.add_argument("--src", default=None, help="pool-replies: a replies jsonl (a sweep probe's); check: the "
                                                  "probe's result json (it records the judge that scored it)")
     ap.add_argument("--pool", default="pool_v2", help="sheets / second: which pool (pool_v2, pool_v3, ...)")
@@ -446,7 +485,8 @@ def main():
                     help="features: encode every row from its text (every labelled pool must be on disk)")
     a = ap.parse_args()
     {"generate": make_pool, "generate-positive": make_pool_positive, "sheets": sheets, "second": second, "merge": merge, "features": features, "report": report,
-     "pool-replies": pool_replies, "pool-candidates": pool_candidates, "check": check}[a.part](a)
+     "pool-replies": pool_replies, "pool-candidates": pool_candidates, "check": check,
+     "threshold": threshold}[a.part](a)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,12 @@ def tiny():
 def tiny_ids(tiny):
     _, tok = tiny
     return lambda text: tok(text, add_special_tokens=False).input_ids
+
+
+@pytest.fixture(scope="session")
+def smoke_cotraining(tmp_path_factory):
+    """(out_root, executed notebook) of the cotraining notebook run once on smoke params: its own test checks
+    it and the beyond study's notebook test starts from a copy (one tiny co-training per suite, not two)."""
+    from magictokens.pipeline import run_stage
+    root = tmp_path_factory.mktemp("smoke_cotraining")
+    return root, run_stage("cotraining", "smoke", out_root=root)

@@ -555,6 +555,10 @@ def test_distilled_targets_are_cached_by_what_made_them(tiny, tmp_path):
             ((j2, cfg, 0), (j3, cfg, 0), (j2, cfg, 1),
              (j2, CoTrainingConfig(distil=DistilConfig(samples=3, max_new_tokens=3)), 0))}
     assert len(keys) == 4
+    # readings apply after the cache: turning them on samples nothing again
+    read = CoTrainingConfig(distil=DistilConfig(samples=2, max_new_tokens=3, batch_size=8, max_prompt_tokens=16,
+                                                read_labels=True))
+    assert targets_key(model, data, j2, read, 0) == targets_key(model, data, j2, cfg, 0)
 
 
 def test_prefix_starts_the_reply_and_the_model_writes_the_rest(tiny):
@@ -613,3 +617,58 @@ def full_calls(res):
             blocks.append([(r, m), 0])
         blocks[-1][1] += 1
     return [n for _, n in blocks[4:]]
+
+
+class WantedJudge:
+    """Judges every candidate as the mode it was sampled for (by the instruction it was asked under: the
+    candidates of one call share it), so every pair closes in round 1."""
+
+    def __init__(self):
+        self.modes = iter([])
+
+    def judge(self, responses, prompt_harmful, prompts=None):
+        mode = next(self.modes)
+        return [("positive" if mode == "negative" and not h else mode) for h in prompt_harmful]
+
+
+def test_a_reading_overrules_the_judge_on_kept_targets_of_harmful_prompts_only(tiny, tmp_path):
+    from magictokens.cotraining import distil
+    from magictokens.cotraining.data import labelled_answers
+    from magictokens.cotraining.judge import read_labels, reply_key
+    from magictokens.cotraining.pipeline import apply_distilled, read_overrules
+
+    model, tok = tiny
+    st = Prompt("s", "how to pick a lock", "safety_tuned", True,
+                responses={"positive": "Lock picking is legal on locks you own; a locksmith course teaches it."})
+    adv = Prompt("a", "write malware", "advbench", True)
+    ben = Prompt("b", "bake bread", "alpaca", False)
+    prompts = [st, adv, ben]
+    for p in prompts:
+        p.labelled = labelled_answers(p)
+        p.responses, p.origin = {m: None for m in MODES}, {m: "distil" for m in MODES}
+    judge = WantedJudge()
+    judge.modes = iter(MODES)                       # one judge call per (round, mode) block, in MODES order
+    cfg = distil.DistilConfig(samples=1, max_new_tokens=3, judged_tokens=2, batch_size=8, max_prompt_tokens=16)
+    res = distil.run(model, tok, prompts, judge, cfg, progress=False)
+    assert len(res.targets) == 9                    # every pair kept by the judge
+    key = lambda i, m: reply_key(prompts[i].text, distil.cut_tokens(tok, res.targets[(i, m)], cfg.judged_tokens))
+    csv = tmp_path / "labels.csv"
+    csv.write_text("key,label,second_label,origin,harmful\n"
+                   f"{key(0, 'positive')},negative,,x,1\n"        # st's positive target read as compliance
+                   f"{key(1, 'positive')},positive,,x,1\n"        # adv's read as its mode: kept
+                   f"{key(1, 'negative')},invalid,,x,1\n"         # adv's negative read off-topic
+                   f"{key(2, 'positive')},invalid,,x,0\n")        # a benign prompt's: readings never apply
+    labels = read_labels(csv)
+    assert len(labels) == 4
+    out, log = read_overrules(tok, SafetyData(train=prompts, eval_harmful=[], eval_benign=[], xstest=[]), res, cfg,
+                              labels)
+    assert out == {(0, "positive"), (1, "negative")}
+    assert log == {"positive": {"read_as_mode": 1, "read_other": 1, "unread": 0},
+                   "negative": {"read_as_mode": 0, "read_other": 1, "unread": 1}}
+    data = SafetyData(train=prompts, eval_harmful=[], eval_benign=[], xstest=[])
+    assert apply_distilled(data, res, "labelled", out) == 7
+    assert st.origin["positive"] == "labelled" and st.responses["positive"].startswith("Lock picking")
+    assert adv.origin == {"positive": "distil", "negative": "dropped", "rejective": "distil"}
+    assert ben.origin == {m: "distil" for m in MODES}
+    with pytest.raises(MagicTokensError, match="judge_labelling.py"):
+        read_labels(tmp_path / "missing.csv")

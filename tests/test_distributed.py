@@ -46,12 +46,20 @@ def launch(root: Path, n: int = 2) -> str:
     return accelerate("-m", "magictokens.pipeline", "search", "--scale", "smoke", "--out-root", root, n=n)
 
 
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory) -> dict:
+    """The smoke searches' rows from one plain process: what every launch or mix must leave (searched once
+    for the module's tests)."""
+    root = tmp_path_factory.mktemp("solo")
+    search(root)
+    return rows(root)
+
+
 @pytest.mark.notebook
-def test_accelerate_launch_gives_the_rows_of_one_process_and_resumes(tmp_path):
-    search(tmp_path / "solo")
+def test_accelerate_launch_gives_the_rows_of_one_process_and_resumes(tmp_path, solo):
     out = launch(tmp_path / "launched")
     assert json.loads(out.strip().splitlines()[-1]) == {"true_token": [4, 4], "top75": [2, 2], "uniform_rank": [3, 3]}
-    solo, launched = rows(tmp_path / "solo"), rows(tmp_path / "launched")
+    launched = rows(tmp_path / "launched")
     assert launched == solo and sum(map(len, solo.values())) == 9        # same ids, k and prompts; merged: no shards
     shards = [r for r in map(json.loads, (tmp_path / "launched" / "results" / "smoke" / "instances" / "reachability"
                                           / "fast" / "true_token.jsonl").read_text().splitlines())]
@@ -62,15 +70,14 @@ def test_accelerate_launch_gives_the_rows_of_one_process_and_resumes(tmp_path):
 
 
 @pytest.mark.notebook
-def test_a_mix_of_shard_launch_and_single_runs_merges_to_one_log(tmp_path):
-    search(tmp_path / "solo")
+def test_a_mix_of_shard_launch_and_single_runs_merges_to_one_log(tmp_path, solo):
     mix = tmp_path / "mix"
     search(mix, "--shard", "0/3", "--family", "true_token")              # a job array's first task only
     launch(mix)                                                           # two processes take what is left
     search(mix)                                                           # and a plain run: nothing left
     subprocess.run([sys.executable, "-m", "magictokens.pipeline", "merge", "--scale", "smoke", "--out-root", str(mix)],
                    env=env(), check=True, capture_output=True, timeout=300, cwd=REPO)
-    assert rows(mix) == rows(tmp_path / "solo")
+    assert rows(mix) == solo
     assert not list((mix / "results").rglob("*.shard*.jsonl"))
     shutil.rmtree(mix)
 

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -227,11 +228,11 @@ def test_load_trained_without_weights_is_one_clear_error(tmp_path):
 
 @pytest.mark.notebook
 @pytest.mark.slow
-def test_mode_reachability_notebook_smoke(tmp_path):
-    """cotraining (tiny model) then mode reachability on its trained models."""
+def test_mode_reachability_notebook_smoke(tmp_path, smoke_cotraining):
+    """cotraining (tiny model: the suite's one smoke run, copied) then mode reachability on its trained models."""
     with pytest.raises(MagicTokensError, match="run the cotraining stage first"):
         run_stage("mode_reachability", "smoke", out_root=tmp_path)
-    run_stage("cotraining", "smoke", out_root=tmp_path)
+    shutil.copytree(smoke_cotraining[0], tmp_path, dirs_exist_ok=True)
     run_stage("mode_reachability", "smoke", out_root=tmp_path)
     d = json.loads((tmp_path / "results" / "smoke" / "mode_reachability.json").read_text())
     assert set(d["transitions"]) == set(d["baselines"]) == set(d["question"]) == {"user_before", "system"}

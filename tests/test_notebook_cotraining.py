@@ -4,8 +4,6 @@ import math
 
 import pytest
 
-from magictokens.pipeline import run_stage
-
 pytestmark = pytest.mark.notebook
 
 MODES = ("positive", "negative", "rejective")
@@ -17,8 +15,8 @@ def on_grid(share: float, n: int) -> bool:
 
 
 @pytest.mark.slow
-def test_cotraining_notebook_smoke(tmp_path):
-    executed = run_stage("cotraining", "smoke", out_root=tmp_path)
+def test_cotraining_notebook_smoke(smoke_cotraining):
+    tmp_path, executed = smoke_cotraining
     assert executed.exists()
     out = json.loads((tmp_path / "results" / "smoke" / "cotraining.json").read_text())
     for key in ("meta", "judge_accuracy", "confusion", "mode_accuracy", "sam", "safety_score",

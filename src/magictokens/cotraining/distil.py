@@ -88,6 +88,12 @@ class DistilConfig:
     # data-set answer where it is one of that mode (never a template); "datasets" trains the earlier recipe's
     # dataset / template target (smoke runs only: a random model's replies are never judged a mode)
     fallback: Literal["none", "labelled", "datasets"] = "labelled"
+    # readings overrule the judge: a kept target on a harmful prompt that was read (cotraining.judge.read_labels,
+    # by the key of its judged length) as another class than its mode is not kept (it goes to `fallback`). The
+    # judge's "positive" is right on about 2 in 3 at any min_prob (results/bench/judge_v2.json min_prob_positive):
+    # reading the kept targets once (benchmarks/judge_labelling.py pool-candidates --kept) makes them clean, and
+    # the same data seed regenerates the same candidates, so the readings serve every training seed
+    read_labels: bool = False
 
     def __post_init__(self):
         # prefix maps are open to any key in params (config.OPEN_MAPS): a typo'd mode is caught here

@@ -67,6 +67,7 @@ from .refusal_judge import SentenceEncoder, has_redirect, has_refusal_phrase, re
 
 LABELS = ("positive", "negative", "rejective", "invalid")
 FIT_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "judge_fit_v2.npz"
+READ_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "judge_labels_v2.csv"   # readings, keyed
 ENCODER_MAX_LENGTH = 192            # prompt (cut first) + a 48-token reply fit in the pair window
 JUDGED_WORDS = 40                   # external replies are cut to about the judged length (48 model tokens)
 NEG = LABELS.index("negative")
@@ -225,6 +226,21 @@ class Judge:
     def judge(self, responses: list[str], prompt_harmful: list[bool], prompts: list[str] | None = None) -> list[str]:
         """The judges' common call shape; this judge needs the prompts."""
         return self.judge_with_prob(responses, prompt_harmful, prompts)[0]
+
+
+def reply_key(prompt: str, reply: str) -> str:
+    """A reply's key among the readings: sha256(prompt NUL reply)[:16], the reply at the judged length."""
+    return hashlib.sha256(f"{prompt}\x00{reply}".encode()).hexdigest()[:16]
+
+
+def read_labels(path=READ_FILE) -> dict[str, str]:
+    """{reply_key: the first reading's label} of every reply labelled by reading (no text: keys only)."""
+    path = Path(path)
+    if not path.exists():
+        raise MagicTokensError(f"{path} is missing: it is committed with the repo (benchmarks/judge_labelling.py "
+                               "merge writes it)")
+    with open(path, newline="") as f:
+        return {r["key"]: r["label"] for r in csv.DictReader(f)}
 
 
 def write_fit_file(path, X: np.ndarray, labels, weights, pools, origins, harmful, keys, C: float, rule,

@@ -32,6 +32,7 @@ from . import distil
 from .config import CoTrainingConfig, data_seed
 from .data import MODE_INSTRUCTIONS, MODES, SafetyData, mode_examples
 from .evaluate import evaluate
+from .judge import read_labels, reply_key
 from .training import dpo, sft
 
 
@@ -52,14 +53,17 @@ def self_distil(model, tok, data: SafetyData, max_new_tokens: int, batch_size: i
     return n
 
 
-def apply_distilled(data: SafetyData, res: "distil.DistilResult", fallback: str = "none") -> int:
+def apply_distilled(data: SafetyData, res: "distil.DistilResult", fallback: str = "none",
+                    unread: set | None = None) -> int:
     """Write kept targets into the training prompts. A pair with none is dropped; with `fallback` "labelled"
     it takes the prompt's own data-set answer of that mode where there is one (origin "labelled",
     `data.labelled_answers`); with "datasets" the earlier recipe's dataset / template target (origin
-    "fallback": smoke runs). -> number of distilled targets kept."""
+    "fallback": smoke runs). `unread`: (prompt index, mode) pairs whose kept target a reading overruled
+    (`read_overrules`): treated as having none. -> number of distilled targets kept."""
+    unread = unread or set()
     for i, p in enumerate(data.train):
         for mode in MODES:
-            text = res.targets.get((i, mode))
+            text = res.targets.get((i, mode)) if (i, mode) not in unread else None
             if text is not None:
                 p.responses[mode], p.origin[mode] = text, "distil"
             elif fallback == "labelled" and p.labelled.get(mode):
@@ -68,7 +72,24 @@ def apply_distilled(data: SafetyData, res: "distil.DistilResult", fallback: str 
                 p.responses[mode], p.origin[mode] = p.fallback[mode], "fallback"
             else:
                 p.responses[mode], p.origin[mode] = None, "dropped"
-    return len(res.targets)
+    return len(res.targets) - len(unread)
+
+
+def read_overrules(tok, data: SafetyData, res: "distil.DistilResult", cfg: "distil.DistilConfig",
+                   labels: dict[str, str]) -> tuple[set, dict]:
+    """Kept targets on harmful prompts whose reading (key of the prompt and the target cut to the judged
+    length) is another class than their mode -> (those (index, mode) pairs, the log: per mode the kept
+    targets read as their mode, read as another class, and not read)."""
+    out, log = set(), {m: {"read_as_mode": 0, "read_other": 0, "unread": 0} for m in ("positive", "negative")}
+    for (i, mode), text in sorted(res.targets.items()):
+        p = data.train[i]
+        if not p.harmful or mode not in log:
+            continue
+        lab = labels.get(reply_key(p.text, distil.cut_tokens(tok, text, cfg.judged_tokens)))
+        log[mode]["unread" if lab is None else "read_as_mode" if lab == mode else "read_other"] += 1
+        if lab is not None and lab != mode:
+            out.add((i, mode))
+    return out, log
 
 
 def targets_key(model, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: int) -> str:
@@ -77,8 +98,10 @@ def targets_key(model, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: i
     import hashlib
     import json
     judge_id = getattr(judge, "fit_sha", None) or type(judge).__name__
+    # readings apply after the cache (`read_overrules`): they change which targets train, not the candidates
+    sampled = {k: v for k, v in asdict(cfg.distil).items() if k != "read_labels"}
     blob = json.dumps({"model": getattr(model.config, "_name_or_path", ""), "prompts": [[p.text, p.harmful]
-                       for p in data.train], "distil": asdict(cfg.distil), "seed": seed, "judge": judge_id},
+                       for p in data.train], "distil": sampled, "seed": seed, "judge": judge_id},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -109,8 +132,12 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
                                             "log": dres.log(), "candidates": dres.candidates,
                                             "prompts": [[p.text, p.harmful] for p in data.train]}))
                 path.with_suffix(".partial.json").unlink(missing_ok=True)
-        n = apply_distilled(data, dres, cfg.distil.fallback)
+        unread, read_log = (read_overrules(tok, data, dres, cfg.distil, read_labels()) if cfg.distil.read_labels
+                            else (set(), None))
+        n = apply_distilled(data, dres, cfg.distil.fallback, unread)
         log = dres.log()
+        if read_log is not None:
+            log["read"] = read_log
         log["origin"] = {side: {m: dict(Counter(p.origin[m] for p in data.train if p.harmful == h)) for m in MODES}
                          for side, h in (("harmful", True), ("benign", False))}     # distil / labelled / dropped
         return n, log

@@ -203,9 +203,12 @@ def render_judge_v2(root: Path, short: bool = False) -> list[str]:
         earlier = c.get("judge_fit_sha") != j.get("fit_sha")
         who = (f"an earlier judge (fitting file {c.get('judge_fit_sha') or 'unrecorded'}; these replies are in this "
                "judge's fit now)" if earlier else "this judge, never fitted on them")
-        line += (f" Against {c['n']} replies of a run, read afterwards ({', '.join(c['origins'][:3])}"
+        read = c.get("read_by_origin", {})     # what the readers saw per origin (a probe's token)
+        line += (f" Against {c['n']} replies of a run or probe, read afterwards ({', '.join(c['origins'][:3])}"
                  f"{', ...' if len(c['origins']) > 3 else ''}), the judge that scored it, {who}, agrees on "
-                 f"{_f(c['all']['agreement'])}; on harmful prompts (n={c['harmful']['n']}): {pr(c['harmful'])}.")
+                 f"{_f(c['all']['agreement'])}; on harmful prompts (n={c['harmful']['n']}): {pr(c['harmful'])}."
+                 + (" Read: " + "; ".join(f"{o}: " + ", ".join(f"{k} {n}" for k, n in d.items() if n)
+                                          for o, d in read.items()) + "." if read else ""))
     if short:
         return [line, ""]
     return [line + f" Labels by hash: `{b['meta']['labels']}`; features (numbers, no text): `benchmarks/judge_fit_v2.npz`.",
