@@ -54,16 +54,16 @@ def self_distil(model, tok, data: SafetyData, max_new_tokens: int, batch_size: i
 
 
 def apply_distilled(data: SafetyData, res: "distil.DistilResult", fallback: str = "none",
-                    unread: set | None = None) -> int:
+                    overruled: set | None = None) -> int:
     """Write kept targets into the training prompts. A pair with none is dropped; with `fallback` "labelled"
     it takes the prompt's own data-set answer of that mode where there is one (origin "labelled",
     `data.labelled_answers`); with "datasets" the earlier recipe's dataset / template target (origin
-    "fallback": smoke runs). `unread`: (prompt index, mode) pairs whose kept target a reading overruled
+    "fallback": smoke runs). `overruled`: (prompt index, mode) pairs whose kept target a reading overruled
     (`read_overrules`): treated as having none. -> number of distilled targets kept."""
-    unread = unread or set()
+    overruled = overruled or set()
     for i, p in enumerate(data.train):
         for mode in MODES:
-            text = res.targets.get((i, mode)) if (i, mode) not in unread else None
+            text = res.targets.get((i, mode)) if (i, mode) not in overruled else None
             if text is not None:
                 p.responses[mode], p.origin[mode] = text, "distil"
             elif fallback == "labelled" and p.labelled.get(mode):
@@ -72,7 +72,7 @@ def apply_distilled(data: SafetyData, res: "distil.DistilResult", fallback: str 
                 p.responses[mode], p.origin[mode] = p.fallback[mode], "fallback"
             else:
                 p.responses[mode], p.origin[mode] = None, "dropped"
-    return len(res.targets) - len(unread)
+    return len(res.targets) - len(overruled)
 
 
 def read_overrules(tok, data: SafetyData, res: "distil.DistilResult", cfg: "distil.DistilConfig",
@@ -132,9 +132,9 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
                                             "log": dres.log(), "candidates": dres.candidates,
                                             "prompts": [[p.text, p.harmful] for p in data.train]}))
                 path.with_suffix(".partial.json").unlink(missing_ok=True)
-        unread, read_log = (read_overrules(tok, data, dres, cfg.distil, read_labels()) if cfg.distil.read_labels
-                            else (set(), None))
-        n = apply_distilled(data, dres, cfg.distil.fallback, unread)
+        overruled, read_log = (read_overrules(tok, data, dres, cfg.distil, read_labels()) if cfg.distil.read_labels
+                               else (set(), None))
+        n = apply_distilled(data, dres, cfg.distil.fallback, overruled)
         log = dres.log()
         if read_log is not None:
             log["read"] = read_log
