@@ -10,6 +10,7 @@ returning a result dataclass, as nanoGCG does:
 * :mod:`coordinate` - warm-started coordinate search, success checked on every candidate
 * :mod:`fast`       - the same back-off question at ~1/20 of the evaluations (k=1 top-N,
                       coordinate search for k>=2, shortening by deletion)
+* :mod:`below`      - fast's optional last step: a bounded extra budget below the found k
 
 Shared pieces live beside them, never in a sibling algorithm: `filters`
 (which tokens may be used), `results` (the trace step and back-off result

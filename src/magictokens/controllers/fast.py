@@ -17,6 +17,9 @@ benchmarks/bench_fast.py):
     shorten   after a success at k, every prompt that deletes tokens down to a
               smaller grid length (at most `shorten_max` of them) is checked:
               all smaller lengths had failed, so any such hit lowers the answer
+    below     then (`below`, off by default) a bounded extra budget at the grid
+              length below the answer: a further k = 1 sweep, or coordinate
+              searches started from deletions of the found prompt (`below.py`)
 
 Success rule: any scored candidate whose fp32 argmax is y ends that k (the
 authors check only greedy's lowest-loss token and GCG's final prompt, so this
@@ -25,7 +28,7 @@ rule can only give the same or a lower eps at equal candidates).
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -35,6 +38,7 @@ import torch
 from ..errors import MagicTokensError
 from ..fields import Count, Flag, Positive, params
 from ..scoring import Scorer, Verifier, k0_state, objective, onehot_gradient, score_until_success
+from . import below as below_search
 from . import coordinate
 from .filters import allowed_token_mask, retokenizes
 from .results import BackoffResult, TraceStep, resume_key
@@ -50,10 +54,13 @@ class FastConfig:
     pad: Literal["target", "random"] = "target"               # new left slots: target = y then random tokens | random
     shorten: Flag = True
     shorten_max: Count = 64             # deletion candidates checked per smaller length
+    below: below_search.BelowConfig = field(default_factory=below_search.BelowConfig)   # off: see below.py
 
     def __post_init__(self):
         if isinstance(self.coordinate, dict):
             self.coordinate = coordinate.CoordinateConfig(**self.coordinate)
+        if isinstance(self.below, dict):
+            self.below = below_search.BelowConfig(**self.below)
         ks = [int(k) for k in self.ks]
         if not ks or any(k <= 0 for k in ks) or ks != sorted(set(ks)):
             raise MagicTokensError(f"fast.ks must be strictly increasing lengths >= 1 (k=0 is always checked), got {ks}")
@@ -65,6 +72,8 @@ class FastConfig:
 
     # What a runner needs to know of a search, told by the config itself (backoff.BackoffConfig has the same).
     METHOD = "fast"                 # its name in a row's resume header
+    # fields added after rows were committed, at the value those rows were searched under (resume_key)
+    LATER_FIELDS = {"below": below_search.OFF}
     shares_first_step = False       # no whole-vocabulary k=1 sweep to share between targets of one x0
 
     def resume_entry(self) -> dict:
@@ -80,7 +89,9 @@ class FastConfig:
         c = self.coordinate
         return (f"fast search: k=1 grad top-{self.k1_candidates} | coordinate k=2,3 x{self.short_steps} steps, "
                 f"k={','.join(str(k) for k in self.ks if k > 3)} x{c.max_steps} | width {c.width}-{c.width_max}, "
-                f"top-k {c.topk}, {c.objective} loss | any fp32-verified candidate stops")
+                f"top-k {c.topk}, {c.objective} loss | any fp32-verified candidate stops"
+                + (f" | below: {self.below.starts} x {self.below.steps} steps, k=1 +{self.below.k1_sweep}, "
+                   f"{self.below.levels} level(s)" if self.below.on else ""))
 
     def search(self, model, tokenizer, x0_ids, target_id: int, verify_model=None, seed: int = 0,
                prefix_ids=()) -> BackoffResult:
@@ -102,11 +113,10 @@ def pad_left(prev: list[int], k: int, target_id: int, allowed_ids: torch.Tensor,
 
 def deletions(ids: list[int], k_new: int, limit: int) -> torch.Tensor | None:
     """Every subsequence of `ids` of length k_new (order kept), or None if more than `limit`."""
-    combos = itertools.combinations(range(len(ids)), k_new)
-    out = list(itertools.islice(combos, limit + 1))
-    if not out or len(out) > limit:
+    n = math.comb(len(ids), k_new)
+    if n == 0 or n > limit:
         return None
-    return torch.tensor([[ids[i] for i in c] for c in out], dtype=torch.long)
+    return below_search.deletions_of(ids, k_new)
 
 
 def run(model, tokenizer, x0_ids, target_id: int, config: FastConfig = FastConfig(), verify_model=None,
@@ -121,6 +131,8 @@ def run(model, tokenizer, x0_ids, target_id: int, config: FastConfig = FastConfi
     trace = [TraceStep(k=0, method="none", loss=base_loss, success=margin > 0, seconds=0.0, n_candidates=1)]
     n_cand = {"k1": 0, "coordinate": 0, "shorten": 0}
     secs = {"k1": 0.0, "coordinate": 0.0, "shorten": 0.0}
+    if config.below.on:     # rows searched without it keep the keys they were written with
+        n_cand["below"], secs["below"] = 0, 0.0
     n_grad = 0
     cc = config.coordinate
     verifier = Verifier(Scorer(verify_model, x0, target_id, prefix_ids, batch_size=cc.verify_top)
@@ -180,8 +192,23 @@ def run(model, tokenizer, x0_ids, target_id: int, config: FastConfig = FastConfi
             k_found, ids = k, list(best)
             if config.shorten:
                 k_found, ids = _shorten(k_found, ids, config, scorer, verifier, trace, n_cand, secs)
+            if config.below.on:
+                b = below_search.run(model, tokenizer, scorer, verifier, k_found, ids, config.ks, config.below,
+                                     cc, allowed, config.k1_candidates, verify_model=verify_model,
+                                     seed=below_seed(seed), prefix_ids=prefix_ids)
+                trace.extend(b.trace)
+                n_cand["below"] += b.n_candidates
+                secs["below"] += b.seconds
+                n_grad += b.n_gradients
+                k_found, ids = b.k, b.ids
             return result(k_found, ids)
     return result(None, best)
+
+
+def below_seed(seed: int) -> int:
+    """The `below` step's own seed (not the search's generator): the step run later on a stored row
+    (`below_row`) draws exactly what it would have drawn inside the search."""
+    return (int(seed) * 1_000_003 + 17) % 2**31
 
 
 def _shorten(k: int, ids: list[int], config: FastConfig, scorer: Scorer, verifier: Verifier, trace, n_cand, secs):

@@ -38,6 +38,15 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def latest_rows(path: Path) -> list[dict]:
+    """The rows of a JSONL log made under its newest config (the last row's hash), the last one per id."""
+    rows = _jsonl(path)
+    if not rows:
+        return []
+    last = rows[-1]["config_hash"]
+    return list({r["id"]: r for r in rows if r["config_hash"] == last}.values())
+
+
 def med(xs) -> float:
     return float(np.median(xs)) if len(xs) else math.nan
 
@@ -72,11 +81,7 @@ class BenchRows:
 
     def part(self, name: str) -> list[dict]:
         """Rows of one part; when a part's config changed, only the newest config's rows count (last per id)."""
-        rows = _jsonl(self.bench / f"{name}.jsonl")
-        if not rows:
-            return []
-        last = rows[-1]["config_hash"]
-        return list({r["id"]: r for r in rows if r["config_hash"] == last}.values())
+        return latest_rows(self.bench / f"{name}.jsonl")
 
     def gpu_record(self) -> tuple[dict[tuple, str], dict]:
         """The paper-budget rows made on a lent GPU (gpu_paper_rows.json): ((id, config hash) -> device,

@@ -13,6 +13,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..metrics import wilson_interval
 from .instances import Instance
 
 
@@ -135,3 +136,31 @@ def k_cells(pairs: list[tuple[dict, dict]]) -> tuple[list, np.ndarray]:
     for p, f in pairs:
         cells[idx[f["k"]], idx[p["k"]]] += 1
     return levels, cells
+
+
+def replaced(pairs: list[tuple[dict, dict]], rows: list[dict]) -> list[tuple[dict, dict]]:
+    """`pairs` with each fast row swapped for the row of the same content in `rows` (kept where none)."""
+    by = {content_key(r): r for r in rows}
+    return [(p, by.get(content_key(f), f)) for p, f in pairs]
+
+
+def variant_summary(pairs: list[tuple[dict, dict]], target: float = 0.9) -> dict:
+    """One search variant against the authors' budget on the pairs: how often it is no longer, and its cost.
+
+    share k <= k_paper with its Wilson interval; evaluations per searched instance (pairs whose paper
+    k != 0, as in fast.json) in total and for the `below` step alone; the misses by the authors' stage.
+    """
+    searched = [f for p, f in pairs if p["k"] != 0]
+    n_le = int(sum(required(f["k"]) <= required(p["k"]) for p, f in pairs))
+    below = [int(f["n_candidates"].get("below", 0)) for f in searched]
+    return {"n": len(pairs), "n_searched": len(searched), "n_le": n_le,
+            "share_k_le_paper": n_le / len(pairs) if pairs else math.nan,
+            "share_wilson": wilson_interval(n_le, len(pairs)) if pairs else [math.nan, math.nan],
+            "n_lt": int(sum(required(f["k"]) < required(p["k"]) for p, f in pairs)),
+            "n_gt": int(sum(required(f["k"]) > required(p["k"]) for p, f in pairs)),
+            "evals_median": float(np.median([evals(f) for f in searched])) if searched else math.nan,
+            "evals_mean": float(np.mean([evals(f) for f in searched])) if searched else math.nan,
+            "evals_below_median": float(np.median(below)) if below else math.nan,
+            "evals_below_max": max(below, default=0),
+            "misses": explain_misses(pairs, target)["higher_by_paper_stage"],
+            "n_short_of_target": explain_misses(pairs, target)["n_short_of_target"]}

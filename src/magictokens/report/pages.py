@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..config import REPO_ROOT
 from ..errors import MagicTokensError
-from .paper_a import render_bench, render_fast_bench, render_fast_headline, render_reachability, render_theorem
+from .paper_a import (render_below, render_bench, render_fast_bench, render_fast_headline, render_reachability,
+                      render_theorem)
 from .paper_b import (render_cotraining, render_judge, render_judge_v2, render_mode_reachability,
                       render_paper_b_status, render_seeds, render_sweep, render_variants)
 from .timing import render_repro_time, render_times_by_cpu
@@ -34,6 +35,7 @@ def headline(root: Path) -> list[str]:
     if s := _first_scale(root, "reachability", ("paper", "default")):
         lines += render_reachability(s, root, detail=False)
     lines += render_fast_headline(root)
+    lines += render_below(root)
     if s := _first_scale(root, "theorem", ("paper", "default")):
         lines += render_theorem(s, root)
     lines += render_paper_b_status(root) + render_judge_v2(root, short=True)
@@ -64,7 +66,7 @@ def beyond(root: Path) -> list[str]:
 
 
 def benchmarks(root: Path) -> list[str]:
-    return render_fast_bench(root) + render_bench(root)
+    return render_fast_bench(root) + render_below(root, detail=True) + render_bench(root)
 
 
 # block name -> (page, renderer); the order is the order `update_pages` writes them in

@@ -195,6 +195,38 @@ def render_fast_headline(root: Path) -> list[str]:
             f"instance.{targets}", ""]
 
 
+def render_below(root: Path, detail: bool = False) -> list[str]:
+    """`benchmarks/bench_below.py report`: the `below` step's variants on the head-to-head instances. README gets
+    the base and the variant of choice (one line); docs/benchmarks.md every variant (`detail`)."""
+    p = root / "results" / "bench" / "below.json"
+    if not p.exists():
+        return []
+    b = json.loads(p.read_text())
+    t, base, vs = b["meta"]["targets"], b["base"], b["variants"]
+    devices = sorted({d for v in vs.values() for d in v["devices"]})
+
+    def line(name, v):
+        lo, hi = v["share_wilson"]
+        part = "" if v.get("complete", True) else f", partial: {v['n_rows']} of {v['n']} rows (the rest count as the base's)"
+        return (f"{name}: k no larger on {_f(v['share_k_le_paper'], 3)} (95% CI {_f(lo, 3)}-{_f(hi, 3)}; lower on "
+                f"{v['n_lt']}, higher on {v['n_gt']}), median {_f(v['evals_median'], 0)} evaluations{part}")
+
+    choice = b.get("choice")
+    vv = (b.get("verify") or {}).get("variants", {})
+    checked = ((vv[choice]["argmax_here"], vv[choice]["lowered"]) if choice in vv else
+               (sum(v["argmax_here"] for v in vv.values()), sum(v["lowered"] for v in vv.values())) if vv else None)
+    head = (f"**Searching below the found k** (`benchmarks/bench_below.py`, the fast rows of the same "
+            f"{base['n']} instances extended by `controllers/below.py` on {', '.join(devices)}; targets: k <= the "
+            f"authors' on >= {_f(t['share_k_le_paper'], 2)} at median <= {t['evals_median']:,} evaluations): "
+            f"{line('base', base)}; " + (line(choice, vs[choice]) if choice else "no complete variant yet")
+            + (f"; {checked[0]} of its {checked[1]} shortened prompts make y the argmax again in fp32 on "
+               f"{b['verify']['device']}" if checked else "")
+            + ". The rows of record are still the fast search's.")
+    if not detail:
+        return [head, ""]
+    return [head, ""] + [f"- {line(n, v)}; step {v['below']}" for n, v in vs.items()] + [""]
+
+
 def render_bench(root: Path) -> list[str]:
     out = []
     for tag in ("gpu", "cpu"):
