@@ -1,6 +1,6 @@
 """The fast search's `below` step against the authors' budget (issue 32; not a timed test).
 
-    python benchmarks/bench_below.py run [--variants A,B] [--minutes M]   # each variant on every head-to-head fast row
+    python benchmarks/bench_below.py run [--variants A,B] [--shard I/N] [--minutes M]   # on every head-to-head fast row
     python benchmarks/bench_below.py verify                               # every lowered k checked again here, fp32
     python benchmarks/bench_below.py report                               # -> results/bench/below.json, ratios printed
     python benchmarks/bench_below.py record --variant V [--shard I/N] [--minutes M]
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from magictokens import reachability as R
 from magictokens.config import build, load_params
 from magictokens.controllers.below import BelowConfig
-from magictokens.distributed import share_logs
+from magictokens.distributed import share_logs, shard_logs
 from magictokens.models import DEFAULT_MODEL, dtype_of, fingerprint, load_search_pair
 from magictokens.reachability import headtohead as H
 from magictokens.reachability.below_rows import below_row, device_of
@@ -91,10 +91,12 @@ def run(a, sm, vm, tok, deadline):
     rows = [f for _, f in pairs]
     assert len({content_id(r) for r in rows}) == len(rows), "head-to-head fast rows must differ in content"
     seed = load_params("paper")["seed"]
+    i, n = a.shard
     for name in a.variants:
         cfg = variant_config(name)
-        log = InstanceLog(OUT / f"{name}.jsonl", R.resume_header(cfg, seed, fingerprint(vm or sm)))
-        extend(rows, log, cfg, sm, vm, tok, deadline, f"below {name}", key=content_id)
+        path, finished = share_logs(OUT / f"{name}.jsonl", i, n)     # --shard: every n-th row, its own log
+        log = InstanceLog(path, R.resume_header(cfg, seed, fingerprint(vm or sm)), read_also=finished)
+        extend(rows[i::n], log, cfg, sm, vm, tok, deadline, f"below {name} {i}/{n}", key=content_id)
 
 
 def record(a, sm, vm, tok, deadline):
@@ -120,7 +122,7 @@ def verify(a, sm, vm, tok, deadline):
     judge = vm or sm
     out = {"device": device_name(judge.device), "variants": {}}
     for name in VARIANTS:
-        rows = [r for r in latest_rows(OUT / f"{name}.jsonl")
+        rows = [r for r in variant_rows(name)
                 if any(t["method"].startswith("below") and t["success"] for t in r["trace"])]
         ok = 0
         for r in tqdm(rows, desc=f"verify {name}", unit="row"):
@@ -135,6 +137,13 @@ def verify(a, sm, vm, tok, deadline):
     print(out)
 
 
+def variant_rows(name: str) -> list[dict]:
+    """A variant's rows: its log and any shard logs beside it (`run --shard`), newest config, last per id."""
+    main = OUT / f"{name}.jsonl"
+    by = {r["id"]: r for p in [main, *shard_logs(main)] for r in latest_rows(p)}
+    return list(by.values())
+
+
 def report(a):
     pairs, _ = ROWS.pairs(FAMILIES)
     out = {"meta": {"rows": str(OUT.relative_to(ROWS.root)), "versions": versions(), "model": DEFAULT_MODEL,
@@ -145,7 +154,7 @@ def report(a):
         if (OUT / f"{extra}.json").exists():
             out[extra] = json.loads((OUT / f"{extra}.json").read_text())
     for name, fields in VARIANTS.items():
-        rows = [{**r, "id": r["id"].rsplit("@", 1)[0]} for r in latest_rows(OUT / f"{name}.jsonl")]   # content_id
+        rows = [{**r, "id": r["id"].rsplit("@", 1)[0]} for r in variant_rows(name)]   # content_id -> id
         if not rows:
             continue
         s = H.variant_summary(H.replaced(pairs, rows), TARGET_SHARE)
@@ -172,7 +181,7 @@ def main():
     ap.add_argument("part", choices=["run", "report", "record", "verify"])
     ap.add_argument("--variants", default=",".join(VARIANTS), help="run: comma-separated names")
     ap.add_argument("--variant", default=None, help="record: one name, or 'choice' (below.json's)")
-    ap.add_argument("--shard", default="0/1", help="record: I/N, this process's share of every family")
+    ap.add_argument("--shard", default="0/1", help="run / record: I/N, this process's share of the rows")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--search-dtype", default=None,
                     help="default: the dtype the fast rows were searched in (a run of record keeps its dtype)")
@@ -182,6 +191,7 @@ def main():
     if a.part == "report":
         return report(a)
     a.variants = [v for v in a.variants.split(",") if v]
+    a.shard = tuple(int(x) for x in a.shard.split("/"))
     bad = [v for v in a.variants + ([a.variant] if a.variant not in (None, "choice") else []) if v not in VARIANTS]
     if bad:
         raise SystemExit(f"unknown variant(s) {bad}: choose from {list(VARIANTS)}")
@@ -190,7 +200,6 @@ def main():
             a.variant = json.loads((ROWS.out / "below.json").read_text())["choice"]
         if a.variant is None:
             raise SystemExit("record: --variant NAME (or 'choice' after a report that chose one)")
-        a.shard = tuple(int(x) for x in a.shard.split("/"))
     sm, vm, tok = load_search_pair(a.model, a.search_dtype or LEGACY_SEARCH_DTYPE, "float32", "auto")
     {"run": run, "record": record, "verify": verify}[a.part](a, sm, vm, tok, deadline)
 

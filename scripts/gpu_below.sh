@@ -3,8 +3,8 @@
 # two `bash scripts/gpu_search.sh stash` calls that leave gguf.part-aa and -ab in /tmp
 # (`bash scripts/gpu_prepare.sh` first, here; each call carries one part, this one part-ac and the wheels):
 #   bash scripts/gpu_below.sh BENCH_SECONDS TOTAL_SECONDS [NPROC]
-# 1. every variant of benchmarks/bench_below.py on the head-to-head fast rows, one process per variant,
-#    until BENCH_SECONDS; 2. its report chooses a variant by the rule fixed in bench_below.py;
+# 1. every variant of benchmarks/bench_below.py (or those in $VARIANTS) on the head-to-head fast rows, NPROC
+#    processes shared among them (each a shard), until BENCH_SECONDS; 2. its report chooses a variant by the rule fixed in bench_below.py;
 # 3. `record` with the choice on every paper-scale fast row, NPROC shards, until TOTAL_SECONDS.
 # Everything it wrote comes back as $OUT/below.tar.gz (rows, below.json, logs), unpacked here with
 #   tar -xzf <files_at>/below.tar.gz    (then `magictokens merge --scale paper` merges the record shards)
@@ -26,9 +26,12 @@ nvidia-smi -L 2>/dev/null
 mkdir -p /tmp/below_logs
 variants=${VARIANTS:-$($PY -c "import sys; sys.path.insert(0, 'benchmarks'); import bench_below as B; print(' '.join(B.VARIANTS))")}
 mins=$($PY -c "print(max(0.2, ($(left $bench_s) - 20) / 60))")
-for v in $variants; do     # one process per variant: no two write one log
-  timeout -s INT $(left $bench_s) $PY benchmarks/bench_below.py run --variants $v --model $M --minutes $mins \
-    > /tmp/below_logs/run_$v.log 2>&1 &
+nv=$(echo $variants | wc -w); per=$(( n / nv > 0 ? n / nv : 1 ))   # processes per variant: each its own shard log
+for v in $variants; do
+  for i in $(seq 0 $((per - 1))); do
+    timeout -s INT $(left $bench_s) $PY benchmarks/bench_below.py run --variants $v --shard $i/$per --model $M \
+      --minutes $mins > /tmp/below_logs/run_${v}_$i.log 2>&1 &
+  done
 done
 wait
 $PY benchmarks/bench_below.py report > /tmp/below_logs/report.log 2>&1; cat /tmp/below_logs/report.log
