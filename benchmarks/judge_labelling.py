@@ -148,7 +148,7 @@ def make_pool_positive(a):
 def pool_replies(a):
     """A pool from a run's judged replies (`results/<scale>/models/cotraining/replies.jsonl`, or `--src`, e.g. a
     sweep probe's `results/bench/judge/<out>_replies.jsonl`): `--n` sampled per (model, condition) over the
-    harmful, benign and XSTest parts (jailbreak-wrapped replies left out; `--parts`: only these). A sweep's rows are the co-trained
+    harmful, benign and XSTest parts (jailbreak-wrapped replies left out; `--parts`, `--conditions`: only these). A sweep's rows are the co-trained
     model's replies to harmful validation prompts under each mode's token."""
     src = Path(a.src) if a.src else REPO_ROOT / "results" / a.scale / "models" / "cotraining" / "replies.jsonl"
     tag = src.stem.removesuffix("_replies") if a.src else a.scale
@@ -158,7 +158,8 @@ def pool_replies(a):
     for r in rows:
         if "model" not in r:                 # a sweep's row: {lr, epochs, mode, prompt, reply, label}
             r = {**r, "model": "cotrained", "condition": r["mode"], "part": "harmful", "harmful": True}
-        if r["part"] != "jailbreak" and (not a.parts or r["part"] in a.parts.split(",")):
+        if (r["part"] != "jailbreak" and (not a.parts or r["part"] in a.parts.split(","))
+                and (not a.conditions or f"{r['model']}/{r['condition']}" in a.conditions.split(","))):
             by.setdefault((r["model"], r["condition"]), []).append(r)
     seen, out = set(), []
     for (model, cond), rs in sorted(by.items()):
@@ -476,6 +477,8 @@ def main():
     ap.add_argument("--scale", default="default", help="pool-replies / pool-candidates: whose run")
     ap.add_argument("--parts", default=None, help="pool-replies: only these parts (comma-separated: harmful, benign, "
                     "xstest_safe, ...); default every part but the jailbreak-wrapped")
+    ap.add_argument("--conditions", default=None, help="pool-replies: only these model/condition pairs "
+                    "(comma-separated, e.g. cotrained/positive,cotrained/negative)")
     ap.add_argument("--mode", default="positive", help="pool-candidates: which modes' candidates (comma-separated)")
     ap.add_argument("--kept", action="store_true", help="pool-candidates: the kept targets, not all candidates")
     ap.add_argument("--src", default=None, help="pool-replies: a replies jsonl (a sweep probe's); check: the "

@@ -137,15 +137,24 @@ def times_by_cpu(root: Path) -> dict[str, dict[str, str]]:
         part = "" if len(st) == 4 else f" ({', '.join(st)} only)"
         put("bare `dvc repro`, compute the stages recorded (a floor)", kind, _minutes(sum(st.values())) + part)
     seeds: dict[str, list[float]] = {}
+    cached: dict[str, int] = {}        # seeds whose self-distillation came from an earlier run's targets
     dirs = [root / "results" / "cpu"] + sorted((root / "results" / "seeds").glob("seed*/results/cpu"))
     for d in dirs:
         c = json.loads((d / "cotraining.json").read_text()) if (d / "cotraining.json").exists() else {}
         if "seconds_total" in c:
-            seeds.setdefault(cpu_kind(c["meta"]), []).append(float(c["seconds_total"]))
+            kind = cpu_kind(c["meta"])
+            seeds.setdefault(kind, []).append(float(c["seconds_total"]))
+            cached[kind] = cached.get(kind, 0) + (c.get("seconds", {}).get("self_distil", 1e9) < 60)
+    distil = json.loads((bench / "distil_cpu.json").read_text()) if (bench / "distil_cpu.json").exists() else None
     for kind, v in seeds.items():
+        note = ""
+        if cached.get(kind):     # a run that reused cached targets did not pay for them: say what they cost
+            apart = (f", {_minutes(distil['seconds'])} alone in `benchmarks/distil_yield.py`"
+                     if distil and cpu_kind(distil["meta"]) == kind else "")
+            note = f"; {cached[kind]} without self-distillation: targets of an earlier run{apart}"
         put("paper B co-training, cpu scale, per training seed", kind,
             (f"{_minutes(min(v))}" if len(v) == 1 or round(min(v) / 60) == round(max(v) / 60)
-             else f"{min(v) / 60:.0f}-{max(v) / 60:.0f} min") + f" ({len(v)} seed{'s' if len(v) > 1 else ''})")
+             else f"{min(v) / 60:.0f}-{max(v) / 60:.0f} min") + f" ({len(v)} seed{'s' if len(v) > 1 else ''}{note})")
     if (m := stage_seconds("cpu", root).get("mode_reachability")):
         put("beyond study, cpu scale, compute recorded", m["kind"], f"{_minutes(m['seconds'])} ({m['what']})")
     if (sp := _load("paper", "speed", root)) and sp.get("n_searched"):
