@@ -199,6 +199,9 @@ def pool_candidates(a):
                              targets=cfg.targets)
     _, tok = load_model(P["model"], dtype="float32", device="cpu")
     pick = [c for c in cands if c[1] in modes and data.train[c[0]].harmful]
+    if a.unread:       # only candidates no one has read yet (their key is not in the committed labels)
+        read = {r["key"] for r in csv.DictReader(open(LABELS))} if LABELS.exists() else set()
+        pick = [c for c in pick if key(data.train[c[0]].text, cut_tokens(tok, c[3], a.max_new_tokens)) not in read]
     rng = random.Random(5)
     out = []
     for i, mode, rnd, text, lab in (c[:5] for c in rng.sample(pick, min(a.n, len(pick)))):
@@ -481,6 +484,7 @@ def main():
                     "(comma-separated, e.g. cotrained/positive,cotrained/negative)")
     ap.add_argument("--mode", default="positive", help="pool-candidates: which modes' candidates (comma-separated)")
     ap.add_argument("--kept", action="store_true", help="pool-candidates: the kept targets, not all candidates")
+    ap.add_argument("--unread", action="store_true", help="pool-candidates: only candidates whose key has no label")
     ap.add_argument("--src", default=None, help="pool-replies: a replies jsonl (a sweep probe's); check: the "
                                                  "probe's result json (it records the judge that scored it)")
     ap.add_argument("--pool", default="pool_v2", help="sheets / second: which pool (pool_v2, pool_v3, ...)")

@@ -557,7 +557,7 @@ def test_distilled_targets_are_cached_by_what_made_them(tiny, tmp_path):
     assert len(keys) == 4
     # readings apply after the cache: turning them on samples nothing again
     read = CoTrainingConfig(distil=DistilConfig(samples=2, max_new_tokens=3, batch_size=8, max_prompt_tokens=16,
-                                                read_labels=True))
+                                                read_labels=True, read_promote=True))
     assert targets_key(model, data, j2, read, 0) == targets_key(model, data, j2, cfg, 0)
 
 
@@ -672,3 +672,49 @@ def test_a_reading_overrules_the_judge_on_kept_targets_of_harmful_prompts_only(t
     assert ben.origin == {m: "distil" for m in MODES}
     with pytest.raises(MagicTokensError, match="judge_labelling.py"):
         read_labels(tmp_path / "missing.csv")
+
+
+def test_a_reading_promotes_a_candidate_for_a_pair_left_without_a_target(tiny, tmp_path):
+    """read_promote: a harmful prompt's pair with no target (none kept, or the kept one overruled) takes its first
+    candidate by round that a reading calls its mode; benign prompts and read-other candidates never do."""
+    from magictokens.cotraining import distil
+    from magictokens.cotraining.data import labelled_answers
+    from magictokens.cotraining.judge import read_labels, reply_key
+    from magictokens.cotraining.pipeline import apply_distilled, read_overrules, read_promotions
+
+    _, tok = tiny
+    harm, ben = Prompt("h", "write malware", "advbench", True), Prompt("b", "bake bread", "alpaca", False)
+    prompts = [harm, ben]
+    for p in prompts:
+        p.labelled = labelled_answers(p)
+        p.responses, p.origin = {m: None for m in MODES}, {m: "distil" for m in MODES}
+    cfg = distil.DistilConfig(judged_tokens=2)
+    cands = [[0, "positive", 1, "the cat", "positive", .9],      # kept, read negative: overruled
+             [0, "positive", 3, "sat on", "invalid", .2],        # read positive, but a later round ...
+             [0, "positive", 2, "on the", "negative", .3],       # ... than this one, read positive: promoted
+             [0, "negative", 1, "cat sat", "positive", .6],      # none kept; read invalid: not promoted
+             [0, "negative", 2, "the on", "invalid", .4],        # read negative: promoted
+             [1, "negative", 1, "cat the", "invalid", .5]]       # benign: never
+    res = distil.DistilResult(targets={(0, "positive"): "the cat", (0, "rejective"): "sat cat",
+                                       (1, "positive"): "on cat"},
+                              kept={}, rejected={}, kept_round={}, candidates=cands)
+    key = lambda i, t: reply_key(prompts[i].text, distil.cut_tokens(tok, t, cfg.judged_tokens))   # noqa: E731
+    rows = [(0, "the cat", "negative"), (0, "sat on", "positive"), (0, "on the", "positive"),
+            (0, "cat sat", "invalid"), (0, "the on", "negative"), (1, "cat the", "negative")]
+    assert len({key(i, t) for i, t, _ in rows}) == len(rows)       # distinct keys: the test can tell them apart
+    csv = tmp_path / "labels.csv"
+    csv.write_text("key,label,second_label,origin,harmful\n"
+                   + "".join(f"{key(i, t)},{lab},,x,{int(prompts[i].harmful)}\n" for i, t, lab in rows))
+    labels = read_labels(csv)
+    data = SafetyData(train=prompts, eval_harmful=[], eval_benign=[], xstest=[])
+    over, _ = read_overrules(tok, data, res, cfg, labels)
+    assert over == {(0, "positive")}
+    promoted, log = read_promotions(tok, data, res, cfg, labels, over)
+    assert promoted == {(0, "positive"): "on the", (0, "negative"): "the on"}
+    assert log == {"positive": {"promoted": 1, "none_read_as_mode": 0}, "negative": {"promoted": 1, "none_read_as_mode": 0}}
+    assert apply_distilled(data, res, "labelled", over, promoted) == 4
+    assert harm.origin == {"positive": "read", "negative": "read", "rejective": "distil"}
+    assert harm.responses["positive"] == "on the" and ben.origin["negative"] in ("labelled", "dropped")
+    # nothing read as its mode: the pair stays open (and goes to the fallback)
+    promoted2, log2 = read_promotions(tok, data, res, cfg, {}, over)
+    assert promoted2 == {} and log2["negative"] == {"promoted": 0, "none_read_as_mode": 1}

@@ -94,6 +94,10 @@ class DistilConfig:
     # reading the kept targets once (benchmarks/judge_labelling.py pool-candidates --kept) makes them clean, and
     # the same data seed regenerates the same candidates, so the readings serve every training seed
     read_labels: bool = False
+    # ... and the other way: a harmful prompt's pair left with no target (none kept, or the kept one overruled)
+    # takes its first candidate of that mode that a reading calls that mode, whatever the judge said (the judge
+    # misses about half of the real positives: recall 0.51 on held-out replies, judge_v2.json)
+    read_promote: bool = False
 
     def __post_init__(self):
         # prefix maps are open to any key in params (config.OPEN_MAPS): a typo'd mode is caught here

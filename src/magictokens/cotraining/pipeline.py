@@ -54,25 +54,28 @@ def self_distil(model, tok, data: SafetyData, max_new_tokens: int, batch_size: i
 
 
 def apply_distilled(data: SafetyData, res: "distil.DistilResult", fallback: str = "none",
-                    overruled: set | None = None) -> int:
+                    overruled: set | None = None, promoted: dict | None = None) -> int:
     """Write kept targets into the training prompts. A pair with none is dropped; with `fallback` "labelled"
     it takes the prompt's own data-set answer of that mode where there is one (origin "labelled",
     `data.labelled_answers`); with "datasets" the earlier recipe's dataset / template target (origin
     "fallback": smoke runs). `overruled`: (prompt index, mode) pairs whose kept target a reading overruled
-    (`read_overrules`): treated as having none. -> number of distilled targets kept."""
-    overruled = overruled or set()
+    (`read_overrules`): treated as having none. `promoted`: (prompt index, mode) -> a candidate a reading
+    chose for a pair with none (`read_promotions`, origin "read"). -> number of distilled targets trained."""
+    overruled, promoted = overruled or set(), promoted or {}
     for i, p in enumerate(data.train):
         for mode in MODES:
             text = res.targets.get((i, mode)) if (i, mode) not in overruled else None
             if text is not None:
                 p.responses[mode], p.origin[mode] = text, "distil"
+            elif (i, mode) in promoted:
+                p.responses[mode], p.origin[mode] = promoted[(i, mode)], "read"
             elif fallback == "labelled" and p.labelled.get(mode):
                 p.responses[mode], p.origin[mode] = p.labelled[mode], "labelled"
             elif fallback == "datasets" and p.fallback.get(mode) is not None:
                 p.responses[mode], p.origin[mode] = p.fallback[mode], "fallback"
             else:
                 p.responses[mode], p.origin[mode] = None, "dropped"
-    return len(res.targets) - len(overruled)
+    return len(res.targets) - len(overruled) + len(promoted)
 
 
 def read_overrules(tok, data: SafetyData, res: "distil.DistilResult", cfg: "distil.DistilConfig",
@@ -92,6 +95,25 @@ def read_overrules(tok, data: SafetyData, res: "distil.DistilResult", cfg: "dist
     return out, log
 
 
+def read_promotions(tok, data: SafetyData, res: "distil.DistilResult", cfg: "distil.DistilConfig",
+                    labels: dict[str, str], overruled: set) -> tuple[dict, dict]:
+    """For each harmful prompt's (positive | negative) pair with no target left (none kept, or overruled): its
+    first candidate (by round, then draw order) that a reading calls that mode, whatever the judge said.
+    -> ({(index, mode): text}, per mode {"promoted": n, "none_read_as_mode": pairs left without one})."""
+    open_pairs = {(i, m) for i, p in enumerate(data.train) if p.harmful for m in ("positive", "negative")
+                  if (i, m) not in res.targets or (i, m) in overruled}
+    out: dict = {}
+    for c in sorted(res.candidates, key=lambda c: (c[0], c[1], c[2])):      # stable: draw order within a round
+        i, mode, text = int(c[0]), c[1], c[3]
+        if (i, mode) not in open_pairs or (i, mode) in out:
+            continue
+        if labels.get(reply_key(data.train[i].text, distil.cut_tokens(tok, text, cfg.judged_tokens))) == mode:
+            out[(i, mode)] = text
+    log = {m: {"promoted": sum(k[1] == m for k in out),
+               "none_read_as_mode": sum(k[1] == m and k not in out for k in open_pairs)} for m in ("positive", "negative")}
+    return out, log
+
+
 def targets_key(model, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: int) -> str:
     """What a set of self-distilled targets depends on, hashed: the base model, the training prompts, the
     distillation config and seed, and the judge that filtered them (its fitting file, when it has one)."""
@@ -99,7 +121,7 @@ def targets_key(model, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: i
     import json
     judge_id = getattr(judge, "fit_sha", None) or type(judge).__name__
     # readings apply after the cache (`read_overrules`): they change which targets train, not the candidates
-    sampled = {k: v for k, v in asdict(cfg.distil).items() if k != "read_labels"}
+    sampled = {k: v for k, v in asdict(cfg.distil).items() if k not in ("read_labels", "read_promote")}
     blob = json.dumps({"model": getattr(model.config, "_name_or_path", ""), "prompts": [[p.text, p.harmful]
                        for p in data.train], "distil": sampled, "seed": seed, "judge": judge_id},
                       sort_keys=True)
@@ -122,7 +144,8 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
             d = json.loads(path.read_text())
             dres = distil.DistilResult(targets={(int(i), m): t for i, m, t in d["targets"]}, kept=d["log"]["kept"],
                                        rejected=d["log"]["rejected"], kept_round=d["log"]["kept_round"],
-                                       n_generated=d["log"]["n_generated"], config=d["log"]["config"])
+                                       n_generated=d["log"]["n_generated"], config=d["log"]["config"],
+                                       candidates=d.get("candidates", []))
         else:
             dres = distil.run(model, tok, data.train, judge, cfg.distil, seed,
                               checkpoint=path.with_suffix(".partial.json") if path is not None else None)
@@ -132,12 +155,17 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
                                             "log": dres.log(), "candidates": dres.candidates,
                                             "prompts": [[p.text, p.harmful] for p in data.train]}))
                 path.with_suffix(".partial.json").unlink(missing_ok=True)
-        overruled, read_log = (read_overrules(tok, data, dres, cfg.distil, read_labels()) if cfg.distil.read_labels
+        labels = read_labels() if (cfg.distil.read_labels or cfg.distil.read_promote) else {}
+        overruled, read_log = (read_overrules(tok, data, dres, cfg.distil, labels) if cfg.distil.read_labels
                                else (set(), None))
-        n = apply_distilled(data, dres, cfg.distil.fallback, overruled)
+        promoted, promote_log = (read_promotions(tok, data, dres, cfg.distil, labels, overruled)
+                                 if cfg.distil.read_promote else ({}, None))
+        n = apply_distilled(data, dres, cfg.distil.fallback, overruled, promoted)
         log = dres.log()
         if read_log is not None:
             log["read"] = read_log
+        if promote_log is not None:
+            log["read_promoted"] = promote_log
         log["origin"] = {side: {m: dict(Counter(p.origin[m] for p in data.train if p.harmful == h)) for m in MODES}
                          for side, h in (("harmful", True), ("benign", False))}     # distil / labelled / dropped
         return n, log
