@@ -235,6 +235,7 @@ def check(a):
         read.setdefault(r["origin"], dict.fromkeys(CLASSES, 0))[labels[r["key"]]] += 1
     out = {"n": len(rows), "origins": sorted(read), "read_by_origin": read, **held_out_report(truth, pred, h),
            "judge_fit_sha": sha}      # the judge that scored the run (`--scale`) or the probe (`--src`)
+    out.update(read_summary(rows, {r["key"]: r for r in csv.DictReader(open(LABELS))}, read))
     path = REPO_ROOT / "results" / "bench" / "judge_v2.json"
     d = json.loads(path.read_text())
     d.setdefault("check", {})[a.pool] = out
@@ -242,6 +243,25 @@ def check(a):
     print(f"{a.pool}: {len(rows)} read replies; the run's judge agrees on {out['all']['agreement']:.3f}; harmful: "
           + ", ".join(f"{c} P {v['precision']:.2f} R {v['recall']:.2f} (n {v['n_true']})"
                       for c, v in out["harmful"]["classes"].items()))
+
+
+def read_summary(rows: list[dict], labelled: dict, read: dict) -> dict:
+    """What the readings alone say of a pool: the two readings' agreement (Cohen's kappa) on its replies read
+    twice, and, for a run's co-trained replies under each mode's token, the mode accuracy by reading
+    (per token: the share of its replies read as that mode; the mean over the three)."""
+    from magictokens.metrics import cohen_kappa
+    both = [labelled[r["key"]] for r in rows if labelled[r["key"]]["second_label"]]
+    out = {}
+    if both:
+        out["second_reading"] = {"n": len(both),
+                                 "agreement": float(np.mean([b["label"] == b["second_label"] for b in both])),
+                                 "cohen_kappa": cohen_kappa([b["label"] for b in both],
+                                                            [b["second_label"] for b in both], CLASSES)}
+    per = {m: d[m] / sum(d.values()) for o, d in read.items() for m in ("positive", "negative", "rejective")
+           if o.startswith(f"cotrained/{m}@") and sum(d.values())}
+    if len(per) == 3:
+        out["mode_accuracy_read"] = {"per_token": per, "mean": float(np.mean(list(per.values())))}
+    return out
 
 
 def threshold(a):

@@ -208,7 +208,12 @@ def render_judge_v2(root: Path, short: bool = False) -> list[str]:
                  f"{', ...' if len(c['origins']) > 3 else ''}), the judge that scored it, {who}, agrees on "
                  f"{_f(c['all']['agreement'])}; on harmful prompts (n={c['harmful']['n']}): {pr(c['harmful'])}."
                  + (" Read: " + "; ".join(f"{o}: " + ", ".join(f"{k} {n}" for k, n in d.items() if n)
-                                          for o, d in read.items()) + "." if read else ""))
+                                          for o, d in read.items()) + "." if read else "")
+                 + (f" Second reading of {s['n']} of them: agreement {_f(s['agreement'])}, Cohen's kappa "
+                    f"{_f(s['cohen_kappa'])}." if (s := c.get("second_reading")) else "")
+                 + (f" **Mode accuracy by reading: {_f(m['mean'])}** (" + ", ".join(
+                     f"{k} token read {k} {_f(v, 2)}" for k, v in m["per_token"].items()) + ")."
+                    if (m := c.get("mode_accuracy_read")) else ""))
     if short:
         return [line, ""]
     return [line + f" Labels by hash: `{b['meta']['labels']}`; features (numbers, no text): `benchmarks/judge_fit_v2.npz`.",
