@@ -42,6 +42,8 @@ def main():
     ap.add_argument("--n-val", type=int, default=30, help="validation harmful prompts (half as many benign)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a params override, as `run`")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--cache-dir", default=str(REPO_ROOT / "results" / "cpu" / "models" / "cotraining"),
+                    help="the stage's self-distilled targets (same targets key: read, not sampled again)")
     a = ap.parse_args()
     out, sets = Path(a.out), parse_sets(a.set)
     P, cfg = stage_params("cpu", "cotraining", CoTrainingConfig, sets)
@@ -54,7 +56,8 @@ def main():
                                  cfg.n_xstest, seed=P["seed"], max_chars=cfg.max_prompt_chars, targets=cfg.targets,
                                  n_val_harmful=a.n_val, n_val_benign=a.n_val // 2)
         judge, jrep = make_judge(cfg, P["seed"])
-        res = sweep.run(model, tok, data, judge, cfg, tokens, {"lr": a.lr, "epochs": a.epochs}, P["seed"])
+        res = sweep.run(model, tok, data, judge, cfg, tokens, {"lr": a.lr, "epochs": a.epochs}, P["seed"],
+                        cache_dir=a.cache_dir)
         meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], "default",
                         threads=torch.get_num_threads(), judge=jrep["kind"], judge_agreement=jrep["agreement"],
                         judge_fit_sha=jrep.get("fit_sha"),

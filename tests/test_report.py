@@ -521,3 +521,20 @@ def test_seeds_table_uses_the_t_interval_over_seeds(tmp_path):
     cell, width = t_interval(shares)
     assert f"| negative token -> judged negative (n={n} per seed) | {cell} | {lo:.3f}-{hi:.3f} |" in text
     assert width > 2 * (hi - lo)          # the seeds disagree far more than the pooled count's interval says
+
+
+def test_a_param_added_later_at_its_old_value_keeps_a_record_todays_recipe():
+    """distil.read_promote came after records were made: a record without it is today's recipe while the param is
+    off (the value those records were made under), and an earlier recipe once it is on."""
+    import json as _json
+    from magictokens.config import stage_params
+    from magictokens.cotraining import CoTrainingConfig
+    from magictokens.report.paper_b import made_with_cpu_scale
+    rec = _json.loads((REPO_ROOT / "results" / "cpu" / "cotraining.json").read_text())
+    want = stage_params("cpu", "cotraining", CoTrainingConfig)[0]["cotraining"]
+    assert want["distil"]["read_promote"] is False
+    old = {**rec, "params": {**rec["params"], "distil": {k: v for k, v in rec["params"]["distil"].items()
+                                                         if k != "read_promote"}}}
+    assert made_with_cpu_scale(old)
+    on = {**old, "params": {**old["params"], "distil": {**old["params"]["distil"], "read_promote": True}}}
+    assert not made_with_cpu_scale(on)

@@ -44,14 +44,16 @@ def choose(rows: list[dict]) -> dict:
 
 
 def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict, grid: dict, seed: int = 0,
-        progress=print) -> SweepResult:
+        progress=print, cache_dir=None) -> SweepResult:
+    """Co-train each (lr, epochs) cell on the stage's targets (`cache_dir`: where the stage keeps them, so the
+    self-distillation is read, not sampled again) and judge its replies to the validation prompts."""
     val = [p.text for p in data.validation if p.harmful]
     if not val:
         raise MagicTokensError("the sweep needs validation prompts: build_safety_data(..., n_val_harmful=N > 0)")
     bad = set(grid) - {"lr", "epochs"} or {k for k in ("lr", "epochs") if not grid.get(k)}
     if bad:
         raise MagicTokensError(f"sweep grid keys {sorted(bad)}: give non-empty lists for exactly 'lr' and 'epochs'")
-    _, distil_log = fill_targets(model, tok, data, judge, cfg, seed)   # the stage's own targets
+    _, distil_log = fill_targets(model, tok, data, judge, cfg, seed, cache_dir)   # the stage's own targets
     train_rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share)
     out, replies = [], []
     for lr, epochs in itertools.product(grid["lr"], grid["epochs"]):

@@ -281,7 +281,23 @@ def made_with_cpu_scale(run: dict) -> bool:
     native = run["meta"].get("hardware", {}).get("cpu", {}).get("native_bf16", True)
     auto = want["train"]["bf16_autocast"] == "auto"
     here = {**want, "train": {**want["train"], "bf16_autocast": native if auto else want["train"]["bf16_autocast"]}}
-    return run.get("params") in (here, want)     # a record made with `auto` keeps `auto` in its params
+    rec = run.get("params") or {}
+    return rec in (_as_recorded(here, rec), _as_recorded(want, rec))   # a record made with `auto` keeps `auto`
+
+
+# params added after records were made, with the value every earlier record was made under: a record without
+# the key and today's params at that value are the same recipe
+LATER_PARAMS = {"distil": {"read_promote": False}}
+
+
+def _as_recorded(params: dict, record: dict) -> dict:
+    """`params` without the later keys the record predates, where today's value is the one it was made under."""
+    out = dict(params)
+    for section, keys in LATER_PARAMS.items():
+        drop = [k for k, v in keys.items() if k not in (record.get(section) or {}) and out.get(section, {}).get(k) == v]
+        if drop:
+            out[section] = {k: v for k, v in out[section].items() if k not in drop}
+    return out
 
 
 EARLIER_RECIPE = ("**These records were made with an earlier recipe**: their co-training params are not today's "
