@@ -145,13 +145,24 @@ def make_pool_positive(a):
     print(f"{len(uniq)} distinct replies in {time.time() - t0:.0f} s -> {path}")
 
 
+def run_dir(a) -> Path:
+    """`results/<scale>/` of the run whose replies are pooled or checked: seed 0's, or another training seed's
+    (`--run-root results/seeds/seed<S>`, scripts/cotraining_seeds.sh)."""
+    return (Path(a.run_root) if a.run_root else REPO_ROOT) / "results" / a.scale
+
+
+def run_tag(a) -> str:
+    """A pool's origin suffix: the scale, with the seed's folder for another training seed (`cpu`, `cpu-seed1`)."""
+    return a.scale + (f"-{Path(a.run_root).name}" if a.run_root else "")
+
+
 def pool_replies(a):
     """A pool from a run's judged replies (`results/<scale>/models/cotraining/replies.jsonl`, or `--src`, e.g. a
     sweep probe's `results/bench/judge/<out>_replies.jsonl`): `--n` sampled per (model, condition) over the
     harmful, benign and XSTest parts (jailbreak-wrapped replies left out; `--parts`, `--conditions`: only these). A sweep's rows are the co-trained
     model's replies to harmful validation prompts under each mode's token."""
-    src = Path(a.src) if a.src else REPO_ROOT / "results" / a.scale / "models" / "cotraining" / "replies.jsonl"
-    tag = src.stem.removesuffix("_replies") if a.src else a.scale
+    src = Path(a.src) if a.src else run_dir(a) / "models" / "cotraining" / "replies.jsonl"
+    tag = src.stem.removesuffix("_replies") if a.src else run_tag(a)
     rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
     rng = random.Random(2)
     by: dict[tuple, list] = {}
@@ -220,6 +231,7 @@ def check(a):
     per-class precision / recall -> results/bench/judge_v2.json["check"][pool]."""
     from magictokens.cotraining.judge import held_out_report
     from magictokens.results import write_json
+    from magictokens.stages.mode_reachability import cotraining_fingerprint
     labels = {r["key"]: r["label"] for r in csv.DictReader(open(LABELS))}
     rows = [r for r in read_pool(DIR / f"{a.pool}.jsonl") if r["key"] in labels]
     truth, pred = [labels[r["key"]] for r in rows], [r["judged"] for r in rows]
@@ -228,13 +240,18 @@ def check(a):
         # recorded none: the fitting file of today, which is right while the file is unchanged since the probe)
         meta = json.loads(Path(a.src).read_text())["meta"]
         sha = meta.get("judge_fit_sha") or hashlib.sha256(FIT_FILE_V2.read_bytes()).hexdigest()[:16]
+        run = None
     else:
-        sha = json.loads((REPO_ROOT / "results" / a.scale / "cotraining.json").read_text())["judge"].get("fit_sha")
+        rec = json.loads((run_dir(a) / "cotraining.json").read_text())
+        sha = rec["judge"].get("fit_sha")
+        # which run's replies were read: a later run of record at this scale is a new model, not read yet
+        run = {"scale": a.scale, "seed": rec["meta"]["seed"], "git": rec["meta"]["versions"]["git"],
+               "fingerprint": cotraining_fingerprint(rec)}
     read = {}                               # what the readers saw per origin (e.g. a probe's mode token)
     for r in rows:
         read.setdefault(r["origin"], dict.fromkeys(CLASSES, 0))[labels[r["key"]]] += 1
     out = {"n": len(rows), "origins": sorted(read), "read_by_origin": read, **held_out_report(truth, pred, h),
-           "judge_fit_sha": sha}      # the judge that scored the run (`--scale`) or the probe (`--src`)
+           "judge_fit_sha": sha, **({"run": run} if run else {})}   # the judge that scored the run or probe
     out.update(read_summary(rows, {r["key"]: r for r in csv.DictReader(open(LABELS))}, read))
     path = REPO_ROOT / "results" / "bench" / "judge_v2.json"
     d = json.loads(path.read_text())
@@ -505,6 +522,8 @@ def main():
     ap.add_argument("--mode", default="positive", help="pool-candidates: which modes' candidates (comma-separated)")
     ap.add_argument("--kept", action="store_true", help="pool-candidates: the kept targets, not all candidates")
     ap.add_argument("--unread", action="store_true", help="pool-candidates: only candidates whose key has no label")
+    ap.add_argument("--run-root", default=None, help="pool-replies / check: another training seed's out-root "
+                    "(results/seeds/seed<S>); default seed 0's (the repository root)")
     ap.add_argument("--src", default=None, help="pool-replies: a replies jsonl (a sweep probe's); check: the "
                                                  "probe's result json (it records the judge that scored it)")
     ap.add_argument("--pool", default="pool_v2", help="sheets / second: which pool (pool_v2, pool_v3, ...)")

@@ -523,18 +523,52 @@ def test_seeds_table_uses_the_t_interval_over_seeds(tmp_path):
     assert width > 2 * (hi - lo)          # the seeds disagree far more than the pooled count's interval says
 
 
-def test_a_param_added_later_at_its_old_value_keeps_a_record_todays_recipe():
+def test_a_param_added_later_at_its_old_value_keeps_a_record_todays_recipe(monkeypatch):
     """distil.read_promote came after records were made: a record without it is today's recipe while the param is
     off (the value those records were made under), and an earlier recipe once it is on."""
+    import copy
     import json as _json
-    from magictokens.config import stage_params
+
+    from magictokens import config
     from magictokens.cotraining import CoTrainingConfig
     from magictokens.report.paper_b import made_with_cpu_scale
     rec = _json.loads((REPO_ROOT / "results" / "cpu" / "cotraining.json").read_text())
-    want = stage_params("cpu", "cotraining", CoTrainingConfig)[0]["cotraining"]
-    assert want["distil"]["read_promote"] is False
+    real = config.stage_params
+    today = {}
+
+    def params_with(*a, **k):               # today's cpu params, read_promote set by the test
+        P = copy.deepcopy(real(*a, **k))
+        P[0]["cotraining"]["distil"]["read_promote"] = today["read_promote"]
+        return P
+    monkeypatch.setattr(config, "stage_params", params_with)
+    assert real("cpu", "cotraining", CoTrainingConfig)[0]["cotraining"]["distil"]["read_promote"] \
+        == rec["params"]["distil"]["read_promote"]              # the record of seed 0 is today's recipe
     old = {**rec, "params": {**rec["params"], "distil": {k: v for k, v in rec["params"]["distil"].items()
                                                          if k != "read_promote"}}}
-    assert made_with_cpu_scale(old)
     on = {**old, "params": {**old["params"], "distil": {**old["params"]["distil"], "read_promote": True}}}
-    assert not made_with_cpu_scale(on)
+    today["read_promote"] = False
+    assert made_with_cpu_scale(old) and not made_with_cpu_scale(on)
+    today["read_promote"] = True
+    assert not made_with_cpu_scale(old) and made_with_cpu_scale(on)
+
+
+def test_readings_of_a_run_say_when_the_record_is_another_model(tmp_path):
+    """A check's readings describe the run whose replies were read: once that seed is retrained, the report
+    says the record now is another model (fingerprint of its training logs), for seed 0 and another seed."""
+    import copy
+    import json
+
+    from magictokens.report.paper_b import _read_run
+    from magictokens.stages.mode_reachability import cotraining_fingerprint
+
+    cot = json.loads((REPO_ROOT / "results" / "cpu" / "cotraining.json").read_text())
+    for seed, d in ((0, tmp_path / "results" / "cpu"), (3, tmp_path / "results/seeds/seed3/results/cpu")):
+        d.mkdir(parents=True)
+        (d / "cotraining.json").write_text(json.dumps(cot))
+        run = {"scale": "cpu", "seed": seed, "git": "abc1234", "fingerprint": cotraining_fingerprint(cot)}
+        assert _read_run(tmp_path, run) == f" (the run of record, seed {seed}, git abc1234)"
+        later = copy.deepcopy(cot)
+        later["train_logs"]["cotrained"]["loss_last"] += 0.1          # retrained: another model
+        (d / "cotraining.json").write_text(json.dumps(later))
+        assert "is another model, not read yet" in _read_run(tmp_path, run)
+    assert "is another model" in _read_run(tmp_path, dict(run, seed=4))    # a seed with no record at all

@@ -204,8 +204,9 @@ def render_judge_v2(root: Path, short: bool = False) -> list[str]:
         who = (f"an earlier judge (fitting file {c.get('judge_fit_sha') or 'unrecorded'}; these replies are in this "
                "judge's fit now)" if earlier else "this judge, never fitted on them")
         read = c.get("read_by_origin", {})     # what the readers saw per origin (a probe's token)
+        whose = _read_run(root, c["run"]) if "run" in c else ""
         line += (f" Against {c['n']} replies of a run or probe, read afterwards ({', '.join(c['origins'][:3])}"
-                 f"{', ...' if len(c['origins']) > 3 else ''}), the judge that scored it, {who}, agrees on "
+                 f"{', ...' if len(c['origins']) > 3 else ''}){whose}, the judge that scored it, {who}, agrees on "
                  f"{_f(c['all']['agreement'])}; on harmful prompts (n={c['harmful']['n']}): {pr(c['harmful'])}."
                  + (" Read: " + "; ".join(f"{o}: " + ", ".join(f"{k} {n}" for k, n in d.items() if n)
                                           for o, d in read.items()) + "." if read else "")
@@ -218,6 +219,20 @@ def render_judge_v2(root: Path, short: bool = False) -> list[str]:
         return [line, ""]
     return [line + f" Labels by hash: `{b['meta']['labels']}`; features (numbers, no text): `benchmarks/judge_fit_v2.npz`.",
             ""]
+
+
+def _read_run(root: Path, run: dict) -> str:
+    """Which run's replies a check read, against that seed's run of record now: a later record is another
+    model, whose replies these readings do not describe."""
+    from ..stages.mode_reachability import cotraining_fingerprint
+    seed = run.get("seed", 0)
+    rec = (root / ("" if not seed else f"results/seeds/seed{seed}") / "results" / run["scale"] / "cotraining.json")
+    now = json.loads(rec.read_text()) if rec.exists() else {}
+    if now and cotraining_fingerprint(now) == run["fingerprint"]:     # same training logs: the same model
+        return f" (the run of record, seed {seed}, git {run['git']})"
+    return (f" (an earlier run, seed {seed}, git {run['git']}: the run of record now"
+            f"{', git ' + now['meta']['versions']['git'] if now else ''} is another model, not read yet; "
+            f"these readings do not describe it)")
 
 
 def render_judge(root: Path) -> list[str]:
