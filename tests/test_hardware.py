@@ -112,6 +112,21 @@ def test_hardware_meta_records_the_capability_and_the_choice(monkeypatch):
     json.dumps(meta)   # goes into every result's JSON
 
 
+def test_the_environment_can_force_the_avx2_path_on_a_bf16_cpu(monkeypatch):
+    fake_cpu(monkeypatch, ZEN4, "AVX512")
+    monkeypatch.setenv(H.AUTO_DTYPE_ENV, "float32")
+    assert H.auto_dtype("cpu") == torch.float32 and autocast_on("auto", torch.device("cpu")) is False
+    meta = H.hardware_meta("cpu")
+    assert meta["auto_dtype"] == meta["auto_dtype_forced"] == "float32" and meta["cpu"]["native_bf16"] is True
+    H._auto_dtype.cache_clear()
+    monkeypatch.delenv(H.AUTO_DTYPE_ENV)
+    assert H.auto_dtype("cpu") == torch.bfloat16 and "auto_dtype_forced" not in H.hardware_meta("cpu")
+    H._auto_dtype.cache_clear()
+    monkeypatch.setenv(H.AUTO_DTYPE_ENV, "fp16")
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        H.auto_dtype("cpu")
+
+
 def write_rows(path, header, dtypes):
     with open(path, "a") as f:
         for i, d in enumerate(dtypes):

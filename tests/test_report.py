@@ -219,7 +219,7 @@ def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):
     assert render_seeds(tmp_path) == []
     from magictokens.report.paper_b import render_paper_b_status
     status = render_paper_b_status(tmp_path)[0]
-    assert "1 training seed (0)" in status and "Seeds 1 were trained by an earlier recipe" in status
+    assert "1 training seed (0)" in status and "Seed 1 was trained by an earlier recipe" in status
     shutil.rmtree(tmp_path / "results" / "seeds")
     assert render_seeds(tmp_path) == []                       # one seed: no table
 
@@ -375,6 +375,18 @@ def test_times_table_has_a_column_per_cpu_kind(tmp_path):
     b["meta"]["versions"]["git"] = "an older run"
     (tmp_path / "results" / "bench" / "repro_time.json").write_text(json.dumps(b))
     assert "| bare `dvc repro` from scratch, wall clock | 20.0 min |" in "\n".join(render_times_by_cpu(tmp_path))
+
+    # benchmarks/test_time.py --auto-dtype float32 on a bf16 CPU: its own row, in the bf16 CPU's column
+    bf16 = {"cpu": {**avx2["cpu"], "isa": "AVX512", "avx512_bf16": True}, "auto_dtype": "bfloat16"}
+    for name, hw, secs in (("test_time_bf16.json", bf16, 300), ("test_time_bf16_auto-float32.json",
+                           {**bf16, "auto_dtype": "float32", "auto_dtype_forced": "float32"}, 540)):
+        (tmp_path / "results" / "bench" / name).write_text(json.dumps(
+            {"meta": {"device": "cpu", "threads": 2, "hardware": hw, "versions": {"git": "abc1234"}},
+             "summary": "9 passed", "total_s": secs}))
+    text = "\n".join(render_times_by_cpu(tmp_path))
+    assert "| full test suite (`python -m pytest -q`), wall clock | 5.0 min (9 passed, 2 threads, git abc1234) |" in text
+    assert ("| full test suite (`python -m pytest -q`), wall clock, dtype auto forced to float32 "
+            "(`test_time.py --auto-dtype float32`) | 9.0 min (9 passed, 2 threads, git abc1234) |") in text
 
 
 def test_paper_b_status_says_reproduced_only_past_the_bar(tmp_path):

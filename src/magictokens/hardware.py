@@ -12,6 +12,11 @@ decided once per process and device kind (`auto_dtype` is cached), logged
 once, and recorded in every result's metadata with the CPU's capability
 (`hardware_meta`). An explicit dtype in params.yaml still wins.
 
+``MAGICTOKENS_AUTO_DTYPE=float32`` (or ``bfloat16``) in the environment
+forces what ``"auto"`` means, whatever the hardware: on an AVX512-BF16 CPU,
+``float32`` runs the path an AVX2-only CPU takes (benchmarks/test_time.py
+--auto-dtype float32). A forced choice is recorded (``auto_dtype_forced``).
+
 The peak (`peak_gflops`) is cores x clock x FLOP per cycle per core of the
 detected vector unit, for the dtype actually used: a run on any machine can
 then say how close to the limit it scores (benchmarks/bench_search.py).
@@ -31,6 +36,7 @@ import torch
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
+AUTO_DTYPE_ENV = "MAGICTOKENS_AUTO_DTYPE"   # forces what "auto" means: float32 | bfloat16
 LEGACY_SEARCH_DTYPE = "bfloat16"   # the search dtype of every row written before rows said which (params default then)
 
 
@@ -140,13 +146,24 @@ def native_bf16(device: torch.device | str) -> bool:
     return False   # mps, xpu, ...: fp32 until measured there
 
 
+def forced_auto_dtype() -> torch.dtype | None:
+    """The dtype $MAGICTOKENS_AUTO_DTYPE forces "auto" to, or None where it is unset."""
+    name = os.environ.get(AUTO_DTYPE_ENV, "").strip()
+    if not name:
+        return None
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"{AUTO_DTYPE_ENV}={name!r}: use float32 or bfloat16, or unset it to let the hardware choose")
+    return getattr(torch, name)
+
+
 @functools.lru_cache(maxsize=None)
 def _auto_dtype(device_type: str) -> torch.dtype:
     native = native_bf16(device_type)
-    dtype = torch.bfloat16 if native else torch.float32
+    forced = forced_auto_dtype()
+    dtype = forced or (torch.bfloat16 if native else torch.float32)
     what = cpu_info().isa if device_type == "cpu" else device_type
-    log.info("dtype auto on %s (%s): %s (%s bf16)", device_type, what, str(dtype).replace("torch.", ""),
-             "native" if native else "no native")
+    log.info("dtype auto on %s (%s): %s (%s bf16%s)", device_type, what, str(dtype).replace("torch.", ""),
+             "native" if native else "no native", f"; forced by ${AUTO_DTYPE_ENV}" if forced else "")
     return dtype
 
 
@@ -163,6 +180,8 @@ def hardware_meta(device: torch.device | str) -> dict:
     """What a result records of the machine: the CPU's capability and, on a GPU, its bf16 support."""
     device = torch.device(device)
     out = {"cpu": asdict(cpu_info()), "auto_dtype": dtype_name(auto_dtype(device))}
+    if forced_auto_dtype() is not None:
+        out["auto_dtype_forced"] = out["auto_dtype"]
     if device.type == "cuda":
         out["cuda_bf16"] = native_bf16(device)
     return out

@@ -36,7 +36,7 @@ from safetensors.torch import load_model, save_model
 from ..chat import end_of_turn_id, pad_id, prompt_ids
 from ..errors import MagicTokensError
 from ..fields import AutoFlag, Count, Flag, Positive, PositiveReal, Real, params
-from ..hardware import AUTO, native_bf16
+from ..hardware import AUTO, auto_dtype
 from ..models import weights_digest
 
 
@@ -191,13 +191,13 @@ def _detach(model, cfg: TrainConfig, save_dir: str | Path | None, key: str = "",
 
 
 def autocast_on(setting: bool | str, device) -> bool:
-    """bf16 autocast or not: an explicit flag wins; 'auto' -> only where bf16 is native.
+    """bf16 autocast or not: an explicit flag wins; 'auto' -> where `hardware.auto_dtype` is bf16 (native bf16).
 
     On an AVX2-only CPU a bf16-autocast LoRA step is ~40x slower than fp32
     (emulated bf16: 52 s vs 1.2 s, ../shared/MODELS.md); with AVX512-BF16 or a
     GPU it is the faster one.
     """
-    return native_bf16(device) if setting == AUTO else bool(setting)
+    return auto_dtype(device) == torch.bfloat16 if setting == AUTO else bool(setting)
 
 
 def _autocast(model, setting: bool | str):

@@ -128,7 +128,9 @@ def times_by_cpu(root: Path) -> dict[str, dict[str, str]]:
         put("bare `dvc repro` from scratch, wall clock", repro_kind(b["meta"], root), _minutes(b["total_s"]) + stale)
     for p in sorted(bench.glob("test_time*.json")):        # benchmarks/test_time.py
         b = json.loads(p.read_text())
-        put("full test suite (`python -m pytest -q`), wall clock", cpu_kind(b["meta"]),
+        forced = (b["meta"].get("hardware") or {}).get("auto_dtype_forced")
+        put("full test suite (`python -m pytest -q`), wall clock"
+            + (f", dtype auto forced to {forced} (`test_time.py --auto-dtype {forced}`)" if forced else ""), cpu_kind(b["meta"]),
             f"{_minutes(b['total_s'])} ({b['summary']}, {b['meta']['threads']} threads, git {b['meta']['versions'].get('git')})")
     by_kind: dict[str, dict] = {}
     for stage, v in stage_seconds("default", root).items():
