@@ -392,8 +392,9 @@ def render_paper_b_status(root: Path) -> list[str]:
            f"per seed" + ("; mean ± sd over seeds" if len(runs) > 1 else "")
            + (f". SAM above its label-permutation null (p < {P_NULL}), seeds of {len(runs)}: "
               + ", ".join(f"{k} {n}" for k, n in above.items()) + "." if above else ".")
-           + (f" Seeds {', '.join(map(str, old))} were trained by an earlier recipe (other params): left out; "
-              "rerun them with `bash scripts/cotraining_seeds.sh " + " ".join(map(str, old)) + "`."
+           + ((f" Seed {old[0]} was" if len(old) == 1 else f" Seeds {', '.join(map(str, old))} were")
+           + " trained by an earlier recipe (other params): left out; "
+              "rerun with `bash scripts/cotraining_seeds.sh " + " ".join(map(str, old)) + "`."
               if scale == "cpu" and (old := other_recipe_seeds(root)) else ""), "",
            "| paper B | ours | bar for \"reproduced\" | paper B's |", "|---|---|---|---|",
            f"| mode accuracy (mean of the diagonal below) | {cell(lambda r: r['mode_accuracy'])} | "
