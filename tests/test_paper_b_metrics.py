@@ -157,7 +157,12 @@ def test_across_seeds_by_hand():
     assert a["mean"] == pytest.approx(0.7) and a["sd"] == pytest.approx(0.2)
     assert a["pooled_ci95"] == wilson_interval(21, 30)          # 5 + 7 + 9 of 30
     # t interval by hand: t_{0.975, 2} = 4.302653; 0.7 +- 4.302653 * 0.2 / sqrt(3) = 0.7 +- 0.496828
-    assert a["ci95"] == pytest.approx([0.7 - 0.496828, 0.7 + 0.496828], abs=1e-5)
+    assert a["ci95"] == pytest.approx([0.7 - 0.496828, 1.0], abs=1e-5)       # a share: cut at 1
+    assert across_seeds([0.5, 0.7, 0.9])["ci95"] == pytest.approx([0.7 - 0.496828, 0.7 + 0.496828], abs=1e-5)
+    # a share's interval stops at its range: 0.5 +- 12.706 * 0.283 / sqrt(2) = 0.5 +- 2.54 -> [0, 1]
+    assert across_seeds([0.3, 0.7], n=10)["ci95"] == [0.0, 1.0]
+    assert across_seeds([0.3, 0.7])["ci95"][0] < -2            # not a share: no bounds
+    assert across_seeds([0.3, 0.7], bounds=(-1, 1))["ci95"] == [-1, 1]
     one = across_seeds([0.25])
     assert one["mean"] == 0.25 and np.isnan(one["sd"]) and "pooled_ci95" not in one and "ci95" not in one
 

@@ -258,9 +258,11 @@ def cohen_kappa(a, b, classes) -> float:
     return float((po - pe) / (1 - pe)) if pe < 1 else float("nan")
 
 
-def across_seeds(values, n: int | None = None) -> dict:
+def across_seeds(values, n: int | None = None, bounds: tuple[float, float] | None = None) -> dict:
     """One metric over training seeds: mean, sample sd (ddof 1; nan for one seed), and the 95% t interval
-    mean +- t_{0.975, S-1} sd / sqrt(S) from the seed-to-seed spread (`ci95`; none for one seed). With `n`
+    mean +- t_{0.975, S-1} sd / sqrt(S) from the seed-to-seed spread (`ci95`; none for one seed), cut to
+    the metric's range `bounds` (a share's, [0, 1], wherever `n` is given): with 2 seeds t = 12.7, and an
+    interval past a share's range says nothing more than the range. With `n`
     (prompts per seed, the value a share of them) also the Wilson interval of the pooled share
     sum(round(v n)) / (S n) (`pooled_ci95`), which ignores the spread between seeds: shown for reference."""
     from scipy.stats import t as student_t
@@ -270,6 +272,9 @@ def across_seeds(values, n: int | None = None) -> dict:
     if len(v) > 1:
         half = float(student_t.ppf(0.975, len(v) - 1) * out["sd"] / np.sqrt(len(v)))
         out["ci95"] = [out["mean"] - half, out["mean"] + half]
+        if bounds or n:
+            lo, hi = bounds or (0.0, 1.0)
+            out["ci95"] = [max(lo, out["ci95"][0]), min(hi, out["ci95"][1])]
     if n:
         out["pooled_ci95"] = wilson_interval(int(sum(round(x * n) for x in v)), n * len(v))
     return out

@@ -439,20 +439,21 @@ def render_seeds(root: Path) -> list[str]:
     runs = seed_runs(root)
     if len(runs) < 2:
         return []
+    UNIT = (0.0, 1.0)     # shares, mode accuracy, the Constructive Safety Score: their intervals stop at [0, 1]
     n_h, n_x = runs[0]["data"]["n_eval_harmful"], runs[0]["data"]["n_xstest"]
 
-    def cell(get, n=None):
+    def cell(get, n=None, bounds=None):
         """(mean ± sd with the 95% t interval over seeds, the pooled Wilson interval of a share or "-")"""
-        a = across_seeds([get(r) for r in runs], n)
+        a = across_seeds([get(r) for r in runs], n, bounds)
         ci, pooled = a.get("ci95"), a.get("pooled_ci95")
         return (f"{_f(a['mean'])} ± {_f(a['sd'])}" + (f" ({_f(ci[0])}-{_f(ci[1])})" if ci else ""),
                 f"{_f(pooled[0])}-{_f(pooled[1])}" if pooled else "-")
 
-    def where(get):      # an optional field: the seeds that have it, their cell, and how many lack it
+    def where(get):      # an optional field, a share: the seeds that have it, their cell, and how many lack it
         have = [r for r in runs if get(r) is not None]
         if not have:
             return None
-        a = across_seeds([get(r) for r in have])
+        a = across_seeds([get(r) for r in have], bounds=UNIT)
         ci = a.get("ci95")
         return (f"{_f(a['mean'])}" + (f" ± {_f(a['sd'])} ({_f(ci[0])}-{_f(ci[1])})" if ci else "")
                 + (f" ({len(have)} of {len(runs)} seeds)" if len(have) < len(runs) else ""), "-")
@@ -460,12 +461,12 @@ def render_seeds(root: Path) -> list[str]:
     paper_sam = {"cotrained": f"; paper B's: {PAPER_B['sam_cotrained']:.3f}", "sft": f"; paper B's baselines: "
                  f"~{PAPER_B['sam_baselines']:.2f}", "sft_dpo": f"; paper B's baselines: ~{PAPER_B['sam_baselines']:.2f}"}
     inv = lambda r, k, side: (r.get("invalid_share") or {}).get(k, {}).get(side)
-    rows = [("mode accuracy (mean diagonal)", cell(lambda r: r["mode_accuracy"]))]
+    rows = [("mode accuracy (mean diagonal)", cell(lambda r: r["mode_accuracy"], bounds=UNIT))]
     rows += [(f"{m} token -> judged {m} (n={n_h} per seed)", cell(lambda r, m=m: r["confusion"][m][m], n_h))
              for m in ("positive", "negative", "rejective")]
     rows += [(f"XSTest over-refusal, {k} (n={n_x})", cell(lambda r, k=k: r["xstest_over_refusal"][k], n_x))
              for k in runs[0]["xstest_over_refusal"]]
-    rows += [(f"Constructive Safety Score, {k}", cell(lambda r, k=k: r["constructive_safety"][k]))
+    rows += [(f"Constructive Safety Score, {k}", cell(lambda r, k=k: r["constructive_safety"][k], bounds=UNIT))
              for k in runs[0]["constructive_safety"]]
     rows += [(f"invalid share (scored apart), {k}, {side}", c) for k in runs[0].get("safety_score", {})
              for side in ("harmful", "safe") if (c := where(lambda r, k=k, side=side: inv(r, k, side)))]
