@@ -585,3 +585,30 @@ def test_readings_of_a_run_say_when_the_record_is_another_model(tmp_path):
         (d / "cotraining.json").write_text(json.dumps(later))
         assert "is another model, not read yet" in _read_run(tmp_path, run)
     assert "is another model" in _read_run(tmp_path, dict(run, seed=4))    # a seed with no record at all
+
+
+def test_readme_judge_line_keeps_readings_of_the_models_of_record_only(tmp_path):
+    """README's judge line (short) names the checks whose replies came from a model of record now, and sends
+    the rest (earlier runs, probes) to docs/paper_b.md by count; the docs page keeps every one."""
+    import json
+    import shutil
+
+    from magictokens.report.paper_b import render_judge_v2
+
+    (tmp_path / "results" / "bench").mkdir(parents=True)
+    b = json.loads((REPO_ROOT / "results" / "bench" / "judge_v2.json").read_text())
+    b["check"] = {k: b["check"][k] for k in ("pool_v4", "pool_v9", "pool_v11")}
+    (tmp_path / "results" / "bench" / "judge_v2.json").write_text(json.dumps(b))
+    d = json.loads((REPO_ROOT / "results" / "default" / "cotraining.json").read_text())
+    (tmp_path / "results" / "default").mkdir(parents=True)
+    (tmp_path / "results" / "default" / "cotraining.json").write_text(json.dumps(d))
+    shutil.copytree(REPO_ROOT / "results" / "cpu", tmp_path / "results" / "cpu",
+                    ignore=lambda d, names: [n for n in names if n not in ("cotraining.json",)])
+    from magictokens.stages.mode_reachability import cotraining_fingerprint
+    recorded = cotraining_fingerprint(d) == b["check"]["pool_v4"]["run"]["fingerprint"]
+    short, full = render_judge_v2(tmp_path, short=True)[0], render_judge_v2(tmp_path)[0]
+    n4, n9, n11 = (b["check"][k]["n"] for k in ("pool_v4", "pool_v9", "pool_v11"))
+    assert all(f"Against {n} replies" in full for n in (n4, n9, n11))
+    assert f"Against {n9} replies" not in short and f"Against {n11} replies" not in short
+    assert (f"Against {n4} replies" in short) == recorded
+    assert f"{3 - recorded} more readings, of earlier runs and probes: [docs/paper_b.md]" in short

@@ -199,7 +199,11 @@ def render_judge_v2(root: Path, short: bool = False) -> list[str]:
             f"{_f(sr['agreement'])}, Cohen's kappa "
             f"{_f(sr['cohen_kappa'])}. On the {j['n_heldout']} labelled replies of prompts it was not fitted on it agrees "
             f"on {_f(j['agreement'])}; on harmful prompts (n={h['n']}): {pr(h)}.")
+    left = 0                                       # README (short): checks of earlier runs and probes are left to docs/
     for pool, c in b.get("check", {}).items():     # readings of a run's replies against the judge that scored it
+        if short and not ("run" in c and _is_record(root, c["run"])):
+            left += 1
+            continue
         earlier = c.get("judge_fit_sha") != j.get("fit_sha")
         who = (f"an earlier judge (fitting file {c.get('judge_fit_sha') or 'unrecorded'}; these replies are in this "
                "judge's fit now)" if earlier else "this judge, never fitted on them")
@@ -216,19 +220,32 @@ def render_judge_v2(root: Path, short: bool = False) -> list[str]:
                      f"{k} token read {k} {_f(v, 2)}" for k, v in m["per_token"].items()) + ")."
                     if (m := c.get("mode_accuracy_read")) else ""))
     if short:
-        return [line, ""]
+        return [line + (f" {left} more readings, of earlier runs and probes: [docs/paper_b.md](docs/paper_b.md)."
+                        if left else ""), ""]
     return [line + f" Labels by hash: `{b['meta']['labels']}`; features (numbers, no text): `benchmarks/judge_fit_v2.npz`.",
             ""]
+
+
+def _record_now(root: Path, run: dict) -> dict:
+    """The cotraining.json of record now for the seed and scale a check's run names ({} where none)."""
+    seed = run.get("seed", 0)
+    rec = (root / ("" if not seed else f"results/seeds/seed{seed}") / "results" / run["scale"] / "cotraining.json")
+    return json.loads(rec.read_text()) if rec.exists() else {}
+
+
+def _is_record(root: Path, run: dict) -> bool:
+    """Did a check read the replies of the model of record (same training logs)?"""
+    from ..stages.mode_reachability import cotraining_fingerprint
+    now = _record_now(root, run)
+    return bool(now) and cotraining_fingerprint(now) == run["fingerprint"]
 
 
 def _read_run(root: Path, run: dict) -> str:
     """Which run's replies a check read, against that seed's run of record now: a later record is another
     model, whose replies these readings do not describe."""
-    from ..stages.mode_reachability import cotraining_fingerprint
     seed = run.get("seed", 0)
-    rec = (root / ("" if not seed else f"results/seeds/seed{seed}") / "results" / run["scale"] / "cotraining.json")
-    now = json.loads(rec.read_text()) if rec.exists() else {}
-    if now and cotraining_fingerprint(now) == run["fingerprint"]:     # same training logs: the same model
+    now = _record_now(root, run)
+    if _is_record(root, run):
         return f" (the run of record, seed {seed}, git {run['git']})"
     return (f" (an earlier run, seed {seed}, git {run['git']}: the run of record now"
             f"{', git ' + now['meta']['versions']['git'] if now else ''} is another model, not read yet; "
