@@ -233,10 +233,10 @@ def _record_now(root: Path, run: dict) -> dict:
     return json.loads(rec.read_text()) if rec.exists() else {}
 
 
-def _is_record(root: Path, run: dict) -> bool:
-    """Did a check read the replies of the model of record (same training logs)?"""
+def _is_record(root: Path, run: dict, now: dict | None = None) -> bool:
+    """Did a check read the replies of the model of record (same training logs)? `now`: the record, if read."""
     from ..stages.mode_reachability import cotraining_fingerprint
-    now = _record_now(root, run)
+    now = _record_now(root, run) if now is None else now
     return bool(now) and cotraining_fingerprint(now) == run["fingerprint"]
 
 
@@ -245,7 +245,7 @@ def _read_run(root: Path, run: dict) -> str:
     model, whose replies these readings do not describe."""
     seed = run.get("seed", 0)
     now = _record_now(root, run)
-    if _is_record(root, run):
+    if _is_record(root, run, now):
         return f" (the run of record, seed {seed}, git {run['git']})"
     return (f" (an earlier run, seed {seed}, git {run['git']}: the run of record now"
             f"{', git ' + now['meta']['versions']['git'] if now else ''} is another model, not read yet; "
