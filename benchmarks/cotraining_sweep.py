@@ -58,7 +58,7 @@ def main():
         judge, jrep = make_judge(cfg, P["seed"])
         res = sweep.run(model, tok, data, judge, cfg, tokens, {"lr": a.lr, "epochs": a.epochs}, P["seed"],
                         cache_dir=a.cache_dir)
-        meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], "default",
+        meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], "cpu",
                         threads=torch.get_num_threads(), judge=jrep["kind"], judge_agreement=jrep["agreement"],
                         judge_fit_sha=jrep.get("fit_sha"),
                         params_in_use={"lr": cfg.train.lr, "epochs": cfg.train.epochs}, overrides=a.set)

@@ -167,19 +167,21 @@ def pool_replies(a):
     rng = random.Random(2)
     by: dict[tuple, list] = {}
     for r in rows:
+        cell = ""
         if "model" not in r:                 # a sweep's row: {lr, epochs, mode, prompt, reply, label}
+            cell = f"-lr{r['lr']:g}x{r['epochs']}"      # each grid cell is its own model: sampled and read apart
             r = {**r, "model": "cotrained", "condition": r["mode"], "part": "harmful", "harmful": True}
         if (r["part"] != "jailbreak" and (not a.parts or r["part"] in a.parts.split(","))
                 and (not a.conditions or f"{r['model']}/{r['condition']}" in a.conditions.split(","))):
-            by.setdefault((r["model"], r["condition"]), []).append(r)
+            by.setdefault((r["model"], r["condition"], cell), []).append(r)
     seen, out = set(), []
-    for (model, cond), rs in sorted(by.items()):
+    for (model, cond, cell), rs in sorted(by.items()):
         rng.shuffle(rs)
         for r in rs[:a.n]:
             k = key(r["prompt"], r["reply"])
             if k not in seen:
                 seen.add(k)
-                out.append({"key": k, "origin": f"{model}/{cond}@{tag}", "harmful": r["harmful"],
+                out.append({"key": k, "origin": f"{model}/{cond}@{tag}{cell}", "harmful": r["harmful"],
                             "source": r["part"], "prompt": r["prompt"], "reply": r["reply"], "judged": r["label"]})
     path = DIR / f"{a.pool}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in out))
@@ -274,10 +276,17 @@ def read_summary(rows: list[dict], labelled: dict, read: dict) -> dict:
                                  "agreement": float(np.mean([b["label"] == b["second_label"] for b in both])),
                                  "cohen_kappa": cohen_kappa([b["label"] for b in both],
                                                             [b["second_label"] for b in both], CLASSES)}
-    per = {m: d[m] / sum(d.values()) for o, d in read.items() for m in ("positive", "negative", "rejective")
-           if o.startswith(f"cotrained/{m}@") and sum(d.values())}
-    if len(per) == 3:
-        out["mode_accuracy_read"] = {"per_token": per, "mean": float(np.mean(list(per.values())))}
+    runs: dict[str, dict] = {}              # per run (the origin after "@"; a sweep's cells are runs apart)
+    for o, d in read.items():
+        m, _, run = o.partition("@")
+        if m.startswith("cotrained/") and m.split("/")[1] in ("positive", "negative", "rejective") and sum(d.values()):
+            runs.setdefault(run, {})[m.split("/")[1]] = d[m.split("/")[1]] / sum(d.values())
+    acc = {run: {"per_token": per, "mean": float(np.mean(list(per.values())))}
+           for run, per in sorted(runs.items()) if len(per) == 3}
+    if len(acc) == 1:
+        out["mode_accuracy_read"] = next(iter(acc.values()))
+    elif acc:
+        out["mode_accuracy_read_by_run"] = acc
     return out
 
 

@@ -101,3 +101,37 @@ def test_merge_keeps_committed_rows_and_features_keep_their_stored_numbers(jl, t
     jl.features(args())
     z2 = np.load(J.FIT_FILE)
     assert all(np.array_equal(z2[f], before[f]) for f in before)
+
+
+def test_a_sweeps_cells_are_pooled_and_read_apart(jl, tmp_path):
+    """Two grid cells of a sweep are two models: `pool-replies --src` samples each apart and names its cell in the
+    origin, and the readings give each cell its own mode accuracy (hand-computed here), never one mixed number."""
+    rows = []
+    for lr, truth in ((0.002, {"positive": "positive", "negative": "negative", "rejective": "rejective"}),
+                      (0.004, {"positive": "negative", "negative": "negative", "rejective": "rejective"})):
+        for mode in ("positive", "negative", "rejective"):
+            for i in range(2):
+                rows.append({"lr": lr, "epochs": 2, "mode": mode, "prompt": f"p{i}", "reply": f"{mode} {lr} {i}",
+                             "label": mode})
+    src = tmp_path / "probe_replies.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    jl.pool_replies(args(src=str(src), parts=None, conditions=None, n=10, pool="pool_t", scale="cpu", run_root=None))
+    pool = jl.read_pool(jl.DIR / "pool_t.jsonl")
+    assert len(pool) == 12
+    assert {r["origin"] for r in pool} == {f"cotrained/{m}@probe-lr{lr}x2" for m in ("positive", "negative", "rejective")
+                                          for lr in ("0.002", "0.004")}
+    # readings: cell 0.002 is read as its modes everywhere; cell 0.004's positive token is read negative once in 2
+    label = {}
+    for r in pool:
+        m = r["origin"].split("/")[1].split("@")[0]
+        label[r["key"]] = "negative" if "0.004" in r["origin"] and m == "positive" and r["reply"].endswith("0") else m
+    read = {}
+    for r in pool:
+        read.setdefault(r["origin"], dict.fromkeys(CLASSES, 0))[label[r["key"]]] += 1
+    labelled = {k: {"label": v, "second_label": ""} for k, v in label.items()}
+    out = jl.read_summary(pool, labelled, read)
+    by = out["mode_accuracy_read_by_run"]
+    assert by["probe-lr0.002x2"]["mean"] == pytest.approx(1.0)
+    assert by["probe-lr0.004x2"]["per_token"]["positive"] == pytest.approx(0.5)
+    assert by["probe-lr0.004x2"]["mean"] == pytest.approx(2.5 / 3)
+    assert "mode_accuracy_read" not in out
