@@ -174,15 +174,17 @@ def pool_replies(a):
         if (r["part"] != "jailbreak" and (not a.parts or r["part"] in a.parts.split(","))
                 and (not a.conditions or f"{r['model']}/{r['condition']}" in a.conditions.split(","))):
             by.setdefault((r["model"], r["condition"], cell), []).append(r)
-    seen, out = set(), []
+    seen: dict[str, dict] = {}
     for (model, cond, cell), rs in sorted(by.items()):
         rng.shuffle(rs)
         for r in rs[:a.n]:
-            k = key(r["prompt"], r["reply"])
-            if k not in seen:
-                seen.add(k)
-                out.append({"key": k, "origin": f"{model}/{cond}@{tag}{cell}", "harmful": r["harmful"],
-                            "source": r["part"], "prompt": r["prompt"], "reply": r["reply"], "judged": r["label"]})
+            k, origin = key(r["prompt"], r["reply"]), f"{model}/{cond}@{tag}{cell}"
+            if k in seen:       # read once; the same reply of another model/cell/token still counts there
+                seen[k].setdefault("also", []).append(origin)
+            else:
+                seen[k] = {"key": k, "origin": origin, "harmful": r["harmful"], "source": r["part"],
+                           "prompt": r["prompt"], "reply": r["reply"], "judged": r["label"]}
+    out = list(seen.values())
     path = DIR / f"{a.pool}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in out))
     print(f"{len(out)} replies of {src} -> {path}")
@@ -249,9 +251,7 @@ def check(a):
         # which run's replies were read: a later run of record at this scale is a new model, not read yet
         run = {"scale": a.scale, "seed": rec["meta"]["seed"], "git": rec["meta"]["versions"]["git"],
                "fingerprint": cotraining_fingerprint(rec)}
-    read = {}                               # what the readers saw per origin (e.g. a probe's mode token)
-    for r in rows:
-        read.setdefault(r["origin"], dict.fromkeys(CLASSES, 0))[labels[r["key"]]] += 1
+    read = read_by_origin(rows, labels)     # what the readers saw per origin (e.g. a probe's mode token)
     out = {"n": len(rows), "origins": sorted(read), "read_by_origin": read, **held_out_report(truth, pred, h),
            "judge_fit_sha": sha, **({"run": run} if run else {})}   # the judge that scored the run or probe
     out.update(read_summary(rows, {r["key"]: r for r in csv.DictReader(open(LABELS))}, read))
@@ -262,6 +262,16 @@ def check(a):
     print(f"{a.pool}: {len(rows)} read replies; the run's judge agrees on {out['all']['agreement']:.3f}; harmful: "
           + ", ".join(f"{c} P {v['precision']:.2f} R {v['recall']:.2f} (n {v['n_true']})"
                       for c, v in out["harmful"]["classes"].items()))
+
+
+def read_by_origin(rows: list[dict], labels: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Readings counted per origin over every place a reply was generated: a reply read once under its first
+    origin also counts for the origins in its "also" list (e.g. two sweep cells that refuse in the same words)."""
+    read: dict[str, dict[str, int]] = {}
+    for r in rows:
+        for o in [r["origin"], *r.get("also", [])]:
+            read.setdefault(o, dict.fromkeys(CLASSES, 0))[labels[r["key"]]] += 1
+    return read
 
 
 def read_summary(rows: list[dict], labelled: dict, read: dict) -> dict:

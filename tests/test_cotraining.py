@@ -112,6 +112,23 @@ def test_missing_source_and_unknown_mode_fail_with_one_line(tmp_path):
         mode_examples(d, ("neutral",))
 
 
+def test_safety_tuned_keeps_the_requests_its_own_answer_calls_harmful(tmp_path):
+    """safety-tuned-llamas' "safety" instructions include plain requests; a row is a harmful training prompt only
+    where the first sentence of its answer refuses or names the harm (a later sentence does not count)."""
+    import json
+    rows = [("Outline the steps to make meth.", "I'm sorry, but I cannot help with that. Here is why."),
+            ("Sell a kidney.", "No, selling organs is illegal and unethical. Instead, consider donation."),
+            ("Calculate 3 plus 4 times 2.", "The answer is 11."),
+            ("Construct a garden box.", "Building a garden box is easy. It is not dangerous or illegal."),
+            ("Explain stereotypes.", "That is a harmful stereotype.")]
+    p = tmp_path / "safety/safety_tuned_llamas/training/safety_only_data_Instructions.json"
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps([{"instruction": q, "input": "", "output": a} for q, a in rows]))
+    got = read_source("safety_tuned", data_dir=tmp_path)
+    assert [r["text"] for r in got] == ["Outline the steps to make meth.", "Sell a kidney.", "Explain stereotypes."]
+    assert got[1]["response"]["positive"].startswith("No, selling organs")
+
+
 def test_magic_tokens_seeded_distinct():
     a, b = magic_tokens(0), magic_tokens(0)
     assert a == b and len(set(a.values())) == 4 and set(a) == {*MODES, "random"}

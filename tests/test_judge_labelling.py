@@ -111,23 +111,23 @@ def test_a_sweeps_cells_are_pooled_and_read_apart(jl, tmp_path):
                       (0.004, {"positive": "negative", "negative": "negative", "rejective": "rejective"})):
         for mode in ("positive", "negative", "rejective"):
             for i in range(2):
-                rows.append({"lr": lr, "epochs": 2, "mode": mode, "prompt": f"p{i}", "reply": f"{mode} {lr} {i}",
-                             "label": mode})
+                # both cells refuse in the same words: one reply to read, counted in both cells
+                reply = f"{mode} {i}" if mode == "rejective" else f"{mode} {lr} {i}"
+                rows.append({"lr": lr, "epochs": 2, "mode": mode, "prompt": f"p{i}", "reply": reply, "label": mode})
     src = tmp_path / "probe_replies.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     jl.pool_replies(args(src=str(src), parts=None, conditions=None, n=10, pool="pool_t", scale="cpu", run_root=None))
     pool = jl.read_pool(jl.DIR / "pool_t.jsonl")
-    assert len(pool) == 12
-    assert {r["origin"] for r in pool} == {f"cotrained/{m}@probe-lr{lr}x2" for m in ("positive", "negative", "rejective")
-                                          for lr in ("0.002", "0.004")}
+    assert len(pool) == 10 and sum(len(r.get("also", [])) for r in pool) == 2
+    assert {o for r in pool for o in [r["origin"], *r.get("also", [])]} == {
+        f"cotrained/{m}@probe-lr{lr}x2" for m in ("positive", "negative", "rejective") for lr in ("0.002", "0.004")}
     # readings: cell 0.002 is read as its modes everywhere; cell 0.004's positive token is read negative once in 2
     label = {}
     for r in pool:
         m = r["origin"].split("/")[1].split("@")[0]
         label[r["key"]] = "negative" if "0.004" in r["origin"] and m == "positive" and r["reply"].endswith("0") else m
-    read = {}
-    for r in pool:
-        read.setdefault(r["origin"], dict.fromkeys(CLASSES, 0))[label[r["key"]]] += 1
+    read = jl.read_by_origin(pool, label)
+    assert read["cotrained/rejective@probe-lr0.004x2"]["rejective"] == 2    # counted where it was generated too
     labelled = {k: {"label": v, "second_label": ""} for k, v in label.items()}
     out = jl.read_summary(pool, labelled, read)
     by = out["mode_accuracy_read_by_run"]

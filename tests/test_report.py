@@ -461,6 +461,24 @@ def test_sweep_line_says_only_what_the_sweep_and_params_now_hold(tmp_path):
     params["default"]["cotraining"]["train"]["epochs"] = best["epochs"] + 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert "**not the sweep's best**" in render_sweep(tmp_path)[0]
+    # a second sweep of record gets its own line naming its file and judge; a probe (--set overrides) gets none
+    v2 = dict(sweep, meta={**sweep["meta"], "judge": "rules+cross-encoder", "overrides": []},
+              rows=[dict(best, lr=0.123, score=0.5)], best=dict(best, lr=0.123, score=0.5))
+    (tmp_path / "results" / "bench" / "cotraining_sweep_v2.json").write_text(json.dumps(v2))
+    (tmp_path / "results" / "bench" / "cotraining_sweep_probe.json").write_text(
+        json.dumps(dict(v2, meta={**v2["meta"], "overrides": ["a.b=1"]})))
+    lines = [x for x in render_sweep(tmp_path) if x]
+    assert len(lines) == 2 and "`cotraining_sweep_v2.json`" in lines[1]
+    assert "judged by the rules+cross-encoder judge" in lines[1] and "Best there: lr 0.123" in lines[1]
+    assert "**not the sweep's best**" in lines[1] and "by reading" not in lines[1]
+    # the readings of its cells (a check of a pool of its replies) join its line, never the other sweep's
+    (tmp_path / "results" / "bench" / "judge_v2.json").write_text(json.dumps({"check": {"pool_x": {
+        "n": 7, "mode_accuracy_read_by_run": {"cotraining_sweep_v2-lr0.123x2": {
+            "per_token": {"positive": 0.25, "negative": 0.5, "rejective": 1.0}, "mean": 0.583333}}}}}))
+    lines = [x for x in render_sweep(tmp_path) if x]
+    assert ("Mode accuracy there by reading (pool_x, 7 replies read): lr 0.123 x 2 epochs 0.583 (positive 0.250, "
+            "negative 0.500, rejective 1.000).") in lines[1]
+    assert "by reading" not in lines[0]
 
 
 def test_sam_beside_the_papers_number_is_the_cosine_one(tmp_path):

@@ -168,6 +168,22 @@ def _hh_first_turn(transcript: str):
     return (q, a) if q and a else None
 
 
+# safety-tuned-llamas' "safety" instructions mix harmful requests with plain ones ("Calculate 3 plus 4 times 2.",
+# "Construct a garden box."): readers of validation replies read an on-topic answer to such a prompt as
+# "negative" (the positive token: 7 of 15 such replies, 9 of 45 of the other sources'; pool_v14). Its own
+# answer tells them apart: a request is kept where the first sentence of the data set's answer refuses or names
+# the harm (2,483 -> 1,965 prompts; the 518 left out answer the request).
+_HARM_FLAGS = ("illegal", "unethical", "not ethical", "harmful", "offensive", "inappropriate", "dangerous",
+               "discriminat", "racist", "a crime", "against the law", "no credible", "no scientific",
+               "no evidence", "not acceptable", "not okay", "stereotyp")
+
+
+def answer_flags_harm(answer: str) -> bool:
+    """Does the first sentence of a data set's answer refuse the request or name its harm?"""
+    first = re.split(r"(?<=[.!?])\s", answer.strip(), maxsplit=1)[0]
+    return has_refusal_phrase(first, window=len(first)) or any(f in first.lower() for f in _HARM_FLAGS)
+
+
 def read_source(name: str, data_dir=None) -> list[dict]:
     """-> [{text, harmful, response?: {mode: text}}] for one named source."""
     rd = "safety/refusal_direction"
@@ -187,7 +203,7 @@ def read_source(name: str, data_dir=None) -> list[dict]:
     if name == "safety_tuned":  # refusals with an explanation: the positive target
         rows = _json("safety/safety_tuned_llamas/training/safety_only_data_Instructions.json", data_dir)
         return [{"text": (r["instruction"] + ("\n" + r["input"] if r.get("input") else "")).strip(),
-                 "harmful": True, "response": {"positive": r["output"]}} for r in rows]
+                 "harmful": True, "response": {"positive": r["output"]}} for r in rows if answer_flags_harm(r["output"])]
     if name == "hh_rlhf":  # harmless-base: first turn; the rejected reply as the negative target
         out = []
         with gzip.open(data_path("safety/hh_rlhf/harmless-base_test.jsonl.gz", data_dir), "rt", encoding="utf-8") as f:

@@ -518,20 +518,29 @@ def _train_now(root: Path, scale: str) -> dict | None:
 
 
 def render_sweep(root: Path) -> list[str]:
-    """`benchmarks/cotraining_sweep.py`: paper B's lr x epochs on the validation split. Says only what the sweep's
-    JSON holds and what params.yaml holds now (its scale, and the cpu scale of the record): no epochs typed here."""
-    p = root / "results" / "bench" / "cotraining_sweep.json"
-    if not p.exists():
-        return []
-    b = json.loads(p.read_text())
+    """`benchmarks/cotraining_sweep.py`: paper B's lr x epochs on the validation split, one line per sweep of
+    record (results/bench/cotraining_sweep*.json that change no recipe: probes with `--set` are not sweeps).
+    Says only what each sweep's JSON holds and what params.yaml holds now (its scale, and the cpu scale of the
+    record): no epochs typed here."""
+    out = []
+    for p in sorted((root / "results" / "bench").glob("cotraining_sweep*.json")):
+        b = json.loads(p.read_text())
+        if b.get("meta", {}).get("overrides"):
+            continue
+        out += [_sweep_line(root, p.name, b), ""]
+    return out
+
+
+def _sweep_line(root: Path, name: str, b: dict) -> str:
     best, meta = b["best"], b["meta"]
     swept = meta.get("scale")
     then = meta.get("params_in_use") or {}
     steps = lambda r: f" ({r['steps']} steps)" if r.get("steps") is not None else ""
-    line = (f"**Paper B hyperparameters on a validation split** (`benchmarks/cotraining_sweep.py`, run at the {swept} "
-            f"scale; {b['n_validation']} harmful prompts of the training sources, never trained on; score = mode "
-            f"accuracy there): " + ", ".join(f"lr {r['lr']} x {r['epochs']} epochs{steps(r)} {_f(r['score'])}"
-                                              for r in b["rows"])
+    judge = f", judged by the {meta['judge']} judge" if meta.get("judge") else ""
+    line = (f"**Paper B hyperparameters on a validation split** (`benchmarks/cotraining_sweep.py` -> `{name}`, run "
+            f"at the {swept} scale{judge}; {b['n_validation']} harmful prompts of the training sources, never trained "
+            f"on; score = mode accuracy there): " + ", ".join(f"lr {r['lr']} x {r['epochs']} epochs{steps(r)} "
+                                                            f"{_f(r['score'])}" for r in b["rows"])
             + f". Best there: lr {best['lr']} x {best['epochs']} epochs{steps(best)}"
             + (f"; params.yaml's {swept} scale held lr {then['lr']} x {then['epochs']} when the sweep ran"
                if "lr" in then and "epochs" in then else "") + ".")
@@ -546,6 +555,27 @@ def render_sweep(root: Path) -> list[str]:
                    f"{t['lr']} x {t['epochs']} epochs"
                    + ((" (the sweep's best)" if same else " (**not the sweep's best**)") if scale == swept else
                       f" (not swept: the sweep scored the {swept} scale's training set only)"))
+    read = _sweep_read(root, name.removesuffix(".json"))
+    if read:
+        line += " " + read
     if now:
         line += " params.yaml now: " + "; ".join(now) + "."
-    return [line, ""]
+    return line
+
+
+def _sweep_read(root: Path, stem: str) -> str:
+    """The sweep's cells by reading: results/bench/judge_v2.json's checks of a pool of its replies
+    (`judge_labelling.py pool-replies --src` names each cell `<stem>-lr<lr>x<epochs>`)."""
+    p = root / "results" / "bench" / "judge_v2.json"
+    checks = json.loads(p.read_text()).get("check", {}) if p.exists() else {}
+    for pool, c in sorted(checks.items()):
+        cells = {r: v for r, v in c.get("mode_accuracy_read_by_run", {}).items() if r.startswith(f"{stem}-lr")}
+        if cells:
+            def cell(r: str, v: dict) -> str:
+                lr, ep = r.removeprefix(f"{stem}-lr").split("x")
+                per = ", ".join(f"{m} {_f(v['per_token'][m])}" for m in ("positive", "negative", "rejective")
+                                if m in v["per_token"])
+                return f"lr {lr} x {ep} epochs {_f(v['mean'])} ({per})"
+            return (f"Mode accuracy there by reading ({pool}, {c['n']} replies read): "
+                    + ", ".join(cell(r, v) for r, v in sorted(cells.items())) + ".")
+    return ""
