@@ -214,12 +214,15 @@ def test_seeds_table_mean_spread_and_pooled_interval(tmp_path):
     p = d["sam_stats"]["cotrained"]["cosine_logits"]["p_value"]
     assert "| SAM null (label permutation), cotrained: 95% quantile; p per seed | " in text
     assert f"; p {p:.3f}, {p:.3f} |" in text
+    refit = {**d, "judge": {**(d.get("judge") or {}), "fit_sha": "another-judge"}}
+    (tmp_path / "results/seeds/seed1/results/cpu/cotraining.json").write_text(json.dumps(refit))
+    assert render_seeds(tmp_path) == []     # same params, targets picked by another judge: another recipe
     d["params"]["lr_typo"] = 1      # seed 1 made by another recipe: never pooled with seed 0, and said so
     (tmp_path / "results/seeds/seed1/results/cpu/cotraining.json").write_text(json.dumps(d))
     assert render_seeds(tmp_path) == []
     from magictokens.report.paper_b import render_paper_b_status
     status = render_paper_b_status(tmp_path)[0]
-    assert "1 training seed (0)" in status and "Seed 1 was trained by an earlier recipe" in status
+    assert "1 training seed (0)" in status and "Seed 1 was trained by an earlier recipe (other params or judge)" in status
     shutil.rmtree(tmp_path / "results" / "seeds")
     assert render_seeds(tmp_path) == []                       # one seed: no table
 
@@ -564,6 +567,7 @@ def test_a_param_added_later_at_its_old_value_keeps_a_record_todays_recipe(monke
     from magictokens.cotraining import CoTrainingConfig
     from magictokens.report.paper_b import made_with_cpu_scale
     rec = _json.loads((REPO_ROOT / "results" / "cpu" / "cotraining.json").read_text())
+    rec["judge"]["fit_sha"] = None          # the judge is the other half of a recipe: checked at the end
     real = config.stage_params
     today = {}
 
@@ -581,6 +585,10 @@ def test_a_param_added_later_at_its_old_value_keeps_a_record_todays_recipe(monke
     assert made_with_cpu_scale(old) and not made_with_cpu_scale(on)
     today["read_promote"] = True
     assert not made_with_cpu_scale(old) and made_with_cpu_scale(on)
+    # same params, targets picked by another fit of the judge than the committed one: another recipe
+    from magictokens.report.paper_b import _judge_sha_today
+    assert made_with_cpu_scale({**on, "judge": {**on["judge"], "fit_sha": _judge_sha_today()}})
+    assert not made_with_cpu_scale({**on, "judge": {**on["judge"], "fit_sha": "0123456789abcdef"}})
 
 
 def test_readings_of_a_run_say_when_the_record_is_another_model(tmp_path):

@@ -314,7 +314,18 @@ def made_with_cpu_scale(run: dict) -> bool:
     auto = want["train"]["bf16_autocast"] == "auto"
     here = {**want, "train": {**want["train"], "bf16_autocast": native if auto else want["train"]["bf16_autocast"]}}
     rec = run.get("params") or {}
-    return rec in (_as_recorded(here, rec), _as_recorded(want, rec))   # a record made with `auto` keeps `auto`
+    if rec not in (_as_recorded(here, rec), _as_recorded(want, rec)):  # a record made with `auto` keeps `auto`
+        return False
+    # the judge picked the targets: a record of another fitting file than today's committed one is another recipe
+    sha = (run.get("judge") or {}).get("fit_sha")
+    return sha is None or sha == _judge_sha_today()
+
+
+def _judge_sha_today() -> str | None:
+    import hashlib
+
+    from ..cotraining.judge import FIT_FILE
+    return hashlib.sha256(FIT_FILE.read_bytes()).hexdigest()[:16] if FIT_FILE.exists() else None
 
 
 # params added after records were made, with the value every earlier record was made under: a record without
@@ -333,7 +344,8 @@ def _as_recorded(params: dict, record: dict) -> dict:
 
 
 EARLIER_RECIPE = ("**These records were made with an earlier recipe**: their co-training params are not today's "
-                  "cpu scale (params.yaml), which issue 31 changed (judge, targets, data); rerun them with "
+                  "cpu scale (params.yaml), or their targets were picked by an earlier fit of the judge "
+                  "(benchmarks/judge_fit_v2.npz), which issue 31 changed (judge, targets, data); rerun them with "
                   "`magictokens run cotraining --scale cpu` and `bash scripts/cotraining_seeds.sh 1 2`.")
 
 
@@ -343,7 +355,10 @@ def _all_seed_runs(root: Path) -> list[dict]:
 
 
 def _recipe(run: dict) -> dict:
-    return {k: v for k, v in run["params"].items() if k != "seed"}
+    """What makes two seeds' runs one recipe: the params but the seed, and the judge that picked the targets
+    (its fitting file: a refit judge distils other targets from the same params)."""
+    return {**{k: v for k, v in run["params"].items() if k != "seed"},
+            "judge_fit_sha": (run.get("judge") or {}).get("fit_sha")}
 
 
 def _by_recipe(root: Path) -> tuple[list[dict], list[dict]]:
@@ -410,7 +425,7 @@ def render_paper_b_status(root: Path) -> list[str]:
            + (f". SAM above its label-permutation null (p < {P_NULL}), seeds of {len(runs)}: "
               + ", ".join(f"{k} {n}" for k, n in above.items()) + "." if above else ".")
            + ((f" Seed {old[0]} was" if len(old) == 1 else f" Seeds {', '.join(map(str, old))} were")
-           + " trained by an earlier recipe (other params): left out; "
+           + " trained by an earlier recipe (other params or judge): left out; "
               "rerun with `bash scripts/cotraining_seeds.sh " + " ".join(map(str, old)) + "`."
               if scale == "cpu" and (old := other_recipe_seeds(root)) else ""), "",
            "| paper B | ours | bar for \"reproduced\" | paper B's |", "|---|---|---|---|",
