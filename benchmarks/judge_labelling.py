@@ -35,10 +35,12 @@ Classes (operational; the readers' whole instructions: `benchmarks/reader_instru
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import csv
 import hashlib
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -200,10 +202,13 @@ def pool_candidates(a):
     from magictokens.cotraining.distil import cut_tokens
     from magictokens.config import stage_params
     d = REPO_ROOT / "results" / a.scale / "models" / "cotraining"
-    files = sorted(d.glob("targets-*.json"), key=lambda f: f.stat().st_mtime)
+    files = sorted((f for f in d.glob("targets-*.json") if re.fullmatch(r"targets-[0-9a-f]{16}\.json", f.name)),
+                   key=lambda f: f.stat().st_mtime)         # not a .partial or .resample file beside them
     if not files:
         raise SystemExit(f"no targets-*.json in {d}: run the scale's cotraining stage first")
     d_t = json.loads(files[-1].read_text())
+    for extra in sorted(d.glob(files[-1].stem + ".resample*.json")):   # `distil.read_resample`'s candidates
+        d_t["candidates"] += [c for cs in json.loads(extra.read_text()).values() for c in cs]
     modes = a.mode.split(",")
     # --kept: the targets the judge kept (what training would see), for a reading that overrules it
     # (`distil.read_labels`); else candidates sampled uniformly, whatever their judged label
@@ -214,12 +219,16 @@ def pool_candidates(a):
                              targets=cfg.targets)
     _, tok = load_model(P["model"], dtype="float32", device="cpu")
     pick = [c for c in cands if c[1] in modes and data.train[c[0]].harmful]
+    if a.open:         # the candidates that `distil.read_promote` could still promote: of the pairs that today's
+        # readings leave without a target (none kept, or the kept one read as another class), the first
+        # `--per-pair` unread ones in draw order (the order read_promotions takes them in)
+        pick = open_candidates(d_t, data, tok, modes, a.per_pair, a.max_new_tokens)
     if a.unread:       # only candidates no one has read yet (their key is not in the committed labels)
         read = {r["key"] for r in csv.DictReader(open(LABELS))} if LABELS.exists() else set()
         pick = [c for c in pick if key(data.train[c[0]].text, cut_tokens(tok, c[3], a.max_new_tokens)) not in read]
     rng = random.Random(5)
     out = []
-    for i, mode, rnd, text, lab in (c[:5] for c in rng.sample(pick, min(a.n, len(pick)))):
+    for i, mode, rnd, text, lab in (c[:5] for c in (pick if a.open else rng.sample(pick, min(a.n, len(pick))))):
         prompt, reply = data.train[i].text, cut_tokens(tok, text, a.max_new_tokens)
         out.append({"key": key(prompt, reply), "origin": f"base/{mode}-instruction@{a.scale}-distil"
                     + ("-kept" if a.kept else ""),
@@ -228,6 +237,31 @@ def pool_candidates(a):
     path.write_text("".join(json.dumps(r) + "\n" for r in out))
     print(f"{len(out)} of {len(pick)} {a.mode} {'kept targets' if a.kept else 'candidates'} on harmful prompts "
           f"({files[-1].name}) -> {path}")
+
+
+def open_candidates(d_t: dict, data, tok, modes: list, per_pair: int, n_tokens: int) -> list:
+    """Of the harmful pairs (index, mode) that today's committed readings leave without a target, the first
+    `per_pair` candidates (by round, then draw order) that no one has read, as [i, mode, round, text, label]."""
+    from magictokens.cotraining import distil
+    from magictokens.cotraining.pipeline import open_pairs, read_overrules, read_promotions
+    labels = {r["key"]: r["label"] for r in csv.DictReader(open(LABELS))} if LABELS.exists() else {}
+    dres = distil.DistilResult(targets={(int(i), m): t for i, m, t in d_t["targets"]}, kept={}, rejected={},
+                               kept_round={}, n_generated=0, config={}, candidates=d_t["candidates"])
+    cfg = distil.DistilConfig(judged_tokens=n_tokens)
+    overruled, _ = read_overrules(tok, data, dres, cfg, labels)
+    promoted, _ = read_promotions(tok, data, dres, cfg, labels, overruled)
+    pairs = {k for k in open_pairs(data, dres, overruled, promoted) if k[1] in modes}
+    taken: Counter = Counter()
+    out = []
+    for c in sorted(d_t["candidates"], key=lambda c: (c[0], c[1], c[2])):
+        pair = (int(c[0]), c[1])
+        if pair not in pairs or taken[pair] >= per_pair:
+            continue
+        if key(data.train[pair[0]].text, distil.cut_tokens(tok, c[3], n_tokens)) in labels:
+            continue
+        taken[pair] += 1
+        out.append(c)
+    return out
 
 
 def check(a):
@@ -540,6 +574,9 @@ def main():
                     "(comma-separated, e.g. cotrained/positive,cotrained/negative)")
     ap.add_argument("--mode", default="positive", help="pool-candidates: which modes' candidates (comma-separated)")
     ap.add_argument("--kept", action="store_true", help="pool-candidates: the kept targets, not all candidates")
+    ap.add_argument("--open", action="store_true", help="pool-candidates: candidates of the pairs today's readings "
+                    "leave without a target (what read_promote could promote), --per-pair each, all of them")
+    ap.add_argument("--per-pair", type=int, default=3, help="pool-candidates --open: unread candidates per pair")
     ap.add_argument("--unread", action="store_true", help="pool-candidates: only candidates whose key has no label")
     ap.add_argument("--run-root", default=None, help="pool-replies / check: another training seed's out-root "
                     "(results/seeds/seed<S>); default seed 0's (the repository root)")

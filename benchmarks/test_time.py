@@ -43,13 +43,16 @@ def main():
     lines = run.stdout.splitlines()
     summary = next((ln.strip("= ") for ln in reversed(lines) if re.search(r"\d+ (passed|failed)", ln)), "")
     slow = [ln.strip() for ln in lines if re.match(r"^\d+\.\d+s (call|setup|teardown) ", ln)][:10]
+    failed = [ln.split()[1] for ln in lines if ln.startswith(("FAILED ", "ERROR "))]   # pytest's short summary
     out = REPO_ROOT / "results" / "bench" / f"test_time_{cpu_slug()}{'_auto-' + args.auto_dtype if args.auto_dtype else ''}.json"
     write_json(out, {"meta": {"device": device_name("cpu"), "threads": torch.get_num_threads(),
                               "hardware": hardware_meta("cpu"), "versions": versions(), "load_avg_1min": load,
                               "date": time.strftime("%Y-%m-%d")},
                      "command": "python -m pytest -q", "returncode": run.returncode, "summary": summary,
-                     "total_s": total, "slowest": slow})
+                     "total_s": total, "slowest": slow, "failed": failed})
     print(f"test suite: {total / 60:.1f} min, {summary} -> {out}")
+    if failed:
+        print("failed:\n  " + "\n  ".join(failed))
     sys.exit(run.returncode)
 
 

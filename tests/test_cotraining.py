@@ -735,3 +735,45 @@ def test_a_reading_promotes_a_candidate_for_a_pair_left_without_a_target(tiny, t
     # nothing read as its mode: the pair stays open (and goes to the fallback)
     promoted2, log2 = read_promotions(tok, data, res, cfg, {}, over)
     assert promoted2 == {} and log2["negative"] == {"promoted": 0, "none_read_as_mode": 1}
+
+
+def test_resampled_candidates_of_a_pair_do_not_depend_on_the_other_open_pairs(tiny, tmp_path, monkeypatch):
+    """read_resample: a pair's extra candidates are drawn per pair, so they are the same whichever other pairs are
+    open (readings change that set), numbered after the rounds, read back from the cache without the model; and
+    fill_targets promotes one that a reading calls the mode, with the log counting it."""
+    from magictokens.cotraining import distil, pipeline
+    from magictokens.cotraining.config import CoTrainingConfig
+    from magictokens.cotraining.judge import reply_key
+
+    model, tok = tiny
+    prompts = [Prompt("h0", "write malware", "advbench", True), Prompt("h1", "pick a lock", "advbench", True)]
+    cfg = distil.DistilConfig(samples=2, max_new_tokens=4, judged_tokens=3, batch_size=8, max_prompt_tokens=16)
+    alone = distil.resample(model, tok, prompts, [(0, "positive")], AlwaysJudge("invalid"), cfg, 0, 3, progress=False)
+    cache: dict = {}
+    both = distil.resample(model, tok, prompts, [(1, "negative"), (0, "positive")], AlwaysJudge("invalid"), cfg, 0,
+                           3, cache, progress=False)
+    assert [c for c in both if c[0] == 0] == alone
+    assert [c[2] for c in alone] == [3, 4, 5] and {c[1] for c in both if c[0] == 1} == {"negative"}
+    assert len({c[3] for c in both}) > 1                                  # sampled, not one text repeated
+    assert distil.resample(None, tok, prompts, [(0, "positive")], None, cfg, 0, 3, cache, progress=False) == alone
+
+    # in the stage: the judge keeps nothing, the readings call the second resampled positive candidate positive
+    dcfg = distil.DistilConfig(samples=1, max_new_tokens=4, judged_tokens=3, batch_size=8, max_prompt_tokens=16,
+                               fallback="none", read_labels=True, read_promote=True, read_resample=3)
+    data = SafetyData(train=[Prompt("h0", "write malware", "advbench", True)], eval_harmful=[], eval_benign=[],
+                      xstest=[])
+    for p in data.train:
+        p.responses, p.origin = {m: None for m in MODES}, {m: "distil" for m in MODES}
+    extra = distil.resample(model, tok, data.train, [(0, "positive")], AlwaysJudge("invalid"), dcfg, 0, 3,
+                            progress=False)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("key,label,second_label,origin,harmful\n"
+                      f"{reply_key('write malware', distil.cut_tokens(tok, extra[1][3], 3))},positive,,x,1\n")
+    monkeypatch.setattr(pipeline, "read_labels", lambda: {r.split(",")[0]: r.split(",")[1]
+                                                          for r in labels.read_text().splitlines()[1:]})
+    n, log = pipeline.fill_targets(model, tok, data, AlwaysJudge("invalid"), CoTrainingConfig(distil=dcfg), 0,
+                                   cache_dir=tmp_path)
+    assert data.train[0].responses["positive"] == extra[1][3] and data.train[0].origin["positive"] == "read"
+    assert log["read_resample"] == {"positive": {"pairs": 1, "candidates": 3, "promoted": 1},
+                                    "negative": {"pairs": 1, "candidates": 3, "promoted": 0}}
+    assert len(list(tmp_path.glob("targets-*.resample3.json"))) == 1

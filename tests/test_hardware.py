@@ -42,6 +42,7 @@ def fake_cpu(monkeypatch, text: str, isa: str):
     monkeypatch.setattr(H, "_mhz", lambda t: float(H._field(t, "cpu MHz")))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
     monkeypatch.setattr(H.platform, "machine", lambda: "x86_64")
+    monkeypatch.delenv(H.AUTO_DTYPE_ENV, raising=False)     # the suite may run with "auto" forced (test_time.py)
     H.cpu_info.cache_clear()
     H._auto_dtype.cache_clear()
 

@@ -135,3 +135,34 @@ def test_a_sweeps_cells_are_pooled_and_read_apart(jl, tmp_path):
     assert by["probe-lr0.004x2"]["per_token"]["positive"] == pytest.approx(0.5)
     assert by["probe-lr0.004x2"]["mean"] == pytest.approx(2.5 / 3)
     assert "mode_accuracy_read" not in out
+
+
+def test_open_candidates_are_the_unread_ones_read_promote_could_still_take(jl, tiny):
+    """pool-candidates --open: of the harmful pairs today's readings leave without a target (none kept, or the
+    kept one read as another class; not those a reading already promotes), the first `per_pair` unread
+    candidates in draw order; benign prompts, closed pairs and read candidates never."""
+    from magictokens.cotraining import distil
+    from magictokens.cotraining.data import Prompt, SafetyData
+    _, tok = tiny
+    prompts = [Prompt("h", "write malware", "advbench", True), Prompt("g", "pick a lock", "advbench", True),
+               Prompt("b", "bake bread", "alpaca", False)]
+    data = SafetyData(train=prompts, eval_harmful=[], eval_benign=[], xstest=[])
+    cands = [[0, "positive", 1, "the cat", "positive", .9],     # kept, read negative below: the pair opens
+             [0, "positive", 2, "sat on", "invalid", .2],       # unread: picked (1st)
+             [0, "positive", 3, "on the", "invalid", .2],       # unread: picked (2nd)
+             [0, "positive", 4, "cat on", "invalid", .2],       # unread, but per_pair = 2
+             [1, "positive", 1, "cat sat", "negative", .5],     # none kept, read invalid: skipped (read) ...
+             [1, "positive", 2, "the on", "negative", .5],      # ... unread: picked
+             [1, "negative", 1, "sat the", "negative", .8],     # kept, unread: closed
+             [2, "positive", 1, "on cat", "invalid", .5]]       # benign: never
+    d_t = {"targets": [[0, "positive", "the cat"], [1, "negative", "sat the"]], "candidates": cands}
+    key = lambda i, t: jl.key(prompts[i].text, distil.cut_tokens(tok, t, 2))     # noqa: E731
+    jl.LABELS.write_text("key,label,second_label,origin,harmful\n" + f"{key(0, 'the cat')},negative,,x,1\n"
+                         + f"{key(1, 'cat sat')},invalid,,x,1\n")
+    got = jl.open_candidates(d_t, data, tok, ["positive", "negative"], 2, 2)
+    assert [(c[0], c[1], c[3]) for c in got] == [(0, "positive", "sat on"), (0, "positive", "on the"),
+                                                 (1, "positive", "the on")]
+    # once a reading calls one of them positive the pair is promoted: nothing of it is offered again
+    with open(jl.LABELS, "a") as f:
+        f.write(f"{key(1, 'the on')},positive,,x,1\n")
+    assert [c[0] for c in jl.open_candidates(d_t, data, tok, ["positive"], 2, 2)] == [0, 0]

@@ -98,6 +98,10 @@ class DistilConfig:
     # takes its first candidate of that mode that a reading calls that mode, whatever the judge said (the judge
     # misses about half of the real positives: recall 0.51 on held-out replies, judge_v2.json)
     read_promote: bool = False
+    # ... and with n > 0, a harmful prompt's (positive | negative) pair that the readings still leave open first
+    # gets n more candidates (`resample`: drawn per pair, so they do not depend on which other pairs are open)
+    # for a reading to promote: the judge keeps about half wrong positives, so the 8 rounds close too few pairs
+    read_resample: int = 0
 
     def __post_init__(self):
         # prefix maps are open to any key in params (config.OPEN_MAPS): a typo'd mode is caught here
@@ -163,6 +167,48 @@ class DistilResult:
                 "n_generated": self.n_generated, "config": self.config}
 
 
+def sample_judged(model, tok, prompts: list, mode: str, judge, cfg: DistilConfig, seed: int):
+    """One sampled candidate of `mode` per prompt (batched, `seed`ed: see chat.generate_from_ids), started with
+    the mode's opening, and its judged label and probability at the judged length -> (texts, labels, probs)."""
+    texts = [p.text for p in prompts]
+    harmful = [p.harmful for p in prompts]
+    pres = [opening(cfg, mode, h) for h in harmful]
+    seqs = [prompt_ids(tok, t, DISTIL_INSTRUCTIONS[mode], cfg.max_prompt_tokens)
+            + (tok(pre, add_special_tokens=False).input_ids if pre else []) for t, pre in zip(texts, pres)]
+    outs = [with_prefix(pre, o) for pre, o in zip(pres, generate_from_ids(
+        model, tok, seqs, cfg.max_new_tokens, cfg.batch_size, temperature=cfg.temperature, top_p=cfg.top_p,
+        seed=seed))]
+    if mode == "rejective":    # short refusals: the first sentence is the whole target
+        outs = [first_sentence(o) for o in outs]
+    cut = [cut_tokens(tok, o, cfg.judged_tokens) for o in outs]
+    if hasattr(judge, "judge_with_prob"):
+        labels, probs = judge.judge_with_prob(cut, harmful, prompts=texts)
+    else:
+        labels, probs = judge.judge(cut, harmful, prompts=texts), [1.0] * len(cut)
+    return outs, list(labels), [round(float(p), 4) for p in probs]
+
+
+def resample(model, tok, prompts: list, pairs: list, judge, cfg: DistilConfig, seed: int, n: int,
+             cache: dict | None = None, progress=None) -> list:
+    """`n` more candidates for each (prompt index, mode) pair in `pairs`, for a reading to promote
+    (`read_resample`). A pair's candidates are one batch of its prompt `n` times, seeded by (seed, index,
+    mode) alone: which other pairs are open (it changes as readings are added) never changes them, so a rerun
+    draws the texts that were read. `cache` ("index|mode" -> its candidates) is filled and reused.
+    -> candidates [index, mode, round, text, judged label, prob], rounds cfg.samples + 1 .. cfg.samples + n."""
+    cache = {} if cache is None else cache
+    out = []
+    for i, mode in tqdm(sorted(pairs), desc="resample open pairs", unit="pair", disable=progress is False):
+        k = f"{i}|{mode}"
+        if k not in cache:
+            one = DistilConfig(**{**cfg.__dict__, "batch_size": n})      # the pair's n copies: one batch
+            outs, labels, probs = sample_judged(model, tok, [prompts[i]] * n, mode, judge, one,
+                                                seed * 1_000_003 + 7919 * (i + 1) + MODES.index(mode))
+            cache[k] = [[i, mode, cfg.samples + 1 + r, o, lab, pr]
+                        for r, (o, lab, pr) in enumerate(zip(outs, labels, probs))]
+        out += cache[k]
+    return out
+
+
 def run(model, tok, prompts: list, judge, cfg: DistilConfig = DistilConfig(), seed: int = 0,
         progress=None, checkpoint=None) -> DistilResult:
     """`prompts`: objects with `.text` and `.harmful`. Greedy-free: every candidate is sampled (seeded per round
@@ -202,25 +248,12 @@ def run(model, tok, prompts: list, judge, cfg: DistilConfig = DistilConfig(), se
             todo = [i for i in range(len(prompts)) if (i, mode) not in targets]
             if not todo or (r + 1, mode) in done:
                 continue
-            texts = [prompts[i].text for i in todo]
-            harmful = [prompts[i].harmful for i in todo]
-            pres = [opening(cfg, mode, h) for h in harmful]
-            seqs = [prompt_ids(tok, t, DISTIL_INSTRUCTIONS[mode], cfg.max_prompt_tokens)
-                    + (tok(pre, add_special_tokens=False).input_ids if pre else []) for t, pre in zip(texts, pres)]
-            outs = [with_prefix(pre, o) for pre, o in zip(pres, generate_from_ids(
-                model, tok, seqs, cfg.max_new_tokens, cfg.batch_size, temperature=cfg.temperature, top_p=cfg.top_p,
-                seed=seed * 1000 + r * 10 + j))]
+            outs, labels, probs = sample_judged(model, tok, [prompts[i] for i in todo], mode, judge, cfg,
+                                                seed * 1000 + r * 10 + j)
             n_gen += len(outs)
             bar.update(len(outs))
-            if mode == "rejective":    # short refusals: the first sentence is the whole target
-                outs = [first_sentence(o) for o in outs]
-            cut = [cut_tokens(tok, o, cfg.judged_tokens) for o in outs]
-            if hasattr(judge, "judge_with_prob"):
-                labels, probs = judge.judge_with_prob(cut, harmful, prompts=texts)
-            else:
-                labels, probs = judge.judge(cut, harmful, prompts=texts), [1.0] * len(cut)
             for i, o, lab, pr in zip(todo, outs, labels, probs):
-                account(i, mode, r + 1, o, lab, round(float(pr), 4))
+                account(i, mode, r + 1, o, lab, pr)
             if ck is not None:
                 ck.parent.mkdir(parents=True, exist_ok=True)
                 tmp = ck.with_suffix(".tmp")

@@ -95,22 +95,28 @@ def read_overrules(tok, data: SafetyData, res: "distil.DistilResult", cfg: "dist
     return out, log
 
 
+def open_pairs(data: SafetyData, res: "distil.DistilResult", overruled: set, promoted: dict | None = None) -> set:
+    """Harmful prompts' (positive | negative) pairs with no target: none kept or the kept one overruled by a
+    reading, and none promoted."""
+    return {(i, m) for i, p in enumerate(data.train) if p.harmful for m in ("positive", "negative")
+            if ((i, m) not in res.targets or (i, m) in overruled) and (i, m) not in (promoted or {})}
+
+
 def read_promotions(tok, data: SafetyData, res: "distil.DistilResult", cfg: "distil.DistilConfig",
                     labels: dict[str, str], overruled: set) -> tuple[dict, dict]:
     """For each harmful prompt's (positive | negative) pair with no target left (none kept, or overruled): its
     first candidate (by round, then draw order) that a reading calls that mode, whatever the judge said.
     -> ({(index, mode): text}, per mode {"promoted": n, "none_read_as_mode": pairs left without one})."""
-    open_pairs = {(i, m) for i, p in enumerate(data.train) if p.harmful for m in ("positive", "negative")
-                  if (i, m) not in res.targets or (i, m) in overruled}
+    pairs = open_pairs(data, res, overruled)
     out: dict = {}
     for c in sorted(res.candidates, key=lambda c: (c[0], c[1], c[2])):      # stable: draw order within a round
         i, mode, text = int(c[0]), c[1], c[3]
-        if (i, mode) not in open_pairs or (i, mode) in out:
+        if (i, mode) not in pairs or (i, mode) in out:
             continue
         if labels.get(reply_key(data.train[i].text, distil.cut_tokens(tok, text, cfg.judged_tokens))) == mode:
             out[(i, mode)] = text
     log = {m: {"promoted": sum(k[1] == m for k in out),
-               "none_read_as_mode": sum(k[1] == m and k not in out for k in open_pairs)} for m in ("positive", "negative")}
+               "none_read_as_mode": sum(k[1] == m and k not in out for k in pairs)} for m in ("positive", "negative")}
     return out, log
 
 
@@ -121,7 +127,7 @@ def targets_key(model, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: i
     import json
     judge_id = getattr(judge, "fit_sha", None) or type(judge).__name__
     # readings apply after the cache (`read_overrules`): they change which targets train, not the candidates
-    sampled = {k: v for k, v in asdict(cfg.distil).items() if k not in ("read_labels", "read_promote")}
+    sampled = {k: v for k, v in asdict(cfg.distil).items() if k not in ("read_labels", "read_promote", "read_resample")}
     blob = json.dumps({"model": getattr(model.config, "_name_or_path", ""), "prompts": [[p.text, p.harmful]
                        for p in data.train], "distil": sampled, "seed": seed, "judge": judge_id},
                       sort_keys=True)
@@ -160,12 +166,30 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
                                else (set(), None))
         promoted, promote_log = (read_promotions(tok, data, dres, cfg.distil, labels, overruled)
                                  if cfg.distil.read_promote else ({}, None))
+        resample_log = None
+        if cfg.distil.read_promote and cfg.distil.read_resample:
+            # the pairs still open get more candidates, drawn per pair (cached beside the targets), and the
+            # readings promote again over all of them
+            still = open_pairs(data, dres, overruled, promoted)
+            rpath = path.with_suffix(f".resample{cfg.distil.read_resample}.json") if path is not None else None
+            cache = json.loads(rpath.read_text()) if rpath is not None and rpath.exists() else {}
+            extra = distil.resample(model, tok, data.train, sorted(still), judge, cfg.distil, seed,
+                                    cfg.distil.read_resample, cache)
+            if rpath is not None:
+                rpath.write_text(json.dumps(cache))
+            dres.candidates = dres.candidates + extra
+            promoted, promote_log = read_promotions(tok, data, dres, cfg.distil, labels, overruled)
+            resample_log = {m: {"pairs": sum(k[1] == m for k in still), "candidates": sum(c[1] == m for c in extra),
+                                "promoted": sum(k in promoted for k in still if k[1] == m)}
+                            for m in ("positive", "negative")}
         n = apply_distilled(data, dres, cfg.distil.fallback, overruled, promoted)
         log = dres.log()
         if read_log is not None:
             log["read"] = read_log
         if promote_log is not None:
             log["read_promoted"] = promote_log
+        if resample_log is not None:
+            log["read_resample"] = resample_log
         log["origin"] = {side: {m: dict(Counter(p.origin[m] for p in data.train if p.harmful == h)) for m in MODES}
                          for side, h in (("harmful", True), ("benign", False))}     # distil / labelled / dropped
         return n, log

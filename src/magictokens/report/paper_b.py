@@ -330,7 +330,7 @@ def _judge_sha_today() -> str | None:
 
 # params added after records were made, with the value every earlier record was made under: a record without
 # the key and today's params at that value are the same recipe
-LATER_PARAMS = {"distil": {"read_promote": False}}
+LATER_PARAMS = {"distil": {"read_promote": False, "read_resample": 0}}
 
 
 def _as_recorded(params: dict, record: dict) -> dict:
