@@ -35,13 +35,13 @@ Classes (operational; the readers' whole instructions: `benchmarks/reader_instru
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 import csv
 import hashlib
 import json
 import random
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -243,10 +243,10 @@ def open_candidates(d_t: dict, data, tok, modes: list, per_pair: int, n_tokens: 
     """Of the harmful pairs (index, mode) that today's committed readings leave without a target, the first
     `per_pair` candidates (by round, then draw order) that no one has read, as [i, mode, round, text, label]."""
     from magictokens.cotraining import distil
+    from magictokens.cotraining.judge import read_labels
     from magictokens.cotraining.pipeline import open_pairs, read_overrules, read_promotions
-    labels = {r["key"]: r["label"] for r in csv.DictReader(open(LABELS))} if LABELS.exists() else {}
-    dres = distil.DistilResult(targets={(int(i), m): t for i, m, t in d_t["targets"]}, kept={}, rejected={},
-                               kept_round={}, n_generated=0, config={}, candidates=d_t["candidates"])
+    labels = read_labels(LABELS)
+    dres = distil.DistilResult.from_cache(d_t)
     cfg = distil.DistilConfig(judged_tokens=n_tokens)
     overruled, _ = read_overrules(tok, data, dres, cfg, labels)
     promoted, _ = read_promotions(tok, data, dres, cfg, labels, overruled)

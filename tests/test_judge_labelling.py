@@ -155,7 +155,8 @@ def test_open_candidates_are_the_unread_ones_read_promote_could_still_take(jl, t
              [1, "positive", 2, "the on", "negative", .5],      # ... unread: picked
              [1, "negative", 1, "sat the", "negative", .8],     # kept, unread: closed
              [2, "positive", 1, "on cat", "invalid", .5]]       # benign: never
-    d_t = {"targets": [[0, "positive", "the cat"], [1, "negative", "sat the"]], "candidates": cands}
+    d_t = {"targets": [[0, "positive", "the cat"], [1, "negative", "sat the"]], "candidates": cands,
+           "log": {"kept": {}, "rejected": {}, "kept_round": {}, "n_generated": len(cands), "config": {}}}
     key = lambda i, t: jl.key(prompts[i].text, distil.cut_tokens(tok, t, 2))     # noqa: E731
     jl.LABELS.write_text("key,label,second_label,origin,harmful\n" + f"{key(0, 'the cat')},negative,,x,1\n"
                          + f"{key(1, 'cat sat')},invalid,,x,1\n")

@@ -160,6 +160,14 @@ class DistilResult:
     candidates: list = field(default_factory=list)   # [prompt index, mode, round, text, judged label, its
                                                      # probability]: every one
 
+    @classmethod
+    def from_cache(cls, d: dict) -> "DistilResult":
+        """A distillation read back from its cache file (`targets-<key>.json`: targets, log, candidates)."""
+        log = d["log"]
+        return cls(targets={(int(i), m): t for i, m, t in d["targets"]}, kept=log["kept"], rejected=log["rejected"],
+                   kept_round=log["kept_round"], n_generated=log["n_generated"], config=log["config"],
+                   candidates=d.get("candidates", []))
+
     def log(self) -> dict:
         """What the results JSON records: yields and reasons, no texts. (No wall time: it lives in the
         stage's `seconds`, so two runs of one seed give the same log, which tests/test_determinism.py checks.)"""

@@ -148,10 +148,7 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
         path = Path(cache_dir) / f"targets-{targets_key(model, data, judge, cfg, seed)}.json" if cache_dir else None
         if path is not None and path.exists():
             d = json.loads(path.read_text())
-            dres = distil.DistilResult(targets={(int(i), m): t for i, m, t in d["targets"]}, kept=d["log"]["kept"],
-                                       rejected=d["log"]["rejected"], kept_round=d["log"]["kept_round"],
-                                       n_generated=d["log"]["n_generated"], config=d["log"]["config"],
-                                       candidates=d.get("candidates", []))
+            dres = distil.DistilResult.from_cache(d)
         else:
             dres = distil.run(model, tok, data.train, judge, cfg.distil, seed,
                               checkpoint=path.with_suffix(".partial.json") if path is not None else None)
