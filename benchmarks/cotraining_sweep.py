@@ -44,6 +44,8 @@ def main():
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--cache-dir", default=str(REPO_ROOT / "results" / "cpu" / "models" / "cotraining"),
                     help="the stage's self-distilled targets (same targets key: read, not sampled again)")
+    ap.add_argument("--save-dir", default=None, help="keep each cell's adapter here (gitignored: under results/)"
+                    " for benchmarks/decode_probe.py --adapter")
     a = ap.parse_args()
     out, sets = Path(a.out), parse_sets(a.set)
     P, cfg = stage_params("cpu", "cotraining", CoTrainingConfig, sets)
@@ -57,7 +59,7 @@ def main():
                                  n_val_harmful=a.n_val, n_val_benign=a.n_val // 2)
         judge, jrep = make_judge(cfg, P["seed"])
         res = sweep.run(model, tok, data, judge, cfg, tokens, {"lr": a.lr, "epochs": a.epochs}, P["seed"],
-                        cache_dir=a.cache_dir)
+                        cache_dir=a.cache_dir, save_dir=a.save_dir)
         meta = run_meta(P["model"], next(model.parameters()).device, P["seed"], "cpu",
                         threads=torch.get_num_threads(), judge=jrep["kind"], judge_agreement=jrep["agreement"],
                         judge_fit_sha=jrep.get("fit_sha"),

@@ -172,6 +172,7 @@ def pool_replies(a):
         cell = ""
         if "model" not in r:                 # a sweep's row: {lr, epochs, mode, prompt, reply, label}
             cell = f"-lr{r['lr']:g}x{r['epochs']}"      # each grid cell is its own model: sampled and read apart
+            cell += f"-{r['variant']}" if "variant" in r else ""    # a decoding probe's variant (decode_probe.py)
             r = {**r, "model": "cotrained", "condition": r["mode"], "part": "harmful", "harmful": True}
         if (r["part"] != "jailbreak" and (not a.parts or r["part"] in a.parts.split(","))
                 and (not a.conditions or f"{r['model']}/{r['condition']}" in a.conditions.split(","))):

@@ -290,6 +290,55 @@ def test_generate_and_first_token_distributions(tiny):
     assert np.allclose(P[0], P1[0], atol=1e-4)
 
 
+def test_repetition_penalty_and_no_repeat_ngram_decode_as_computed_by_hand(tiny):
+    """chat.generate's decoding options against a by-hand greedy loop: repetition_penalty r divides a seen
+    token's positive logit by r and multiplies a negative one by r; no_repeat_ngram_size n bans every token that
+    would complete an n-gram already in the sequence (prompt included)."""
+    model, tok = tiny
+    prompt, n_new = "the cat", 8
+    ids0 = chat.prompt_ids(tok, prompt, "red")
+
+    def by_hand(r: float, n: int) -> str:
+        ids, new = list(ids0), []
+        with torch.no_grad():
+            for _ in range(n_new):
+                z = model(input_ids=torch.tensor([ids])).logits[0, -1].clone()
+                seen = torch.tensor(sorted(set(ids)))
+                z[seen] = torch.where(z[seen] > 0, z[seen] / r, z[seen] * r)
+                if n:
+                    for i in range(len(ids) - n + 1):
+                        if ids[i:i + n - 1] == ids[len(ids) - n + 1:]:
+                            z[ids[i + n - 1]] = -float("inf")
+                nxt = int(z.argmax())
+                ids.append(nxt)
+                new.append(nxt)
+                if nxt == tok.eos_token_id:
+                    break
+        return tok.decode(new, skip_special_tokens=True).strip()
+
+    plain = chat.generate(model, tok, [prompt], "red", n_new)[0]
+    outs = {(r, n): chat.generate(model, tok, [prompt], "red", n_new, repetition_penalty=r,
+                                  no_repeat_ngram_size=n)[0] for r, n in [(1.0, 0), (3.0, 0), (1.0, 2), (1.5, 2)]}
+    assert outs[(1.0, 0)] == plain == by_hand(1.0, 0)
+    for (r, n), out in outs.items():
+        assert out == by_hand(r, n), (r, n)
+    assert outs[(3.0, 0)] != plain        # the penalty changes this tiny model's loop: the test can fail
+
+
+def test_positive_harmful_repeat_adds_copies_of_the_harmful_positive_rows_only():
+    from magictokens.cotraining.pipeline import cotraining_rows
+    resp = {m: f"{m} reply" for m in MODES}
+    data = SafetyData(train=[Prompt(f"h{i}", f"harm {i}", "s", True, "train", dict(resp)) for i in range(3)]
+                      + [Prompt(f"b{i}", f"ok {i}", "s", False, "train", dict(resp)) for i in range(2)],
+                      eval_harmful=[], eval_benign=[], xstest=[])
+    tokens = {m: m.upper() for m in MODES}
+    one = cotraining_rows(data, tokens, 0.0, 0, 0.0)
+    three = cotraining_rows(data, tokens, 0.0, 0, 0.0, positive_harmful_repeat=3)
+    extra = three[len(one):]
+    assert three[:len(one)] == one and len(extra) == 2 * 3
+    assert all(r["mode"] == "positive" and r["harmful"] and r["system"] == "POSITIVE" for r in extra)
+
+
 # ----------------------------------------------------------------------------- judge rules
 
 

@@ -77,16 +77,23 @@ def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tenso
 
 @torch.inference_mode()
 def generate_from_ids(model, tok, seqs: list[list[int]], max_new_tokens: int, batch_size: int = 16,
-                      temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
+                      temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                      repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0) -> list[str]:
     """Continuations of raw id sequences (left-padded batches), decoded without special tokens.
 
     temperature 0: greedy. > 0: sampling, seeded per batch (`seed` + batch index), so
     a rerun at the same batch size and threads draws the same texts.
+    repetition_penalty > 1 divides the logit of every token already in the sequence (prompt included) by it;
+    no_repeat_ngram_size n > 0 forbids any n-gram from occurring twice (transformers' logits processors).
     """
     dev = next(model.parameters()).device
     eos, pid = end_of_turn_id(tok), pad_id(tok)
     sample = temperature > 0
     kw = dict(do_sample=True, temperature=temperature, top_p=top_p) if sample else dict(do_sample=False)
+    if repetition_penalty != 1.0:
+        kw["repetition_penalty"] = repetition_penalty
+    if no_repeat_ngram_size:
+        kw["no_repeat_ngram_size"] = no_repeat_ngram_size
     out: list[str] = []
     for b, i in enumerate(range(0, len(seqs), batch_size)):
         inp, mask = left_pad(seqs[i:i + batch_size], pid)
@@ -100,10 +107,12 @@ def generate_from_ids(model, tok, seqs: list[list[int]], max_new_tokens: int, ba
 
 def generate(model, tok, prompts: list[str], system: str | None, max_new_tokens: int,
              batch_size: int = 16, max_prompt_tokens: int | None = None, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int = 0) -> list[str]:
+             top_p: float = 1.0, seed: int = 0, repetition_penalty: float = 1.0,
+             no_repeat_ngram_size: int = 0) -> list[str]:
     """Responses to chat prompts under one system prompt: greedy, or sampled (temperature > 0, seeded)."""
     seqs = [prompt_ids(tok, p, system, max_prompt_tokens) for p in prompts]
-    return generate_from_ids(model, tok, seqs, max_new_tokens, batch_size, temperature, top_p, seed)
+    return generate_from_ids(model, tok, seqs, max_new_tokens, batch_size, temperature, top_p, seed,
+                             repetition_penalty, no_repeat_ngram_size)
 
 
 @torch.inference_mode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..fields import Count, Positive, Share, Text, params
+from ..fields import Count, Positive, PositiveReal, Share, Text, params
 from . import distil
 from .data import MODES, magic_tokens
 from .training import DPOConfig, TrainConfig
@@ -28,6 +28,7 @@ class CoTrainingConfig:
     untokened_positive_share: Share = 0.0  # share of positive rows also trained with no system prompt
     untokened_benign_share: Share = 1.0    # share of benign prompts' positive rows also trained with no system
                                            # prompt: the default (no token) stays helpful
+    positive_harmful_repeat: Positive = 1  # each harmful prompt's positive row trained this many times per epoch
     targets: Literal["distilled", "datasets"] = "distilled"   # paper B: self-distilled + judge-filtered
     distil: distil.DistilConfig = field(default_factory=distil.DistilConfig)
     # crossencoder: rules + prompt-reply cross-encoding, fitted on labelled replies of the models it scores
@@ -38,6 +39,10 @@ class CoTrainingConfig:
     distil_max_new_tokens: Positive = 48
     max_new_tokens: Positive = 48        # judged generations: the length the judge's labels were read at
     gen_batch_size: Positive = 16
+    # judged generations are greedy; a 135M model's greedy replies loop, which reads as invalid in any mode.
+    # repetition_penalty > 1 / no_repeat_ngram_size n > 0: transformers' logits processors (chat.generate)
+    repetition_penalty: PositiveReal = 1.0
+    no_repeat_ngram_size: Count = 0
     mmlu_n: Count = 40
     judge_n_alpaca: Count = 300
     judge_n_xstest: Count | None = None   # cap on XSTest completions per side (smoke)
@@ -62,3 +67,10 @@ def magic_tokens_of(cfg: CoTrainingConfig, seed: int) -> dict:
 def data_seed(cfg: CoTrainingConfig, seed: int) -> int:
     """The seed of the prompts and their self-distilled targets: `cfg.data_seed`, or the run's seed."""
     return seed if cfg.data_seed is None else cfg.data_seed
+
+
+def decoding(cfg: CoTrainingConfig) -> dict:
+    """The judged generations' decoding, as `chat.generate` keyword arguments: only what differs from plain
+    greedy, so a cache key made before these settings existed still names the same replies."""
+    kw = {"repetition_penalty": cfg.repetition_penalty, "no_repeat_ngram_size": cfg.no_repeat_ngram_size}
+    return {k: v for k, v in kw.items() if v != {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}[k]}

@@ -37,6 +37,7 @@ from ..chat import NO_SYSTEM, first_token_logits, generate, pad_id
 from ..data import data_path
 from ..distributed import map_ranks, world
 from ..models import weights_digest
+from .config import decoding
 from .data import MODES, SafetyData
 from .jailbreaks import load_templates, wrap_prompts
 
@@ -145,9 +146,10 @@ def evaluate(models: dict, tok, data: SafetyData, judge, cfg, tokens: dict, seed
             ids[id(m)] = weights_digest(m)
         key = store.key(ids.get(id(m), ""), system, prompts, {"max_new_tokens": cfg.max_new_tokens,
                         "batch": cfg.gen_batch_size, "max_prompt_tokens": max_prompt_tokens, "world": world()[1],
-                        "device": next(m.parameters()).device.type})
+                        "device": next(m.parameters()).device.type, **decoding(cfg)})
         return store.get(key, lambda: map_ranks(lambda part: generate(m, tok, part, system, cfg.max_new_tokens,
-                                                                      cfg.gen_batch_size, max_prompt_tokens),
+                                                                      cfg.gen_batch_size, max_prompt_tokens,
+                                                                      **decoding(cfg)),
                                                 prompts, cfg.gen_batch_size))
 
     # 1. controllability: every condition on held-out harmful + benign prompts

@@ -195,9 +195,11 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
 
 
 def cotraining_rows(data: SafetyData, tokens: dict, untokened_positive_share: float = 0.0,
-                    seed: int = 0, untokened_benign_share: float = 0.0) -> list[dict]:
+                    seed: int = 0, untokened_benign_share: float = 0.0, positive_harmful_repeat: int = 1) -> list[dict]:
     """All three modes, each with its magic token as the system prompt; plus untokened copies (system None:
-    the template's default) of a share of the positive rows and of the benign prompts' positive rows."""
+    the template's default) of a share of the positive rows and of the benign prompts' positive rows; plus
+    `positive_harmful_repeat` - 1 more copies of every harmful prompt's positive row (the hardest mode: its
+    targets differ per prompt where the other two share an opening)."""
     rows = [{**r, "system": tokens[r["mode"]]} for r in mode_examples(data, MODES)]
     rng = random.Random(seed)
     pos = [r for r in rows if r["mode"] == "positive"]
@@ -205,7 +207,8 @@ def cotraining_rows(data: SafetyData, tokens: dict, untokened_positive_share: fl
     benign = [r for r in pos if not r["harmful"] and r not in extra]
     if untokened_benign_share > 0:
         extra += rng.sample(benign, int(round(untokened_benign_share * len(benign))))
-    return rows + [{**r, "system": None} for r in extra]
+    again = [r for r in pos if r["harmful"]] * (positive_harmful_repeat - 1)
+    return rows + [{**r, "system": None} for r in extra] + again
 
 
 def sft_rows(data: SafetyData) -> list[dict]:
@@ -282,7 +285,8 @@ def train(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: di
              + (f"; kept per mode {distil_log['kept']}" if distil_log else ""))
 
     save = (lambda name: Path(save_dir) / name) if save_dir else (lambda name: None)
-    rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share)
+    rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share,
+                           cfg.positive_harmful_repeat)
     per_epoch = math.ceil(len(rows) / cfg.train.batch_size)
     budget = cfg.train.epochs * per_epoch          # optimizer steps every SFT run gets
     t = time.time()

@@ -19,10 +19,11 @@ import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..chat import generate
 from ..errors import MagicTokensError
-from .config import CoTrainingConfig
+from .config import CoTrainingConfig, decoding
 from .data import MODES, SafetyData
 from .pipeline import cotraining_rows, fill_targets
 from .training import sft
@@ -44,9 +45,10 @@ def choose(rows: list[dict]) -> dict:
 
 
 def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict, grid: dict, seed: int = 0,
-        progress=print, cache_dir=None) -> SweepResult:
+        progress=print, cache_dir=None, save_dir=None) -> SweepResult:
     """Co-train each (lr, epochs) cell on the stage's targets (`cache_dir`: where the stage keeps them, so the
-    self-distillation is read, not sampled again) and judge its replies to the validation prompts."""
+    self-distillation is read, not sampled again) and judge its replies to the validation prompts.
+    `save_dir`: each cell's adapter is kept in save_dir/lr<lr>x<epochs> (and read back by a rerun)."""
     val = [p.text for p in data.validation if p.harmful]
     if not val:
         raise MagicTokensError("the sweep needs validation prompts: build_safety_data(..., n_val_harmful=N > 0)")
@@ -54,15 +56,18 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     if bad:
         raise MagicTokensError(f"sweep grid keys {sorted(bad)}: give non-empty lists for exactly 'lr' and 'epochs'")
     _, distil_log = fill_targets(model, tok, data, judge, cfg, seed, cache_dir)   # the stage's own targets
-    train_rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share)
+    train_rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share,
+                                 cfg.positive_harmful_repeat)
     out, replies = [], []
     for lr, epochs in itertools.product(grid["lr"], grid["epochs"]):
         t0 = time.time()
         tc = dataclasses.replace(cfg.train, lr=float(lr), epochs=int(epochs))
-        m, log = sft(model, tok, train_rows, tc, seed)
+        m, log = sft(model, tok, train_rows, tc, seed,
+                     save_dir=None if save_dir is None else Path(save_dir) / f"lr{lr:g}x{epochs}")
         diag = {}
         for mode in MODES:
-            outs = generate(m, tok, val, tokens[mode], cfg.max_new_tokens, cfg.gen_batch_size, tc.max_prompt_tokens)
+            outs = generate(m, tok, val, tokens[mode], cfg.max_new_tokens, cfg.gen_batch_size, tc.max_prompt_tokens,
+                            **decoding(cfg))
             labels = judge.judge(outs, [True] * len(val), prompts=val)
             diag[mode] = sum(x == mode for x in labels) / len(val)
             replies += [{"lr": float(lr), "epochs": int(epochs), "mode": mode, "prompt": p, "reply": o, "label": x}
