@@ -591,6 +591,33 @@ def test_a_param_added_later_at_its_old_value_keeps_a_record_todays_recipe(monke
     assert not made_with_cpu_scale({**on, "judge": {**on["judge"], "fit_sha": "0123456789abcdef"}})
 
 
+def test_a_top_level_param_added_later_keeps_a_record_todays_recipe_only_at_its_old_value(monkeypatch):
+    """repetition_penalty (the cotraining section's own key, not a sub-section's) came after the records."""
+    import copy
+    import json as _json
+
+    from magictokens import config
+    from magictokens.report.paper_b import made_with_cpu_scale
+    rec = _json.loads((REPO_ROOT / "results" / "cpu" / "cotraining.json").read_text())
+    real = config.stage_params
+    today = {}
+
+    def params_with(*a, **k):
+        P = copy.deepcopy(real(*a, **k))
+        P[0]["cotraining"]["repetition_penalty"] = today["rp"]
+        return P
+    monkeypatch.setattr(config, "stage_params", params_with)
+    rec["judge"]["fit_sha"] = None          # the judge is the other half of a recipe (test above)
+    rec["params"]["repetition_penalty"] = 1.0
+    today["rp"] = 1.0
+    assert made_with_cpu_scale(rec)
+    old = {**rec, "params": {k: v for k, v in rec["params"].items() if k != "repetition_penalty"}}
+    assert made_with_cpu_scale(old)              # predates the key, made at its old value
+    today["rp"] = 1.2
+    assert not made_with_cpu_scale(old)
+    assert made_with_cpu_scale({**rec, "params": {**rec["params"], "repetition_penalty": 1.2}})
+
+
 def test_readings_of_a_run_say_when_the_record_is_another_model(tmp_path):
     """A check's readings describe the run whose replies were read: once that seed is retrained, the report
     says the record now is another model (fingerprint of its training logs), for seed 0 and another seed."""

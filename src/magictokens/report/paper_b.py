@@ -329,16 +329,20 @@ def _judge_sha_today() -> str | None:
 
 
 # params added after records were made, with the value every earlier record was made under: a record without
-# the key and today's params at that value are the same recipe
-LATER_PARAMS = {"distil": {"read_promote": False, "read_resample": 0}}
+# the key and today's params at that value are the same recipe ("": the cotraining section's own keys)
+LATER_PARAMS = {"distil": {"read_promote": False, "read_resample": 0},
+                "": {"positive_harmful_repeat": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}}
 
 
 def _as_recorded(params: dict, record: dict) -> dict:
     """`params` without the later keys the record predates, where today's value is the one it was made under."""
     out = dict(params)
     for section, keys in LATER_PARAMS.items():
-        drop = [k for k, v in keys.items() if k not in (record.get(section) or {}) and out.get(section, {}).get(k) == v]
-        if drop:
+        have, now = (record, out) if not section else (record.get(section) or {}, out.get(section, {}))
+        drop = [k for k, v in keys.items() if k not in have and now.get(k) == v]
+        if drop and not section:
+            out = {k: v for k, v in out.items() if k not in drop}
+        elif drop:
             out[section] = {k: v for k, v in out[section].items() if k not in drop}
     return out
 
