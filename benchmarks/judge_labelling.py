@@ -270,6 +270,7 @@ def check(a):
     per-class precision / recall -> results/bench/judge_v2.json["check"][pool]."""
     from magictokens.cotraining.judge import held_out_report
     from magictokens.results import write_json
+    from magictokens.cotraining.config import decoding_of
     from magictokens.stages.mode_reachability import cotraining_fingerprint
     labels = {r["key"]: r["label"] for r in csv.DictReader(open(LABELS))}
     rows = [r for r in read_pool(DIR / f"{a.pool}.jsonl") if r["key"] in labels]
@@ -285,7 +286,7 @@ def check(a):
         sha = rec["judge"].get("fit_sha")
         # which run's replies were read: a later run of record at this scale is a new model, not read yet
         run = {"scale": a.scale, "seed": rec["meta"]["seed"], "git": rec["meta"]["versions"]["git"],
-               "fingerprint": cotraining_fingerprint(rec)}
+               "fingerprint": cotraining_fingerprint(rec), "decoding": decoding_of(rec.get("params", {}))}
     read = read_by_origin(rows, labels)     # what the readers saw per origin (e.g. a probe's mode token)
     out = {"n": len(rows), "origins": sorted(read), "read_by_origin": read, **held_out_report(truth, pred, h),
            "judge_fit_sha": sha, **({"run": run} if run else {})}   # the judge that scored the run or probe

@@ -360,6 +360,14 @@ def test_times_table_has_a_column_per_cpu_kind(tmp_path):
     assert "| paper B co-training, cpu scale, per training seed | 30.0 min (1 seed) | 40.0 min (1 seed) |" in text
     assert NOT_MEASURED not in text
 
+    # a re-evaluation that reused its trained adapters: the seed costs what its parts recorded (1200 + 1200 s)
+    rec = tmp_path / "results/cpu/cotraining.json"
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), "seconds_total": 600,
+                               "seconds": {"train_cotrained": 1200, "eval_controllability": 1200}}))
+    assert "| per training seed | 40.0 min (1 seed) |" in "\n".join(render_times_by_cpu(tmp_path)).replace(
+        "paper B co-training, cpu scale, ", "")
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), "seconds_total": 1800, "seconds": {}}))
+
     (tmp_path / "results/seeds/seed1/results/cpu/cotraining.json").unlink()
     text = "\n".join(render_times_by_cpu(tmp_path))
     assert f"| 30.0 min (1 seed) | {NOT_MEASURED} |" in text and f"*{AVX2_ONLY}: {NOT_MEASURED}." in text
@@ -620,7 +628,8 @@ def test_a_top_level_param_added_later_keeps_a_record_todays_recipe_only_at_its_
 
 def test_readings_of_a_run_say_when_the_record_is_another_model(tmp_path):
     """A check's readings describe the run whose replies were read: once that seed is retrained, the report
-    says the record now is another model (fingerprint of its training logs), for seed 0 and another seed."""
+    says the record now is another model (fingerprint of its training logs), for seed 0 and another seed; the
+    same model decoded another way is named as such (its replies were not read)."""
     import copy
     import json
 
@@ -631,8 +640,13 @@ def test_readings_of_a_run_say_when_the_record_is_another_model(tmp_path):
     for seed, d in ((0, tmp_path / "results" / "cpu"), (3, tmp_path / "results/seeds/seed3/results/cpu")):
         d.mkdir(parents=True)
         (d / "cotraining.json").write_text(json.dumps(cot))
-        run = {"scale": "cpu", "seed": seed, "git": "abc1234", "fingerprint": cotraining_fingerprint(cot)}
+        run = {"scale": "cpu", "seed": seed, "git": "abc1234", "fingerprint": cotraining_fingerprint(cot),
+               "decoding": {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3}}
         assert _read_run(tmp_path, run) == f" (the run of record, seed {seed}, git abc1234)"
+        # the same model whose replies were decoded plain greedy (a check made before decoding was recorded)
+        words = _read_run(tmp_path, {k: v for k, v in run.items() if k != "decoding"})
+        assert "the model of record" in words and "decoded plain greedy" in words
+        assert "repetition penalty 1.2 and no repeated 3-gram" in words and "do not describe them" in words
         later = copy.deepcopy(cot)
         later["train_logs"]["cotrained"]["loss_last"] += 0.1          # retrained: another model
         (d / "cotraining.json").write_text(json.dumps(later))

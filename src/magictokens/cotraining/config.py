@@ -69,8 +69,16 @@ def data_seed(cfg: CoTrainingConfig, seed: int) -> int:
     return seed if cfg.data_seed is None else cfg.data_seed
 
 
+GREEDY = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}     # plain greedy: the processors off
+
+
+def decoding_of(params: dict) -> dict:
+    """The judged generations' decoding named by a run's params (a `cotraining` section, or a record's
+    "params"), as `chat.generate` keyword arguments: only what differs from plain greedy, so a cache key
+    or a record made before these settings existed still names the same replies."""
+    return {k: params[k] for k, off in GREEDY.items() if params.get(k, off) != off}
+
+
 def decoding(cfg: CoTrainingConfig) -> dict:
-    """The judged generations' decoding, as `chat.generate` keyword arguments: only what differs from plain
-    greedy, so a cache key made before these settings existed still names the same replies."""
-    kw = {"repetition_penalty": cfg.repetition_penalty, "no_repeat_ngram_size": cfg.no_repeat_ngram_size}
-    return {k: v for k, v in kw.items() if v != {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}[k]}
+    """`decoding_of` for a config."""
+    return decoding_of({k: getattr(cfg, k) for k in GREEDY})

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..config import load_params
+from ..cotraining.config import decoding_of
 from ..errors import MagicTokensError
 from ..metrics import across_seeds, wilson_interval
 from ..papers import K_KEYS as KS
@@ -234,19 +235,34 @@ def _record_now(root: Path, run: dict) -> dict:
 
 
 def _is_record(root: Path, run: dict, now: dict | None = None) -> bool:
-    """Did a check read the replies of the model of record (same training logs)? `now`: the record, if read."""
-    from ..stages.mode_reachability import cotraining_fingerprint
+    """Did a check read the replies of the run of record: its model (same training logs) decoded as the record
+    decodes (a check made before the decoding was recorded read plain greedy replies)? `now`: the record, if read."""
     now = _record_now(root, run) if now is None else now
-    return bool(now) and cotraining_fingerprint(now) == run["fingerprint"]
+    return (bool(now) and cotraining_fingerprint(now) == run["fingerprint"]
+            and decoding_of(now.get("params", {})) == run.get("decoding", {}))
+
+
+def _decoding_words(d: dict) -> str:
+    """A decoding (`decoding_of`) in words."""
+    if not d:
+        return "plain greedy"
+    return "greedy with " + " and ".join(
+        {"repetition_penalty": f"repetition penalty {d.get('repetition_penalty')}",
+         "no_repeat_ngram_size": f"no repeated {d.get('no_repeat_ngram_size')}-gram"}[k] for k in d)
 
 
 def _read_run(root: Path, run: dict) -> str:
     """Which run's replies a check read, against that seed's run of record now: a later record is another
-    model, whose replies these readings do not describe."""
+    model, or the same model decoded another way, whose replies these readings do not describe."""
     seed = run.get("seed", 0)
     now = _record_now(root, run)
     if _is_record(root, run, now):
         return f" (the run of record, seed {seed}, git {run['git']})"
+    if now and cotraining_fingerprint(now) == run["fingerprint"]:
+        return (f" (the model of record, seed {seed}, git {run['git']}, its replies decoded "
+                f"{_decoding_words(run.get('decoding', {}))}: the record now decodes "
+                f"{_decoding_words(decoding_of(now.get('params', {})))} (git {now['meta']['versions']['git']}), "
+                f"whose replies are not read yet; these readings do not describe them)")
     return (f" (an earlier run, seed {seed}, git {run['git']}: the run of record now"
             f"{', git ' + now['meta']['versions']['git'] if now else ''} is another model, not read yet; "
             f"these readings do not describe it)")
