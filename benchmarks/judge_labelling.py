@@ -4,6 +4,7 @@
     python benchmarks/judge_labelling.py sheets --n 6  # label sheets for readers (gitignored), one per reader
     python benchmarks/judge_labelling.py second --n 120   # a sample for a second, independent reading
     python benchmarks/judge_labelling.py merge         # readers' csvs -> benchmarks/judge_labels_v2.csv (keys only)
+    python benchmarks/judge_labelling.py keep --pool P # labelled replies of P as numbers (judge_kept_v2.npz), at once
     python benchmarks/judge_labelling.py features      # benchmarks/judge_fit_v2.npz: the judge's fitting set as numbers
     python benchmarks/judge_labelling.py report        # results/bench/judge_v2.json: kappa, held-out P / R
 
@@ -58,6 +59,9 @@ DIR = REPO_ROOT / "results" / "bench" / "judge"
 POOL = DIR / "pool_v2.jsonl"
 LABELS = REPO_ROOT / "benchmarks" / "judge_labels_v2.csv"
 FIT_FILE_V2 = REPO_ROOT / "benchmarks" / "judge_fit_v2.npz"
+# labelled replies not yet in the fit, as feature rows: the texts are gitignored and lost with a checkout, the
+# labels are not; `keep` stores a pool's rows as soon as it is merged, and `features` (the refit) takes them
+KEPT_FILE = REPO_ROOT / "benchmarks" / "judge_kept_v2.npz"
 MODEL = "smollm2-135m-instruct"
 CLASSES = ("positive", "negative", "rejective", "invalid")
 
@@ -443,6 +447,63 @@ def prompt_group(prompt: str) -> str:
     return hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
+def stored_rows(path: Path, labels: dict) -> list[dict]:
+    """The rows of a fitting-format file (`write_fit_file`) still worth keeping: external ones, and labelled
+    replies whose key has a label now (the label is the csv's, so a corrected label wins)."""
+    if not path.exists():
+        return []
+    z = np.load(path)
+    groups = z["groups"].tolist() if "groups" in z else [""] * len(z["labels"])
+    out = []
+    for i, k in enumerate(z["keys"].tolist()):
+        if (not k and z["pools"][i] == "external") or k in labels:
+            out.append({"X": z["X"][i].astype(np.float32), "key": k, "harmful": bool(z["harmful"][i]),
+                        "origin": str(z["origins"][i]), "rule": str(z["rule"][i]), "pool": str(z["pools"][i]),
+                        "group": groups[i] or f"key:{k}", "label": labels[k]["label"] if k else str(z["labels"][i])})
+    return out
+
+
+def encoded(enc, rows: list[dict], heldout_every: int, pool: str | None = None) -> list[dict]:
+    """Rows with text -> rows with features (the text dropped): X, group, rule and pool, held out by prompt
+    (1 in `heldout_every` prompts, by hash, the same prompt on the same side in every pool)."""
+    from magictokens.cotraining.judge import features as phi, rule_label
+    if not rows:
+        return []
+    X = phi(enc, [r["prompt"] for r in rows], [r["reply"] for r in rows], [r["harmful"] for r in rows])
+    out = []
+    for r, x in zip(rows, X):
+        held = int(hashlib.sha256(r["prompt"].encode()).hexdigest(), 16) % heldout_every == 0
+        out.append({"X": np.asarray(x, dtype=np.float32), "key": r.get("key", ""), "harmful": bool(r["harmful"]),
+                    "origin": r["origin"], "rule": rule_label(r["prompt"], r["reply"]) or "",
+                    "pool": pool or ("heldout" if held else "fit"), "group": prompt_group(r["prompt"]),
+                    "label": r["label"]})
+    return out
+
+
+def keep(a):
+    """The labelled replies of `--pool` as feature rows (numbers, no text) -> benchmarks/judge_kept_v2.npz, for a
+    later refit: run it right after `merge`, while the pool's texts are on disk. Rows already stored (in the
+    fitting file or kept before) are not encoded again."""
+    from magictokens.cotraining.judge import ENCODER_MAX_LENGTH, FIT_FILE, write_fit_file
+    from magictokens.cotraining.refusal_judge import SentenceEncoder
+    labels = {r["key"]: r for r in csv.DictReader(open(LABELS))}
+    kept = stored_rows(KEPT_FILE, labels)
+    have = {r["key"] for r in kept} | (set(np.load(FIT_FILE)["keys"].tolist()) if FIT_FILE.exists() else set())
+    todo, seen = [], set()
+    for r in read_pool(DIR / f"{a.pool}.jsonl"):
+        if r["key"] in labels and r["key"] not in have and r["key"] not in seen:
+            seen.add(r["key"])
+            todo.append(dict(r, label=labels[r["key"]]["label"]))
+    rows = kept + encoded(SentenceEncoder(max_length=ENCODER_MAX_LENGTH), todo, a.heldout_every)
+    if not rows:
+        raise SystemExit(f"nothing to keep: no labelled reply of {a.pool} (run `merge` first)")
+    write_fit_file(KEPT_FILE, np.stack([r["X"] for r in rows]), [r["label"] for r in rows], [1.0] * len(rows),
+                   [r["pool"] for r in rows], [r["origin"] for r in rows], [r["harmful"] for r in rows],
+                   [r["key"] for r in rows], 0.0, [r["rule"] for r in rows], [r["group"] for r in rows])
+    print(f"{len(todo)} labelled replies of {a.pool} kept as numbers ({len(rows)} in all) -> "
+          f"{KEPT_FILE.name}")
+
+
 def features(a):
     """Labelled pool + external human labels -> benchmarks/judge_fit_v2.npz (numbers only); C by CV over prompts.
 
@@ -452,40 +513,30 @@ def features(a):
     The pools' texts are gitignored, so a fresh checkout has only the labels and the committed fitting file:
     a labelled reply with a stored row keeps it by key (features, harmful flag, origin, rule, pool and prompt
     group; its label is the csv's), the external rows are reused as stored, and only labelled replies new to
-    the file are encoded from their pool's text (`--reencode`: every row from text, as the first fit did).
+    the file are encoded from their pool's text (`--reencode`: every row from text, as the first fit did);
+    labelled replies kept as numbers since the last fit (`keep`, benchmarks/judge_kept_v2.npz) join it.
     Rows stored before prompt groups were recorded form a fold group each (their prompts are unknown)."""
-    from magictokens.cotraining.judge import (ENCODER_MAX_LENGTH, FIT_FILE, Judge, external_rows, features as phi,
-                                              rule_label, write_fit_file)
+    from magictokens.cotraining.judge import ENCODER_MAX_LENGTH, FIT_FILE, Judge, external_rows, write_fit_file
     from magictokens.cotraining.refusal_judge import SentenceEncoder
     labels = {r["key"]: r for r in csv.DictReader(open(LABELS))}
-    z = np.load(FIT_FILE) if FIT_FILE.exists() and not a.reencode else None
-    seen = set(z["keys"].tolist()) - {""} if z is not None else set()    # stored: reused, never re-encoded
+    # rows stored as numbers: the fit's (external and labelled) and those kept since (`keep`), reused by key
+    stored = [] if a.reencode else stored_rows(FIT_FILE, labels)
+    fitted = {r["key"] for r in stored}
+    stored += [] if a.reencode else [r for r in stored_rows(KEPT_FILE, labels) if r["key"] not in fitted]
+    seen = {r["key"] for r in stored} - {""}        # stored: reused, never re-encoded
     pools = [read_pool(p) for p in sorted(DIR.glob("pool_v*.jsonl"))]
     new = []
     for r in (r for pool in pools for r in pool if r["key"] in labels and r["key"] not in seen):
         seen.add(r["key"])                  # a reply in two pools is one labelled row
         new.append(dict(r, label=labels[r["key"]]["label"]))
-    stored = []                             # rows of the committed file: external ones and labelled ones
-    if z is not None:
-        groups = z["groups"].tolist() if "groups" in z else [""] * len(z["labels"])
-        for i, k in enumerate(z["keys"].tolist()):
-            if (not k and z["pools"][i] == "external") or k in labels:
-                stored.append({"X": z["X"][i].astype(np.float32), "key": k, "harmful": bool(z["harmful"][i]),
-                               "origin": str(z["origins"][i]), "rule": str(z["rule"][i]), "pool": str(z["pools"][i]),
-                               "group": groups[i] or f"key:{k}", "label": labels[k]["label"] if k else str(z["labels"][i])})
     enc = SentenceEncoder(max_length=ENCODER_MAX_LENGTH)
     ext = [] if any(r["pool"] == "external" for r in stored) else external_rows(seed=0)
-    todo = ext + new
     t0 = time.time()
-    Xn = phi(enc, [r["prompt"] for r in todo], [r["reply"] for r in todo], [r["harmful"] for r in todo]) if todo else []
+    new = encoded(enc, new, a.heldout_every)
     lost = len(set(labels) - seen)
-    print(f"features of {len(todo)} rows in {time.time() - t0:.0f} s ({len(stored)} stored rows reused"
+    ext = encoded(enc, ext, a.heldout_every, pool="external")
+    print(f"features of {len(ext) + len(new)} rows in {time.time() - t0:.0f} s ({len(stored)} stored rows reused"
           + (f"; {lost} labelled replies have neither text nor a stored row: left out" if lost else "") + ")")
-    for i, (r, x) in enumerate(zip(todo, Xn)):
-        held = int(hashlib.sha256(r["prompt"].encode()).hexdigest(), 16) % a.heldout_every == 0   # by prompt
-        r.update(X=np.asarray(x, dtype=np.float32), group=prompt_group(r["prompt"]), key=r.get("key", ""),
-                 rule=rule_label(r["prompt"], r["reply"]) or "",
-                 pool="external" if i < len(ext) else ("heldout" if held else "fit"))
     allrows = [r for r in stored if r["pool"] == "external"] + ext + [r for r in stored if r["pool"] != "external"] + new
     X = np.stack([r["X"] for r in allrows])
     y, pool, rule = [r["label"] for r in allrows], [r["pool"] for r in allrows], [r["rule"] for r in allrows]
@@ -557,7 +608,8 @@ def report(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("part", choices=["generate", "generate-positive", "pool-replies", "pool-candidates", "sheets", "second", "merge", "features", "report",
+    ap.add_argument("part", choices=["generate", "generate-positive", "pool-replies", "pool-candidates", "sheets", "second", "merge", "keep", "features",
+                                     "report",
                                      "check", "threshold"])
     ap.add_argument("--n-harmful", type=int, default=100)
     ap.add_argument("--n-benign", type=int, default=40)
@@ -590,7 +642,7 @@ def main():
     ap.add_argument("--reencode", action="store_true",
                     help="features: encode every row from its text (every labelled pool must be on disk)")
     a = ap.parse_args()
-    {"generate": make_pool, "generate-positive": make_pool_positive, "sheets": sheets, "second": second, "merge": merge, "features": features, "report": report,
+    {"generate": make_pool, "generate-positive": make_pool_positive, "sheets": sheets, "second": second, "merge": merge, "keep": keep, "features": features, "report": report,
      "pool-replies": pool_replies, "pool-candidates": pool_candidates, "check": check,
      "threshold": threshold}[a.part](a)
 

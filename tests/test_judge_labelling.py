@@ -28,6 +28,7 @@ def jl(tmp_path, monkeypatch):
     monkeypatch.setattr(mod, "DIR", tmp_path / "judge")
     monkeypatch.setattr(mod, "LABELS", tmp_path / "labels.csv")
     monkeypatch.setattr(mod, "FIT_FILE_V2", tmp_path / "fit.npz")
+    monkeypatch.setattr(mod, "KEPT_FILE", tmp_path / "kept.npz")
     monkeypatch.setattr(J, "FIT_FILE", tmp_path / "fit.npz")
     monkeypatch.setattr(refusal_judge, "SentenceEncoder", lambda max_length=None: PairHashEncoder())
     (tmp_path / "judge").mkdir()
@@ -101,6 +102,57 @@ def test_merge_keeps_committed_rows_and_features_keep_their_stored_numbers(jl, t
     jl.features(args())
     z2 = np.load(J.FIT_FILE)
     assert all(np.array_equal(z2[f], before[f]) for f in before)
+
+
+def test_kept_replies_survive_their_texts_into_the_next_refit(jl, tmp_path):
+    """`keep` stores a merged pool's labelled replies as numbers at once; once the texts are gone (a new
+    checkout), `features` still fits on them, with the numbers `keep` stored and the csv's label now; a reply
+    already in the fit, or kept before, is not stored twice."""
+    enc, N = PairHashEncoder(), 40
+    fit = [(f"external prompt {i}", f"external reply {i}", CLASSES[i % 4]) for i in range(8)]
+    fit += [("old prompt", "old reply", "negative")]
+    X = J.features(enc, [p for p, _, _ in fit], [r for _, r, _ in fit], [True] * 9)
+    J.write_fit_file(J.FIT_FILE, X, [lab for _, _, lab in fit], [0.3] * 8 + [1.0], ["external"] * 8 + ["fit"],
+                     ["o"] * 9, [True] * 9, [""] * 8 + [jl.key("old prompt", "old reply")], 3.0, [""] * 9,
+                     [""] * 8 + ["g"])
+    fit = fit[8:]
+    pool = [(f"harmful prompt {i}", f"reply {i} {CLASSES[i % 4]}", CLASSES[i % 4]) for i in range(N)]
+    pool += [fit[0], pool[0]]                       # a fitted reply, and one reply listed twice
+    (jl.DIR / "pool_v23.jsonl").write_text("".join(json.dumps(
+        {"key": jl.key(p, r), "origin": "cotrained/positive@cpu", "harmful": True, "prompt": p, "reply": r,
+         "judged": "positive"}) + "\n" for p, r, _ in pool))
+    with open(jl.LABELS, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "label", "second_label", "origin", "harmful"])
+        for p, r, lab in pool[:N + 1]:
+            w.writerow([jl.key(p, r), lab, "", "cotrained/positive@cpu", 1])
+    (jl.DIR / "pool_v9.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="merge"):   # a pool with no labelled reply: nothing to keep
+        jl.keep(args(pool="pool_v9"))
+    jl.keep(args(pool="pool_v23"))
+    k = np.load(jl.KEPT_FILE)
+    assert sorted(k["keys"].tolist()) == sorted(jl.key(p, r) for p, r, _ in pool[:N])   # not the fitted one
+    jl.keep(args(pool="pool_v23"))                  # again: nothing new, nothing doubled
+    assert len(np.load(jl.KEPT_FILE)["keys"]) == N
+    for p in jl.DIR.glob("pool_v*.jsonl"):          # a new checkout: the texts are gone
+        p.unlink()
+    rows_csv = list(csv.DictReader(open(jl.LABELS)))
+    rows_csv[3]["label"] = "positive"               # a corrected label wins over the kept one
+    with open(jl.LABELS, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows_csv[0]))
+        w.writeheader()
+        w.writerows(rows_csv)
+    jl.features(args())
+    z = np.load(J.FIT_FILE)
+    by = {key: i for i, key in enumerate(z["keys"].tolist()) if key}
+    assert len(by) == N + 1 and len(z["keys"]) == N + 1 + 8    # the fitted reply, the N kept, 8 external
+    kept = {key: x for key, x in zip(k["keys"].tolist(), k["X"])}
+    for p, r, _ in pool[:N]:                        # the kept numbers exactly: the numbers of the reply's text
+        assert np.array_equal(z["X"][by[jl.key(p, r)]], kept[jl.key(p, r)])
+        want = J.features(enc, [p], [r], [True])[0].astype(np.float16)
+        assert np.allclose(z["X"][by[jl.key(p, r)]], want, atol=1e-3)
+        assert z["groups"][by[jl.key(p, r)]] == hashlib.sha256(p.encode()).hexdigest()[:16]
+    assert z["labels"][by[rows_csv[3]["key"]]] == "positive"
 
 
 def test_a_sweeps_cells_are_pooled_and_read_apart(jl, tmp_path):
