@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..chat import generate
 from ..errors import MagicTokensError
-from .config import CoTrainingConfig, decoding
+from .config import CoTrainingConfig, data_seed, decoding
 from .data import MODES, SafetyData
 from .pipeline import cotraining_rows, fill_targets
 from .training import sft
@@ -55,7 +55,7 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     bad = set(grid) - {"lr", "epochs"} or {k for k in ("lr", "epochs") if not grid.get(k)}
     if bad:
         raise MagicTokensError(f"sweep grid keys {sorted(bad)}: give non-empty lists for exactly 'lr' and 'epochs'")
-    _, distil_log = fill_targets(model, tok, data, judge, cfg, seed, cache_dir)   # the stage's own targets
+    _, distil_log = fill_targets(model, tok, data, judge, cfg, data_seed(cfg, seed), cache_dir)   # the stage's own
     train_rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share,
                                  cfg.positive_harmful_repeat)
     out, replies = [], []
