@@ -20,6 +20,21 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "judge_labelling.p
 CLASSES = ("positive", "negative", "rejective", "invalid")
 
 
+def _rows(jl) -> list[dict]:
+    return list(csv.DictReader(open(jl.LABELS)))
+
+
+def relabel(jl, i: int, label: str) -> list[dict]:
+    """Row i of the labels csv read again as `label` (a corrected reading); returns the rows written."""
+    rows = _rows(jl)
+    rows[i]["label"] = label
+    with open(jl.LABELS, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return rows
+
+
 @pytest.fixture
 def jl(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("judge_labelling", SCRIPT)
@@ -72,12 +87,7 @@ def test_merge_keeps_committed_rows_and_features_keep_their_stored_numbers(jl, t
     assert all(got[k]["label"] == lab for k, (_, _, lab) in zip(keys[13:], old[1:]))
 
     # a relabel of an old reply (the csv is what the fit uses), then the refit
-    rows_csv = list(csv.DictReader(open(jl.LABELS)))
-    rows_csv[1]["label"] = "invalid" if rows_csv[1]["label"] != "invalid" else "positive"
-    with open(jl.LABELS, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows_csv[0]))
-        w.writeheader()
-        w.writerows(rows_csv)
+    rows_csv = relabel(jl, 1, "invalid" if _rows(jl)[1]["label"] != "invalid" else "positive")
     jl.features(args())
     z = np.load(J.FIT_FILE)
     assert len(z["labels"]) == 12 + 24 + 2
@@ -136,12 +146,7 @@ def test_kept_replies_survive_their_texts_into_the_next_refit(jl, tmp_path):
     assert len(np.load(jl.KEPT_FILE)["keys"]) == N
     for p in jl.DIR.glob("pool_v*.jsonl"):          # a new checkout: the texts are gone
         p.unlink()
-    rows_csv = list(csv.DictReader(open(jl.LABELS)))
-    rows_csv[3]["label"] = "positive"               # a corrected label wins over the kept one
-    with open(jl.LABELS, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows_csv[0]))
-        w.writeheader()
-        w.writerows(rows_csv)
+    rows_csv = relabel(jl, 3, "positive")               # a corrected label wins over the kept one
     jl.features(args())
     z = np.load(J.FIT_FILE)
     by = {key: i for i, key in enumerate(z["keys"].tolist()) if key}
