@@ -490,6 +490,12 @@ def test_sweep_line_says_only_what_the_sweep_and_params_now_hold(tmp_path):
     assert ("Mode accuracy there by reading (pool_x, 7 replies read): lr 0.123 x 2 epochs 0.583 (positive 0.250, "
             "negative 0.500, rejective 1.000).") in lines[1]
     assert "by reading" not in lines[0]
+    # a sweep of another training seed (`--set seed=1`) is a sweep of record, and says its seed
+    (tmp_path / "results" / "bench" / "cotraining_sweep_v3_seed1.json").write_text(
+        json.dumps(dict(v2, meta={**v2["meta"], "seed": 1, "overrides": ["seed=1"]})))
+    lines = [x for x in render_sweep(tmp_path) if x]
+    assert len(lines) == 3 and "`cotraining_sweep_v3_seed1.json`" in lines[2] and ", training seed 1;" in lines[2]
+    assert "training seed" not in lines[0] + lines[1]
 
 
 def test_sam_beside_the_papers_number_is_the_cosine_one(tmp_path):

@@ -554,14 +554,15 @@ def _train_now(root: Path, scale: str) -> dict | None:
 
 def render_sweep(root: Path) -> list[str]:
     """`benchmarks/cotraining_sweep.py`: paper B's lr x epochs on the validation split, one line per sweep of
-    record (results/bench/cotraining_sweep*.json that change no recipe: probes with `--set` are not sweeps).
+    record (results/bench/cotraining_sweep*.json that change no recipe: probes with `--set` are not sweeps, a
+    sweep of another training seed, `--set seed=S`, is).
     Says only what each sweep's JSON holds and what params.yaml holds now (its scale, and the cpu scale of the
     record): no epochs typed here."""
     out = []
     for p in sorted((root / "results" / "bench").glob("cotraining_sweep*.json")):
         b = json.loads(p.read_text())
-        if b.get("meta", {}).get("overrides"):
-            continue
+        if [o for o in b.get("meta", {}).get("overrides") or [] if not o.startswith("seed=")]:
+            continue            # a probe; another training seed (`--set seed=S`) is still a sweep
         out += [_sweep_line(root, p.name, b), ""]
     return out
 
@@ -573,7 +574,8 @@ def _sweep_line(root: Path, name: str, b: dict) -> str:
     steps = lambda r: f" ({r['steps']} steps)" if r.get("steps") is not None else ""
     judge = f", judged by the {meta['judge']} judge" if meta.get("judge") else ""
     line = (f"**Paper B hyperparameters on a validation split** (`benchmarks/cotraining_sweep.py` -> `{name}`, run "
-            f"at the {swept} scale{judge}; {b['n_validation']} harmful prompts of the training sources, never trained "
+            f"at the {swept} scale{judge}" + (f", training seed {meta['seed']}" if meta.get("seed") else "")
+            + f"; {b['n_validation']} harmful prompts of the training sources, never trained "
             f"on; score = mode accuracy there): " + ", ".join(f"lr {r['lr']} x {r['epochs']} epochs{steps(r)} "
                                                             f"{_f(r['score'])}" for r in b["rows"])
             + f". Best there: lr {best['lr']} x {best['epochs']} epochs{steps(best)}"
