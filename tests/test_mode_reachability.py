@@ -302,6 +302,7 @@ def test_transition_targets_the_divergence_token(tiny, tmp_path):
 
     model, tok = tiny
     other = copy.deepcopy(model)
+    torch.manual_seed(0)          # the same perturbed model whichever tests ran before
     with torch.no_grad():
         for p in other.parameters():
             p.add_(0.5 * torch.randn_like(p))
@@ -369,6 +370,28 @@ def test_transition_targets_the_divergence_token(tiny, tmp_path):
     assert MR.resume_header("x", "system", cut, 0, "t", []) == MR.resume_header("x", "system", cfg, 0, "t", [])
     h = [MR.resume_header("x", pl, cfg, 0, "t", []) for pl in ("user_before", "system")]
     assert h[0] != h[1] and h[0]["fast"]["k1_candidates"] == 8 and "backoff" not in h[0]
+    # judged responses decoded as the stage decodes: the processors' text is judged, rows judged greedy are not
+    # reused (their key has no decoding: {} keeps it), and the target is still the raw argmax's
+    dec = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2}
+    assert MR.resume_header("x", "system", cfg, 0, "t", [], {}) == MR.resume_header("x", "system", cfg, 0, "t", [])
+    seen = []
+
+    class Reader(Judge):
+        def judge(self, responses, harmful, prompts=None):
+            seen.extend(zip(prompts, responses))
+            return super().judge(responses, harmful, prompts)
+    n = len(log.read_text().splitlines())
+    decoded = MR.run_transition("positive->negative", "user_before", model, None, tok, Reader(), prompts, tokens, cfg,
+                                log, target_model=other, label="t", decoding=dec)
+    assert len(log.read_text().splitlines()) == n + 3
+    assert [r["target_id"] for r in decoded] == [r["target_id"] for r in rows]
+    r, p = next((r, p) for r, p in zip(decoded, prompts) if r["k"])      # a reached prompt: r["ids"] is its u
+    prefix, suffix = MR.slot_ids(tok, p, "dog", "user_before")
+    shared = MR.greedy_ids(other, tok, prompt_ids(tok, p, "cat"), 4)[:r["shared"]]
+    n_new = max(1, cfg.max_new_tokens - r["shared"])
+    with_dec = tok.decode(shared + MR.greedy_ids(model, tok, prefix + r["ids"] + suffix + shared, n_new, **dec),
+                          skip_special_tokens=True).strip()
+    assert (p, with_dec) in seen
 
 
 @pytest.mark.unit
@@ -430,6 +453,23 @@ def test_report_labels_each_placement(tmp_path):
 
 
 @pytest.mark.unit
+def test_judged_decoding_is_the_stages_or_plain_greedy():
+    """decoding: stage -> the cotraining stage's processors (only what differs from greedy); greedy -> none."""
+    import dataclasses
+
+    from magictokens.config import build
+    from magictokens.cotraining import CoTrainingConfig
+
+    ccfg = CoTrainingConfig(repetition_penalty=1.2, no_repeat_ngram_size=3)
+    assert MR.judged_decoding(MR.ModeReachConfig(), ccfg) == {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
+    assert MR.judged_decoding(MR.ModeReachConfig(decoding="greedy"), ccfg) == {}
+    plain = dataclasses.replace(ccfg, repetition_penalty=1.0, no_repeat_ngram_size=0)
+    assert MR.judged_decoding(MR.ModeReachConfig(), plain) == {}
+    with pytest.raises(MagicTokensError, match="decoding"):
+        build(MR.ModeReachConfig, {"decoding": "beam"}, "mode_reachability")
+
+
+@pytest.mark.unit
 def test_committed_beyond_rows_resume_under_todays_cpu_params():
     """The cpu-scale beyond study is built over sessions: every committed row's config hash is the one
     today's params.yaml (cpu scale) gives with the weight digests its result recorded, so an edit that
@@ -437,7 +477,10 @@ def test_committed_beyond_rows_resume_under_todays_cpu_params():
     from magictokens.config import REPO_ROOT, build, stage_params
     from magictokens.results import config_hash
 
+    from magictokens.cotraining import CoTrainingConfig
+
     P, cfg = stage_params("cpu", "mode_reachability", MR.ModeReachConfig)
+    ccfg = build(CoTrainingConfig, P["cotraining"], "cotraining")
     digests = json.loads((REPO_ROOT / "results/cpu/mode_reachability.json").read_text())["meta"]["weights_digest"]
     n = 0
     for placement in cfg.placements:
@@ -445,7 +488,8 @@ def test_committed_beyond_rows_resume_under_todays_cpu_params():
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             label, name = rows[0]["model"], rows[0]["transition"]
             weights = [digests[label], digests["cotrained"]]
-            want = config_hash(MR.resume_header(name, placement, cfg, P["seed"], label, weights))
+            want = config_hash(MR.resume_header(name, placement, cfg, P["seed"], label, weights,
+                                                MR.judged_decoding(cfg, ccfg)))
             assert {r["config_hash"] for r in rows} == {want}, path
             n += len(rows)
     assert n >= 59   # the rows committed when this test was written

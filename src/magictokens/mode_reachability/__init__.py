@@ -45,8 +45,8 @@ magic-token space.
 * `stats`   curves, intervals, the random-token baseline, the question in words
 * `inputs`  the cotraining stage's held-out prompts (extended) and trained models
 """
-from .config import (PLACEMENT_WORDS, PLACEMENTS, SEARCHES, ModeReachConfig, baselines_at, parse_transition,
-                     search_config, search_run)
+from .config import (PLACEMENT_WORDS, PLACEMENTS, SEARCHES, ModeReachConfig, baselines_at, judged_decoding,
+                     parse_transition, search_config, search_run)
 from .inputs import held_out_prompts, load_trained
 from .runner import divergence, greedy_ids, judged_required_k, resume_header, run_transition
 from .slots import SLOT, slot_ids, slot_texts
@@ -54,7 +54,8 @@ from .stats import (ALPHABET, magic_token_space, question, question_words, rando
                     random_token_switch_rate, search_cost, share, summarize_transition, target_mode_holds)
 
 __all__ = ["ALPHABET", "PLACEMENT_WORDS", "PLACEMENTS", "SEARCHES", "SLOT", "ModeReachConfig", "baselines_at",
-           "divergence", "greedy_ids", "held_out_prompts", "judged_required_k", "load_trained", "magic_token_space",
-           "parse_transition", "question", "question_words", "random_strings", "random_token_switch_rate",
-           "resume_header", "run_transition", "search_config", "search_cost", "search_run", "share", "slot_ids",
-           "slot_texts", "summarize_transition", "target_mode_holds"]
+           "divergence", "greedy_ids", "held_out_prompts", "judged_decoding", "judged_required_k",
+           "load_trained", "magic_token_space", "parse_transition", "question", "question_words",
+           "random_strings", "random_token_switch_rate", "resume_header", "run_transition", "search_config",
+           "search_cost", "search_run", "share", "slot_ids", "slot_texts", "summarize_transition",
+           "target_mode_holds"]

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from ..controllers import backoff, fast
+from ..cotraining.config import CoTrainingConfig, decoding as stage_decoding
 from ..cotraining.data import MODES
 from ..errors import MagicTokensError
 from ..fields import Count, Flag, NonNegativeReal, Positive, Text, params
@@ -45,6 +46,10 @@ class ModeReachConfig:
     fast: fast.FastConfig = field(default_factory=fast.FastConfig)              # search: fast
     backoff: backoff.BackoffConfig = field(default_factory=backoff.BackoffConfig)   # search: backoff
     max_new_tokens: Positive = 32           # judged generations
+    # how every judged response is decoded (the search's target stays the raw argmax): "stage" = the
+    # cotraining stage's decoding of record (its repetition_penalty, no_repeat_ngram_size), so a mode counts
+    # here as paper B's stage counts it; "greedy" = plain greedy, how the records before it were judged
+    decoding: Literal["stage", "greedy"] = "stage"
     opening_tokens: Positive = 16           # response tokens compared to find where two modes diverge
     max_prompt_chars: Positive = 400
     n_random_tokens: Count = 20             # random-magic-token baseline: strings tried
@@ -96,3 +101,9 @@ def search_config(cfg: ModeReachConfig):
 def search_run(cfg: ModeReachConfig):
     """The chosen search: `run(model, tok, x0_ids, target_id, config, verify_model=, seed=, prefix_ids=)`."""
     return fast.run if cfg.search == "fast" else backoff.run
+
+
+def judged_decoding(cfg: ModeReachConfig, ccfg: CoTrainingConfig) -> dict:
+    """`chat.generate_from_ids` keywords of the judged responses: the cotraining stage's decoding of record
+    (`cotraining.config.decoding`: only what differs from greedy) for `decoding: stage`, {} for greedy."""
+    return stage_decoding(ccfg) if cfg.decoding == "stage" else {}

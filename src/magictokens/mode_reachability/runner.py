@@ -19,12 +19,16 @@ from .slots import slot_ids
 
 
 @torch.inference_mode()
-def greedy_ids(model, tok, ids: list[int], n: int) -> list[int]:
-    """The first `n` greedy response ids after `ids` (stops at end of turn)."""
-
+def greedy_ids(model, tok, ids: list[int], n: int, repetition_penalty: float = 1.0,
+               no_repeat_ngram_size: int = 0) -> list[int]:
+    """The first `n` greedy response ids after `ids` (stops at end of turn); the two processors as in
+    `chat.generate_from_ids` (off by default: plain greedy)."""
     dev = next(model.parameters()).device
+    kw = {"repetition_penalty": repetition_penalty} if repetition_penalty != 1.0 else {}
+    if no_repeat_ngram_size:
+        kw["no_repeat_ngram_size"] = no_repeat_ngram_size
     out = model.generate(input_ids=torch.tensor([ids], device=dev), max_new_tokens=n, do_sample=False,
-                         eos_token_id=end_of_turn_id(tok), pad_token_id=pad_id(tok))
+                         eos_token_id=end_of_turn_id(tok), pad_token_id=pad_id(tok), **kw)
     return out[0, len(ids):].tolist()
 
 
@@ -46,20 +50,24 @@ def judged_required_k(trace: list, judged: dict[int, str], target: str) -> int |
     return min(ok) if ok else None
 
 
-def resume_header(name: str, placement: str, cfg: ModeReachConfig, seed: int, label: str, weights: list[str]) -> dict:
-    """What keys a finished row: transition, placement, search and its budget, seed, every weight.
+def resume_header(name: str, placement: str, cfg: ModeReachConfig, seed: int, label: str, weights: list[str],
+                  decoding: dict | None = None) -> dict:
+    """What keys a finished row: transition, placement, search and its budget, seed, every weight, and the
+    judged responses' decoding where it is not plain greedy (so rows judged greedy keep their key).
 
-    A row of another placement or search (or a retrained model) is never reused.
+    A row of another placement, search or decoding (or a retrained model) is never reused.
     """
     return {"transition": name, "placement": placement, "search": cfg.search,
             cfg.search: resume_key(search_config(cfg)), "seed": seed, "max_new_tokens": cfg.max_new_tokens,
-            "label": label, "target": "divergence", "opening_tokens": cfg.opening_tokens, "weights": weights}
+            "label": label, "target": "divergence", "opening_tokens": cfg.opening_tokens, "weights": weights,
+            **({"decoding": dict(decoding)} if decoding else {})}
 
 
 def run_transition(name: str, placement: str, search_model, verify_model, tok, judge, prompts: list[str],
                    tokens: dict, cfg: ModeReachConfig, log_path, target_model=None, seed: int = 0,
                    label: str = "", shard: tuple[int, int] | None = None,
-                   deadline: float | None = None, holds: list[bool] | None = None) -> list[dict]:
+                   deadline: float | None = None, holds: list[bool] | None = None,
+                   decoding: dict | None = None) -> list[dict]:
     """Search + judged generations for one transition on one model, u at `placement`; resumable rows.
 
     Per prompt p: prefix, suffix = slot_ids(p, token_A, placement); want = the
@@ -67,7 +75,9 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
     model's opening on prefix + suffix (u empty); y = want[d] at their first
     difference d, state = suffix + want[:d]. The search (`cfg.search`) finds
     the shortest u with y = argmax P(. | prefix + u + state); the response
-    after each k's best prompt is judged (the judge reads the prompt p too).
+    after each k's best prompt, decoded by `decoding` (`judged_decoding`: the
+    stage's processors, or {} = plain greedy), is judged (the judge reads the
+    prompt p too).
 
     Scale-out as paper A's searches (`reachability.run_families`): prompt i
     belongs to share i % n, `shard=(i, n)` or the launcher's (rank, world
@@ -86,7 +96,9 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
     target_model = target_model if target_model is not None else judge_model
     # keyed by every weight of the searched and the target model (a retrained model
     # must never reuse rows) and, per row, by the prompt text
-    header = resume_header(name, placement, cfg, seed, label, [weights_digest(judge_model), weights_digest(target_model)])
+    dec = dict(decoding or {})
+    header = resume_header(name, placement, cfg, seed, label, [weights_digest(judge_model), weights_digest(target_model)],
+                           dec)
     i_shard, n_shards = own_share(shard)
     path, finished_logs = share_logs(Path(log_path), i_shard, n_shards)
     log = InstanceLog(path, header, read_also=finished_logs)
@@ -114,7 +126,7 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
         have = greedy_ids(judge_model, tok, prefix + suffix, cfg.opening_tokens)
         d = divergence(want, have)
         if d is None:   # same opening: nothing to reach; judge the source response as it is
-            resp = generate_from_ids(judge_model, tok, [prefix + suffix], cfg.max_new_tokens)[0]
+            resp = generate_from_ids(judge_model, tok, [prefix + suffix], cfg.max_new_tokens, **dec)[0]
             mode0 = judge.judge([resp], [True], prompts=[p])[0]
             log.add(pid, {**head, "target_id": None, "shared": len(want), "k": 0,
                           "k_judged": 0 if mode0 == target else None, "judged": {"0": mode0}, "ids": [], "text": "",
@@ -128,7 +140,7 @@ def run_transition(name: str, placement: str, search_model, verify_model, tok, j
         ks = sorted(best)
         # judge the whole response: the shared opening plus what follows it
         responses = [tok.decode(shared + greedy_ids(judge_model, tok, prefix + best[k] + state,
-                                                    max(1, cfg.max_new_tokens - len(shared))),
+                                                    max(1, cfg.max_new_tokens - len(shared)), **dec),
                                 skip_special_tokens=True).strip() for k in ks]
         judged = dict(zip(ks, judge.judge(responses, [True] * len(responses), prompts=[p] * len(responses))))
         log.add(pid, {**head, "target_id": y, "target_text": tok.decode([y]), "shared": len(shared), "k": r.k,

@@ -80,15 +80,19 @@ def search_cost(rows: list[dict], judged_successes: int) -> dict:
             "evals_per_judged_success": per(sum(ev)), "seconds_per_judged_success": per(sum(sec))}
 
 
-def replies(model, tok, seqs: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy replies to id sequences, the batches shared out over a launch's processes (`map_ranks`)."""
-    return map_ranks(lambda part: generate_from_ids(model, tok, part, max_new_tokens, batch_size), seqs, batch_size)
+def replies(model, tok, seqs: list[list[int]], max_new_tokens: int, batch_size: int,
+            decoding: dict | None = None) -> list[str]:
+    """Greedy replies to id sequences (`decoding`: the processors of `judged_decoding`; None: plain greedy),
+    the batches shared out over a launch's processes (`map_ranks`)."""
+    return map_ranks(lambda part: generate_from_ids(model, tok, part, max_new_tokens, batch_size,
+                                                    **(decoding or {})), seqs, batch_size)
 
 
 def target_mode_holds(model, tok, judge, prompts: list[str], token: str, target: str, max_new_tokens: int,
-                      batch_size: int = 16) -> list[bool]:
+                      batch_size: int = 16, decoding: dict | None = None) -> list[bool]:
     """Per prompt: is the response under the target mode's real magic token judged as that mode?"""
-    responses = replies(model, tok, [prompt_ids(tok, p, token) for p in prompts], max_new_tokens, batch_size)
+    responses = replies(model, tok, [prompt_ids(tok, p, token) for p in prompts], max_new_tokens, batch_size,
+                        decoding)
     return [m == target for m in judge.judge(responses, [True] * len(responses), prompts=prompts)]
 
 
@@ -104,7 +108,7 @@ def random_strings(n: int, length: int, seed: int, exclude=()) -> list[str]:
 
 
 def random_token_switch_rate(model, tok, judge, prompts: list[str], strings: list[str], target: str,
-                             max_new_tokens: int, batch_size: int = 16) -> dict:
+                             max_new_tokens: int, batch_size: int = 16, decoding: dict | None = None) -> dict:
     """Share of (random string, prompt) pairs whose response is judged `target`, with a Wilson 95% interval.
 
     `by_mode[m]`: the same count for every mode m (one generation, judged once).
@@ -113,7 +117,7 @@ def random_token_switch_rate(model, tok, judge, prompts: list[str], strings: lis
     """
     texts = [p for _ in strings for p in prompts]           # string-major: (S, P) flattened
     seqs = [prompt_ids(tok, p, s) for s in strings for p in prompts]
-    responses = replies(model, tok, seqs, max_new_tokens, batch_size)
+    responses = replies(model, tok, seqs, max_new_tokens, batch_size, decoding)
     modes = judge.judge(responses, [True] * len(responses), prompts=texts)
     hits = np.array([m == target for m in modes], dtype=float)
     n = len(hits)

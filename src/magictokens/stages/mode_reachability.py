@@ -174,8 +174,10 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
 
     # where the target mode itself (real magic token) does not behave as that mode, there is
     # nothing to reach: those prompts are left out of the curves (counted)
+    dec = MR.judged_decoding(cfg, ccfg)      # every judged response decoded as paper B's stage decodes (or greedy)
+    meta["judged_decoding"] = dec or "greedy"
     holds = {m: MR.target_mode_holds(cot_model, tok, judge, prompts, tokens[m], m, cfg.max_new_tokens,
-                                     cfg.gen_batch_size)
+                                     cfg.gen_batch_size, dec)
              for m in sorted({MR.parse_transition(t)[1] for t in cfg.transitions} | {"negative"})}
     # search_minutes cuts the searches short: every transition then holds the prompts finished so far
     deadline = time.time() + 60 * cfg.search_minutes if cfg.search_minutes is not None else None
@@ -187,7 +189,7 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
         for name in cfg.transitions:
             rows = MR.run_transition(name, pl, search, verify, tok, judge, prompts, tokens, cfg,
                                      log(pl, "cotrained", name), seed=P["seed"], label="cotrained",
-                                     deadline=deadline, holds=searched(MR.parse_transition(name)[1]))
+                                     deadline=deadline, holds=searched(MR.parse_transition(name)[1]), decoding=dec)
             summary[pl][name] = MR.summarize_transition(rows, holds[MR.parse_transition(name)[1]], len(prompts))
         # baselines: no modes, no magic token; target = where the co-trained negative response leaves theirs
         for b in MR.baselines_at(cfg, pl):
@@ -195,12 +197,12 @@ def _run(scale, out_root, overrides, progress, P, cfg, ccfg) -> ModeReachStageRe
             meta["weights_digest"][b] = weights_digest(bv if bv is not None else bs)
             rows = MR.run_transition("none->negative", pl, bs, bv, tok, judge, prompts, tokens, cfg,
                                      log(pl, b, "none->negative"), target_model=cot_model, seed=P["seed"], label=b,
-                                     deadline=deadline, holds=searched("negative"))
+                                     deadline=deadline, holds=searched("negative"), decoding=dec)
             base_summary[pl][b] = MR.summarize_transition(rows, holds["negative"], len(prompts))
             del bs, bv
     strings = MR.random_strings(cfg.n_random_tokens, ccfg.magic_token_length, P["seed"], exclude=tokens.values())
     rand = MR.random_token_switch_rate(cot_model, tok, judge, prompts, strings, "negative", cfg.max_new_tokens,
-                                       cfg.gen_batch_size)
+                                       cfg.gen_batch_size, dec)
     res = ModeReachStageResult(meta=meta, magic_tokens_length=ccfg.magic_token_length, transitions=summary,
                                baselines=base_summary, random_token_switch_rate=rand["rate"], random_token=rand,
                                target_mode_holds={m: sum(h) / len(h) for m, h in holds.items()},
