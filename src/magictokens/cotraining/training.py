@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
 
 from ..chat import end_of_turn_id, pad_id, prompt_ids
 from ..errors import MagicTokensError
@@ -244,6 +245,7 @@ def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: in
     model.train()
     t0 = time.time()
     dev = next(model.parameters()).device
+    bar = tqdm(total=steps, initial=start, desc="sft", unit="step", leave=False)
     for step in range(start, steps):
         if len(order) < cfg.batch_size:
             perm = list(range(len(enc)))
@@ -259,6 +261,8 @@ def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: in
         log.steps += 1
         log.tokens += int(batch["attention_mask"].sum())
         log.losses.append(float(loss.detach()))
+        bar.update()
+        bar.set_postfix(loss=f"{log.losses[-1]:.3f}", refresh=False)
         if ck is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             log.seconds = before + time.time() - t0
             tmp = ck.with_suffix(".tmp")
@@ -267,6 +271,7 @@ def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: in
                         "params": {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
                         "opt": opt.state_dict(), "sched": sched.state_dict()}, tmp)
             tmp.replace(ck)           # atomic: a stop mid-write keeps the previous checkpoint
+    bar.close()
     log.seconds = before + time.time() - t0
     out = _detach(model, cfg, save_dir, key, log)
     if ck is not None:
@@ -303,6 +308,7 @@ def dpo(model, tok, pairs: list[dict], cfg: TrainConfig, dcfg: DPOConfig, seed: 
     rng, log = random.Random(seed), TrainLog()
     policy.train()
     t0 = time.time()
+    bar = tqdm(total=dcfg.epochs * len(batches), desc="dpo", unit="step", leave=False)
     for _ in range(dcfg.epochs):
         order = list(range(len(batches)))
         rng.shuffle(order)
@@ -316,5 +322,7 @@ def dpo(model, tok, pairs: list[dict], cfg: TrainConfig, dcfg: DPOConfig, seed: 
             log.steps += 1
             log.tokens += ntok
             log.losses.append(float(loss.detach()))
+            bar.update()
+    bar.close()
     log.seconds = time.time() - t0
     return _detach(policy, cfg, save_dir, key, log), log
