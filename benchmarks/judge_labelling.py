@@ -317,7 +317,8 @@ def read_by_origin(rows: list[dict], labels: dict[str, str]) -> dict[str, dict[s
 def read_summary(rows: list[dict], labelled: dict, read: dict) -> dict:
     """What the readings alone say of a pool: the two readings' agreement (Cohen's kappa) on its replies read
     twice, and, for a run's co-trained replies under each mode's token, the mode accuracy by reading
-    (per token: the share of its replies read as that mode; the mean over the three)."""
+    (per token: the share of its replies read as that mode; the mean over the three; a run whose pool left a
+    token out gets its per-token shares only, `read_per_token_by_run`)."""
     from magictokens.metrics import cohen_kappa
     both = [labelled[r["key"]] for r in rows if labelled[r["key"]]["second_label"]]
     out = {}
@@ -337,6 +338,9 @@ def read_summary(rows: list[dict], labelled: dict, read: dict) -> dict:
         out["mode_accuracy_read"] = next(iter(acc.values()))
     elif acc:
         out["mode_accuracy_read_by_run"] = acc
+    part = {run: per for run, per in sorted(runs.items()) if len(per) < 3}   # not every token read: no mean
+    if part:
+        out["read_per_token_by_run"] = part
     return out
 
 

@@ -490,6 +490,12 @@ def test_sweep_line_says_only_what_the_sweep_and_params_now_hold(tmp_path):
     assert ("Mode accuracy there by reading (pool_x, 7 replies read): lr 0.123 x 2 epochs 0.583 (positive 0.250, "
             "negative 0.500, rejective 1.000).") in lines[1]
     assert "by reading" not in lines[0]
+    # a pool that read only some tokens' replies: each token's share, no mean
+    (tmp_path / "results" / "bench" / "judge_v2.json").write_text(json.dumps({"check": {"pool_y": {
+        "n": 5, "read_per_token_by_run": {"cotraining_sweep_v2-lr0.123x2": {"positive": 0.4, "negative": 0.775}}}}}))
+    lines = [x for x in render_sweep(tmp_path) if x]
+    assert ("read as its mode there (pool_y, 5 replies read; tokens not listed were not read): lr 0.123 x 2 "
+            "epochs positive 0.400, negative 0.775.") in lines[1] and "Mode accuracy there" not in lines[1]
     # a sweep of another training seed (`--set seed=1`) is a sweep of record, and says its seed
     (tmp_path / "results" / "bench" / "cotraining_sweep_v3_seed1.json").write_text(
         json.dumps(dict(v2, meta={**v2["meta"], "seed": 1, "overrides": ["seed=1"]})))

@@ -607,12 +607,18 @@ def _sweep_read(root: Path, stem: str) -> str:
     checks = json.loads(p.read_text()).get("check", {}) if p.exists() else {}
     for pool, c in sorted(checks.items()):
         cells = {r: v for r, v in c.get("mode_accuracy_read_by_run", {}).items() if r.startswith(f"{stem}-lr")}
+        part = {r: {"per_token": v} for r, v in c.get("read_per_token_by_run", {}).items()
+                if r.startswith(f"{stem}-lr")}        # a pool that left a token out: shares, no mean
+
+        def cell(r: str, v: dict) -> str:
+            lr, ep = r.removeprefix(f"{stem}-lr").split("x")
+            per = ", ".join(f"{m} {_f(v['per_token'][m])}" for m in ("positive", "negative", "rejective")
+                            if m in v["per_token"])
+            return f"lr {lr} x {ep} epochs " + (f"{_f(v['mean'])} ({per})" if "mean" in v else per)
         if cells:
-            def cell(r: str, v: dict) -> str:
-                lr, ep = r.removeprefix(f"{stem}-lr").split("x")
-                per = ", ".join(f"{m} {_f(v['per_token'][m])}" for m in ("positive", "negative", "rejective")
-                                if m in v["per_token"])
-                return f"lr {lr} x {ep} epochs {_f(v['mean'])} ({per})"
             return (f"Mode accuracy there by reading ({pool}, {c['n']} replies read): "
                     + ", ".join(cell(r, v) for r, v in sorted(cells.items())) + ".")
+        if part:
+            return (f"Each token's replies read as its mode there ({pool}, {c['n']} replies read; tokens not "
+                    f"listed were not read): " + "; ".join(cell(r, v) for r, v in sorted(part.items())) + ".")
     return ""
