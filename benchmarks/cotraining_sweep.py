@@ -56,7 +56,8 @@ def main():
         model, tok = load_model(P["model"], dtype="float32", device=P["device"])
         tokens = magic_tokens_of(cfg, P["seed"])
         data = build_safety_data(cfg.n_train_harmful, cfg.n_train_benign, cfg.n_eval_harmful, cfg.n_eval_benign,
-                                 cfg.n_xstest, seed=data_seed(cfg, P["seed"]), max_chars=cfg.max_prompt_chars, targets=cfg.targets,
+                                 cfg.n_xstest, seed=data_seed(cfg, P["seed"]), max_chars=cfg.max_prompt_chars,
+                                 targets=cfg.targets,
                                  n_val_harmful=a.n_val, n_val_benign=a.n_val // 2)
         judge, jrep = make_judge(cfg, P["seed"])
         res = sweep.run(model, tok, data, judge, cfg, tokens, {"lr": a.lr, "epochs": a.epochs}, P["seed"],

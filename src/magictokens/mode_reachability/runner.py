@@ -19,16 +19,12 @@ from .slots import slot_ids
 
 
 @torch.inference_mode()
-def greedy_ids(model, tok, ids: list[int], n: int, repetition_penalty: float = 1.0,
-               no_repeat_ngram_size: int = 0) -> list[int]:
-    """The first `n` greedy response ids after `ids` (stops at end of turn); the two processors as in
-    `chat.generate_from_ids` (off by default: plain greedy)."""
+def greedy_ids(model, tok, ids: list[int], n: int, **decoding) -> list[int]:
+    """The first `n` greedy response ids after `ids` (stops at end of turn); `decoding`: the logits
+    processors `judged_decoding` names (only what differs from plain greedy), passed to `generate` as is."""
     dev = next(model.parameters()).device
-    kw = {"repetition_penalty": repetition_penalty} if repetition_penalty != 1.0 else {}
-    if no_repeat_ngram_size:
-        kw["no_repeat_ngram_size"] = no_repeat_ngram_size
     out = model.generate(input_ids=torch.tensor([ids], device=dev), max_new_tokens=n, do_sample=False,
-                         eos_token_id=end_of_turn_id(tok), pad_token_id=pad_id(tok), **kw)
+                         eos_token_id=end_of_turn_id(tok), pad_token_id=pad_id(tok), **decoding)
     return out[0, len(ids):].tolist()
 
 
