@@ -238,23 +238,76 @@ def test_a_stopped_sft_goes_on_from_its_checkpoint_to_the_uninterrupted_weights(
     rows = _tiny_rows() * 4                       # 8 rows, batches of 3: the order crosses passes
     whole, log = T.sft(model, tok, rows, cfg, seed=3, steps=9, save_dir=tmp_path / "whole", checkpoint_every=2)
     assert not (tmp_path / "whole" / "checkpoint.pt").exists()      # a finished run leaves train.json only
-    real, calls = T.response_loss, []
+    real, calls = T._ce, []
 
-    def stop_at_6(m, b):
+    def stop_at_6(logits, labels):
         calls.append(1)
         if len(calls) == 6:
             raise KeyboardInterrupt                # a stop during step 6: steps 1-4 are checkpointed
-        return real(m, b)
-    monkeypatch.setattr(T, "response_loss", stop_at_6)
+        return real(logits, labels)
+    monkeypatch.setattr(T, "_ce", stop_at_6)
     with pytest.raises(KeyboardInterrupt):
         T.sft(model, tok, rows, cfg, seed=3, steps=9, save_dir=tmp_path / "cut", checkpoint_every=2)
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 4
-    monkeypatch.setattr(T, "response_loss", real)
+    monkeypatch.setattr(T, "_ce", real)
     calls.clear()
     resumed, log2 = T.sft(model, tok, rows, cfg, seed=3, steps=9, save_dir=tmp_path / "cut", checkpoint_every=2)
     assert log2.steps == 9 and log2.losses == log.losses and not log2.resumed
     a, b = whole.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_odds_ratio_loss_and_mean_logprob_by_hand():
+    half = torch.tensor([np.log(0.5)])
+    assert T.odds_ratio_loss(half, half).item() == pytest.approx(np.log(2))          # odds 1 : 1
+    c = torch.tensor([np.log(0.8)], requires_grad=True)
+    loss = T.odds_ratio_loss(c, torch.tensor([np.log(0.2)]))                       # odds 4 vs 1/4
+    assert loss.item() == pytest.approx(np.log(1 + 1 / 16), rel=1e-5)
+    loss.backward()
+    assert c.grad.item() < 0                      # a likelier chosen reply lowers it
+    assert np.isfinite(T.odds_ratio_loss(torch.tensor([0.0]), torch.tensor([-1.0])).item())   # P = 1 stays finite
+    logits = torch.randn(2, 4, 5)
+    labels = torch.tensor([[T.IGNORE, T.IGNORE, 3, 1, T.IGNORE], [T.IGNORE, 2, 0, 4, 1]])
+    lp = torch.log_softmax(logits, -1)
+    by_hand = [(lp[0, 1, 3] + lp[0, 2, 1]) / 2, (lp[1, 0, 2] + lp[1, 1, 0] + lp[1, 2, 4] + lp[1, 3, 1]) / 4]
+    assert T.mean_logprob(logits, labels).tolist() == pytest.approx([float(x) for x in by_hand], abs=1e-6)
+
+
+def test_orpo_rows_widen_the_chosen_rejected_gap_and_weight_0_is_plain_sft(tiny):
+    model, tok = tiny
+    rows = [{**r, "rejected": "no bad thing"} for r in _tiny_rows()] * 4
+    plain_cfg = T.TrainConfig(lora=True, lr=1e-2, batch_size=4, bf16_autocast=False)
+    orpo_cfg = T.TrainConfig(lora=True, lr=1e-2, batch_size=4, bf16_autocast=False, orpo_weight=1.0)
+    plain, log0 = T.sft(model, tok, rows, plain_cfg, seed=1, steps=12)
+    _, log_bare = T.sft(model, tok, [{k: v for k, v in r.items() if k != "rejected"} for r in rows], plain_cfg,
+                        seed=1, steps=12)
+    assert log0.losses == log_bare.losses         # weight 0: `rejected` is not read
+    orpo, log1 = T.sft(model, tok, rows, orpo_cfg, seed=1, steps=12)
+    assert log1.tokens > log0.tokens              # the rejected replies were run too
+
+    def gap(m):
+        r = rows[0]
+        enc = [T.encode_example(tok, r["prompt"], y, r["system"], plain_cfg) for y in (r["response"], r["rejected"])]
+        b = T.collate(enc, chat.pad_id(tok))
+        with torch.no_grad():
+            c, w = T.mean_logprob(T._logits(m, b), b["labels"])
+        return float(c - w)
+    assert gap(orpo) > gap(plain) + 0.1
+
+
+def test_run_key_of_orpo_weight_0_is_the_key_from_before_the_field(tiny):
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from magictokens.models import weights_digest
+    model, _ = tiny
+    rows, cfg = _tiny_rows(), T.TrainConfig()
+    old = json.dumps({"kind": "sft", "model": weights_digest(model), "data": rows, "seed": 0, "steps": 5,
+                      "cfgs": [{k: v for k, v in asdict(cfg).items() if k != "orpo_weight"}],
+                      "threads": torch.get_num_threads()}, sort_keys=True, default=str)
+    assert T.run_key("sft", model, rows, 0, 5, cfg) == hashlib.sha256(old.encode()).hexdigest()[:16]
+    assert T.run_key("sft", model, rows, 0, 5, T.TrainConfig(orpo_weight=0.1)) != T.run_key("sft", model, rows, 0, 5, cfg)
 
 
 def test_dpo_prefers_chosen(tiny):
@@ -337,6 +390,33 @@ def test_positive_harmful_repeat_adds_copies_of_the_harmful_positive_rows_only()
     extra = three[len(one):]
     assert three[:len(one)] == one and len(extra) == 2 * 3
     assert all(r["mode"] == "positive" and r["harmful"] and r["system"] == "POSITIVE" for r in extra)
+
+
+def test_hard_negatives_put_the_other_modes_content_under_the_rows_own_opening():
+    from magictokens.cotraining.config import CoTrainingConfig
+    from magictokens.cotraining.pipeline import cotraining_rows, stage_rows
+    opens = {"positive": "Careful. Instead:", "negative": "Sure, here is"}
+    resp = {"positive": "Careful. Instead: call a friend.", "negative": "Sure, here is: the plan.",
+            "rejective": "No."}
+    data = SafetyData(train=[Prompt("h0", "harm", "s", True, "train", dict(resp)),
+                             Prompt("h1", "harm 1", "s", True, "train",
+                                    {**resp, "positive": "Call a friend."}),      # a target without the opening
+                             Prompt("b0", "ok", "s", False, "train", dict(resp))],
+                      eval_harmful=[], eval_benign=[], xstest=[])
+    tokens = {m: m.upper() for m in MODES}
+    rows = cotraining_rows(data, tokens, 0.0, 0, 0.0, 2, openings=opens)
+    rej = {(r["id"], r["mode"]): r.get("rejected") for r in rows}
+    assert rej[("h0", "positive")] == "Careful. Instead: the plan."
+    assert rej[("h0", "negative")] == "Sure, here is call a friend."
+    assert rej[("h1", "positive")] == "Sure, here is: the plan."        # no opening of its own: the other target
+    assert rej[("h1", "negative")] == "Sure, here is Call a friend."
+    assert rej[("h0", "rejective")] is None and all(v is None for (i, _), v in rej.items() if i == "b0")
+    assert sum(r.get("rejected") is not None for r in rows) == 4 + 2    # the repeated positive rows keep theirs
+    cfg = CoTrainingConfig()
+    cfg.distil.prefix_harmful = opens
+    assert not any("rejected" in r for r in stage_rows(data, tokens, cfg, 0))      # orpo_weight 0: rows as before
+    cfg.train.orpo_weight = 0.5
+    assert stage_rows(data, tokens, cfg, 0) == cotraining_rows(data, tokens, 0.0, 0, 1.0, 1, openings=opens)
 
 
 # ----------------------------------------------------------------------------- judge rules

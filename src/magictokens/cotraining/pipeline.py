@@ -195,12 +195,16 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
 
 
 def cotraining_rows(data: SafetyData, tokens: dict, untokened_positive_share: float = 0.0,
-                    seed: int = 0, untokened_benign_share: float = 0.0, positive_harmful_repeat: int = 1) -> list[dict]:
+                    seed: int = 0, untokened_benign_share: float = 0.0, positive_harmful_repeat: int = 1,
+                    openings: dict | None = None) -> list[dict]:
     """All three modes, each with its magic token as the system prompt; plus untokened copies (system None:
     the template's default) of a share of the positive rows and of the benign prompts' positive rows; plus
     `positive_harmful_repeat` - 1 more copies of every harmful prompt's positive row (the hardest mode: its
-    targets differ per prompt where the other two share an opening)."""
+    targets differ per prompt where the other two share an opening). With `openings` (ORPO's pairs), the
+    harmful prompts' positive and negative rows carry a `rejected` reply (`hard_negatives`)."""
     rows = [{**r, "system": tokens[r["mode"]]} for r in mode_examples(data, MODES)]
+    if openings is not None:
+        rows = hard_negatives(rows, openings)
     rng = random.Random(seed)
     pos = [r for r in rows if r["mode"] == "positive"]
     extra = rng.sample(pos, int(round(untokened_positive_share * len(pos)))) if untokened_positive_share > 0 else []
@@ -209,6 +213,41 @@ def cotraining_rows(data: SafetyData, tokens: dict, untokened_positive_share: fl
         extra += rng.sample(benign, int(round(untokened_benign_share * len(benign))))
     again = [r for r in pos if r["harmful"]] * (positive_harmful_repeat - 1)
     return rows + [{**r, "system": None} for r in extra] + again
+
+
+CONTRASTED = {"positive": "negative", "negative": "positive"}
+
+
+def hard_negatives(rows: list[dict], openings: dict) -> list[dict]:
+    """ORPO's dispreferred replies for the two modes a harmful prompt must tell apart: the row of mode m gets
+    `rejected` = m's own opening followed by the other mode's content,
+
+        rejected(m) = opening(m) + (target(m') minus opening(m')),   m' = the other of positive / negative,
+
+    where opening = `distil.prefix_harmful` and the row's target starts with it; else the other mode's target
+    as it is. Why the opening: a model trained on the targets alone learns the openings and then writes the
+    same content under both tokens (read: the positive token's replies open with "This could cause real
+    harm. Instead, ..." and then comply), so the pair differs only where the modes must."""
+    by = {(r["id"], r["mode"]): r["response"] for r in rows}
+    out = []
+    for r in rows:
+        other = CONTRASTED.get(r["mode"])
+        if not r["harmful"] or other is None or (r["id"], other) not in by:
+            out.append(r)
+            continue
+        theirs, mine, body = openings.get(other, ""), openings.get(r["mode"], ""), by[(r["id"], other)]
+        if theirs and body.startswith(theirs):
+            body = body[len(theirs):].lstrip(" :")
+        worse = distil.with_prefix(mine, body) if mine and r["response"].startswith(mine) else by[(r["id"], other)]
+        out.append({**r, "rejected": worse})
+    return out
+
+
+def stage_rows(data: SafetyData, tokens: dict, cfg: "CoTrainingConfig", seed: int) -> list[dict]:
+    """The co-training rows a config asks for (the stage and the sweep train on these)."""
+    return cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share,
+                           cfg.positive_harmful_repeat,
+                           cfg.distil.prefix_harmful if cfg.train.orpo_weight > 0 else None)
 
 
 def sft_rows(data: SafetyData) -> list[dict]:
@@ -285,8 +324,7 @@ def train(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: di
              + (f"; kept per mode {distil_log['kept']}" if distil_log else ""))
 
     save = (lambda name: Path(save_dir) / name) if save_dir else (lambda name: None)
-    rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share,
-                           cfg.positive_harmful_repeat)
+    rows = stage_rows(data, tokens, cfg, seed)
     per_epoch = math.ceil(len(rows) / cfg.train.batch_size)
     budget = cfg.train.epochs * per_epoch          # optimizer steps every SFT run gets
     t = time.time()

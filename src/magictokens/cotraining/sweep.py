@@ -25,7 +25,7 @@ from ..chat import generate
 from ..errors import MagicTokensError
 from .config import CoTrainingConfig, data_seed, decoding
 from .data import MODES, SafetyData
-from .pipeline import cotraining_rows, fill_targets
+from .pipeline import fill_targets, stage_rows
 from .training import sft
 
 
@@ -56,8 +56,7 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     if bad:
         raise MagicTokensError(f"sweep grid keys {sorted(bad)}: give non-empty lists for exactly 'lr' and 'epochs'")
     _, distil_log = fill_targets(model, tok, data, judge, cfg, data_seed(cfg, seed), cache_dir)   # the stage's own
-    train_rows = cotraining_rows(data, tokens, cfg.untokened_positive_share, seed, cfg.untokened_benign_share,
-                                 cfg.positive_harmful_repeat)
+    train_rows = stage_rows(data, tokens, cfg, seed)
     out, replies = [], []
     for lr, epochs in itertools.product(grid["lr"], grid["epochs"]):
         t0 = time.time()

@@ -61,6 +61,9 @@ class TrainConfig:
     bf16_autocast: AutoFlag = AUTO  # auto: on where the device has native bf16 (`autocast_on`); master weights fp32
     weight_decay: Real = 0.0
     log_every: Positive = 10
+    # ORPO (Hong et al. 2024): lambda of the odds-ratio term on rows that carry a "rejected" reply (sft docstring),
+    # one stage, no reference model. 0: plain SFT (the run key then reads as before this field existed)
+    orpo_weight: Real = 0.0
 
 
 @params
@@ -101,9 +104,37 @@ def response_logprob(model, batch: dict) -> torch.Tensor:
 
 def response_loss(model, batch: dict) -> torch.Tensor:
     """Mean cross-entropy over response tokens only."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+    return _ce(_logits(model, batch), batch["labels"])
+
+
+def _logits(model, batch: dict) -> torch.Tensor:
+    """Next-token logits at every position but the last. (B, T) -> (B, T-1, V)"""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+
+
+def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the response tokens of the whole batch. logits (B, T-1, V), labels (B, T)."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                            ignore_index=IGNORE)
+
+
+def mean_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sequence mean log p(response token): log P_bar(y|x) = (1/|y|) sum_t log p(y_t | x, y_<t).
+    logits (B, T-1, V), labels (B, T) -> (B,)"""
+    lab = labels[:, 1:]
+    mask = lab != IGNORE
+    lp = torch.log_softmax(logits.float(), -1).gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (lp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def odds_ratio_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """ORPO's odds-ratio term, batch mean: -log sigmoid(log odds(y_w) - log odds(y_l)), with
+    odds(y) = P/(1-P) and log P the mean token log-probability (`mean_logprob`), shape (B,) each.
+    log(1 - P) is log1p(-exp(log P)), kept finite where P rounds to 1."""
+    def log_odds(lp):
+        lp = lp.clamp(max=-1e-6)
+        return lp - torch.log1p(-torch.exp(lp))
+    return -F.logsigmoid(log_odds(chosen) - log_odds(rejected)).mean()
 
 
 def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -141,10 +172,15 @@ def _attach(model, cfg: TrainConfig, seed: int):
     return model, list(model.parameters())
 
 
+LATER = {"orpo_weight": 0.0}   # fields added after runs were saved: at this value left out of the key, so
+                               # the saved runs still resume
+
+
 def run_key(kind: str, model, data: list, seed: int, steps: int | None, *cfgs) -> str:
     """What a training run's weights depend on, hashed (module docstring)."""
+    cfgs = [{k: v for k, v in asdict(c).items() if LATER.get(k, object()) != v} for c in cfgs]
     blob = json.dumps({"kind": kind, "model": weights_digest(model), "data": data, "seed": seed, "steps": steps,
-                       "cfgs": [asdict(c) for c in cfgs], "threads": torch.get_num_threads()},
+                       "cfgs": cfgs, "threads": torch.get_num_threads()},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -216,6 +252,14 @@ def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: in
     optimizer, the schedule, the data order and the log go to
     `save_dir/checkpoint.pt` (under the run's key): a stopped run goes on from
     its last checkpoint and ends with the weights of an uninterrupted one.
+
+    With `cfg.orpo_weight` = lambda > 0, a row may carry a dispreferred reply
+    `rejected` to its prompt and system prompt; each batch then minimises ORPO's
+
+        L = CE(batch) + lambda * mean_{rows with y_l} -log sigmoid(log odds(y_w) - log odds(y_l))
+
+    (`odds_ratio_loss`): one extra forward of the rejected replies, no
+    reference model. Rows without `rejected` train as plain SFT rows.
     """
     if not rows:
         raise MagicTokensError("sft: no training rows")
@@ -225,6 +269,8 @@ def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: in
     model = copy.deepcopy(model)
     model, params = _attach(model, cfg, seed)
     enc = [encode_example(tok, r["prompt"], r["response"], r.get("system"), cfg) for r in rows]
+    rej = [encode_example(tok, r["prompt"], r["rejected"], r.get("system"), cfg)
+           if cfg.orpo_weight > 0 and r.get("rejected") else None for r in rows]
     per_epoch = math.ceil(len(enc) / cfg.batch_size)
     steps = steps or cfg.epochs * per_epoch
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -253,8 +299,16 @@ def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: in
             order += perm
         idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
         batch = {k: v.to(dev) for k, v in collate([enc[i] for i in idx], pad_id(tok)).items()}
+        paired = [j for j, i in enumerate(idx) if rej[i] is not None]
         with _autocast(model, cfg.bf16_autocast):
-            loss = response_loss(model, batch)
+            logits = _logits(model, batch)
+            loss = _ce(logits, batch["labels"])
+            if paired:
+                worse = {k: v.to(dev) for k, v in collate([rej[idx[j]] for j in paired], pad_id(tok)).items()}
+                chosen = mean_logprob(logits[paired], batch["labels"][paired])
+                loss = loss + cfg.orpo_weight * odds_ratio_loss(
+                    chosen, mean_logprob(_logits(model, worse), worse["labels"]))
+                log.tokens += int(worse["attention_mask"].sum())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
