@@ -49,3 +49,26 @@ def test_params_typo_names_the_fix():
         load_params("huge")
     with pytest.raises(MagicTokensError, match=r"true_token.lengths.0 = 0: input should be greater than 0"):
         build(ReachabilityConfig, {"true_token": {"lengths": [0, 8]}}, "reachability")
+
+
+def test_default_params_hash_leaves_out_a_later_key_at_its_old_value_only(tmp_path):
+    import yaml
+
+    from magictokens.config import HASH_LATER, default_params_hash
+    from magictokens.results import REPO_ROOT
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    (*path, key), old = next(iter(HASH_LATER.items()))
+    def with_value(v):
+        d = yaml.safe_load(yaml.safe_dump(raw))
+        sec = d["default"]
+        for name in path:
+            sec = sec[name]
+        if v is None:
+            sec.pop(key, None)
+        else:
+            sec[key] = v
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
+        return default_params_hash(tmp_path)
+    before = with_value(None)                    # params.yaml as it was before the key existed
+    assert with_value(old) == before             # added at the value those runs had: the same hash
+    assert with_value(0.5) != before             # another value is another recipe

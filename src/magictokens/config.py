@@ -85,7 +85,18 @@ def default_params_hash(root: Path = REPO_ROOT) -> str | None:
     if not p.exists():
         return None
     raw = yaml.safe_load(p.read_text())["default"]
+    for *path, key in HASH_LATER:          # keys added at the value every earlier measurement ran under
+        sec = raw
+        for name in path:
+            sec = sec.get(name) if isinstance(sec, dict) else None
+        if isinstance(sec, dict) and key in sec and sec[key] == HASH_LATER[(*path, key)]:
+            del sec[key]
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# params keys added after `default_params_hash` values were recorded, with the value those runs had: at that
+# value they are left out, so a measurement made before the key existed is not called stale
+HASH_LATER = {("cotraining", "train", "orpo_weight"): 0.0}
 
 
 @params

@@ -346,7 +346,7 @@ def _judge_sha_today() -> str | None:
 
 # params added after records were made, with the value every earlier record was made under: a record without
 # the key and today's params at that value are the same recipe ("": the cotraining section's own keys)
-LATER_PARAMS = {"distil": {"read_promote": False, "read_resample": 0},
+LATER_PARAMS = {"distil": {"read_promote": False, "read_resample": 0}, "train": {"orpo_weight": 0.0},
                 "": {"positive_harmful_repeat": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}}
 
 
