@@ -235,10 +235,9 @@ def hard_negatives(rows: list[dict], openings: dict) -> list[dict]:
         if not r["harmful"] or other is None or (r["id"], other) not in by:
             out.append(r)
             continue
-        theirs, mine, body = openings.get(other, ""), openings.get(r["mode"], ""), by[(r["id"], other)]
-        if theirs and body.startswith(theirs):
-            body = body[len(theirs):].lstrip(" :")
-        worse = distil.with_prefix(mine, body) if mine and r["response"].startswith(mine) else by[(r["id"], other)]
+        theirs, mine, target = openings.get(other, ""), openings.get(r["mode"], ""), by[(r["id"], other)]
+        body = target[len(theirs):].lstrip(" :") if theirs and target.startswith(theirs) else target
+        worse = distil.with_prefix(mine, body) if mine and r["response"].startswith(mine) else target
         out.append({**r, "rejected": worse})
     return out
 

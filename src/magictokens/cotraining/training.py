@@ -95,11 +95,16 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
 
 def response_logprob(model, batch: dict) -> torch.Tensor:
     """Sum of log p(response token) per sequence. (B, T) -> (B,)"""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    labels = batch["labels"][:, 1:]                                           # (B, T-1)
-    mask = labels != IGNORE
-    lp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    lp, mask = _token_logprobs(_logits(model, batch), batch["labels"])
     return (lp * mask).sum(-1)
+
+
+def _token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(label token) at every position and the response mask. logits (B, T-1, V), labels (B, T)
+    -> ((B, T-1), (B, T-1))"""
+    lab = labels[:, 1:]
+    lp = torch.log_softmax(logits.float(), -1).gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return lp, lab != IGNORE
 
 
 def response_loss(model, batch: dict) -> torch.Tensor:
@@ -121,9 +126,7 @@ def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def mean_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-sequence mean log p(response token): log P_bar(y|x) = (1/|y|) sum_t log p(y_t | x, y_<t).
     logits (B, T-1, V), labels (B, T) -> (B,)"""
-    lab = labels[:, 1:]
-    mask = lab != IGNORE
-    lp = torch.log_softmax(logits.float(), -1).gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    lp, mask = _token_logprobs(logits, labels)
     return (lp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
