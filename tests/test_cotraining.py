@@ -310,6 +310,19 @@ def test_run_key_of_orpo_weight_0_is_the_key_from_before_the_field(tiny):
     assert T.run_key("sft", model, rows, 0, 5, T.TrainConfig(orpo_weight=0.1)) != T.run_key("sft", model, rows, 0, 5, cfg)
 
 
+def test_baselines_train_without_orpo_so_plain_sft_baselines_resume(tiny):
+    from magictokens.cotraining.config import CoTrainingConfig
+    from magictokens.cotraining.pipeline import baseline_train
+    model, _ = tiny
+    rows, cfg = _tiny_rows(), CoTrainingConfig()
+    cfg.train.orpo_weight, cfg.train.lr = 1.0, 5e-3
+    base = baseline_train(cfg)
+    assert cfg.train.orpo_weight == 1.0 and base.orpo_weight == 0.0 and base.lr == 5e-3     # a copy, all else kept
+    plain = T.TrainConfig(**{**vars(cfg.train), "orpo_weight": 0.0})
+    assert T.run_key("sft", model, rows, 0, 5, base) == T.run_key("sft", model, rows, 0, 5, plain)
+    assert T.run_key("sft", model, rows, 0, 5, cfg.train) != T.run_key("sft", model, rows, 0, 5, plain)
+
+
 def test_dpo_prefers_chosen(tiny):
     model, tok = tiny
     pairs = [{"prompt": "the cat", "chosen": "yes good", "rejected": "no bad", "system": None}] * 4
