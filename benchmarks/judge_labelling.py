@@ -50,7 +50,7 @@ import torch
 
 from magictokens.chat import NO_SYSTEM, generate
 from magictokens.cotraining.distil import DISTIL_INSTRUCTIONS
-from magictokens.cotraining.judge import reply_key
+from magictokens.cotraining.judge import KEPT_FILE, reply_key
 from magictokens.models import load_model, torch_threads
 from magictokens.results import REPO_ROOT
 from magictokens.cotraining.data import build_safety_data
@@ -59,9 +59,8 @@ DIR = REPO_ROOT / "results" / "bench" / "judge"
 POOL = DIR / "pool_v2.jsonl"
 LABELS = REPO_ROOT / "benchmarks" / "judge_labels_v2.csv"
 FIT_FILE_V2 = REPO_ROOT / "benchmarks" / "judge_fit_v2.npz"
-# labelled replies not yet in the fit, as feature rows: the texts are gitignored and lost with a checkout, the
+# labelled replies not yet in the fit (judge.KEPT_FILE): the texts are gitignored and lost with a checkout, the
 # labels are not; `keep` stores a pool's rows as soon as it is merged, and `features` (the refit) takes them
-KEPT_FILE = REPO_ROOT / "benchmarks" / "judge_kept_v2.npz"
 MODEL = "smollm2-135m-instruct"
 CLASSES = ("positive", "negative", "rejective", "invalid")
 

@@ -19,10 +19,8 @@ import argparse
 
 import numpy as np
 
-from magictokens.cotraining.judge import FIT_FILE, Judge, held_out_report
+from magictokens.cotraining.judge import FIT_FILE, KEPT_FILE, Judge, held_out_report
 from magictokens.results import REPO_ROOT, run_meta, write_json
-
-KEPT_FILE = REPO_ROOT / "benchmarks" / "judge_kept_v2.npz"
 
 
 def rows(path) -> dict:

@@ -68,6 +68,9 @@ from .refusal_judge import SentenceEncoder, has_redirect, has_refusal_phrase, re
 LABELS = ("positive", "negative", "rejective", "invalid")
 FIT_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "judge_fit_v2.npz"
 READ_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "judge_labels_v2.csv"   # readings, keyed
+# labelled replies read since the last fit, as feature rows (numbers, no text): `judge_labelling.py keep` writes
+# it, the next refit (`features`) takes it in
+KEPT_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "judge_kept_v2.npz"
 ENCODER_MAX_LENGTH = 192            # prompt (cut first) + a 48-token reply fit in the pair window
 JUDGED_WORDS = 40                   # external replies are cut to about the judged length (48 model tokens)
 NEG = LABELS.index("negative")
