@@ -19,8 +19,11 @@ prompt, so no prompt is on both sides. On the harmful-prompt rows it reports per
 * psi (the base model's reading), and
 * [phi, psi].
 
-Classifier only (the rules that decide some replies first are left out on every side). Texts are read here,
-never written out; the JSON holds counts and scores only. ~3 min on 2 cores (bf16 where the CPU has it).
+Classifier only (the rules that decide some replies first are left out on every side). Each feature set is
+scored at `--C` and over a `--sweep` of C values (the best of that grid, scored on the test folds, is an upper
+bound on what tuning C would give). Texts are read here, never written out; the JSON holds counts and scores
+only, and the features are cached beside the pools (gitignored, keyed by the rows' hashes) so a rerun only
+refits. ~5 min on 2 cores the first time (bf16 where the CPU has it).
 
     python benchmarks/judge_lm_probe.py            # -> results/bench/judge_lm_probe.json
 """
@@ -139,6 +142,8 @@ def cross_validate(X, y, h, groups, C: float, folds: int = 5, seed: int = 0) -> 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--C", type=float, default=0.05, help="inverse L2 strength (standardised features)")
+    ap.add_argument("--sweep", default="0.005,0.02,0.2,1", help="more C values, each reported (best of a grid "
+                    "scored on the test folds is optimistic: an upper bound on what tuning C gives)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO_ROOT / "results" / "bench" / "judge_lm_probe.json"))
     a = ap.parse_args()
@@ -149,26 +154,41 @@ def main():
     y = np.array([r["label"] for r in rows])
     h = np.array([r["harmful"] for r in rows])
     g = np.array([r["group"] for r in rows])
-    with torch_threads(a.threads):
-        enc = SentenceEncoder(max_length=ENCODER_MAX_LENGTH)
-        phi = features(enc, [r["prompt"] for r in rows], [r["reply"] for r in rows], list(h))
-        model, tok = load_model(MODEL)          # dtype chosen by the hardware
-        psi = lm_features(model, tok, rows)
+    # features of these rows, cached (gitignored, beside the pools) by the rows' keys: a rerun only refits
+    sig = hashlib.sha256("".join(sorted(reply_key(r["prompt"], r["reply"]) for r in rows)).encode()).hexdigest()[:12]
+    cache = REPO_ROOT / "results" / "bench" / "judge" / f"lm_probe_features-{sig}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        phi, psi, dtype = z["phi"], z["psi"], str(z["dtype"])
+    else:
+        with torch_threads(a.threads):
+            enc = SentenceEncoder(max_length=ENCODER_MAX_LENGTH)
+            phi = features(enc, [r["prompt"] for r in rows], [r["reply"] for r in rows], list(h))
+            model, tok = load_model(MODEL)          # dtype chosen by the hardware
+            psi, dtype = lm_features(model, tok, rows), dtype_of(model)
+        np.savez_compressed(cache, phi=phi, psi=psi, dtype=dtype)
     t_feat = time.time() - t0
     out = {"meta": run_meta(MODEL, "cpu", 0, "bench", layers=list(LAYERS), C=a.C, question=QUESTION,
-                            dtype=dtype_of(model)),
+                            dtype=dtype),
            "n_rows": len(rows), "n_harmful": int(h.sum()),
            "harmful_counts": {c: int((y[h] == c).sum()) for c in LABELS},
            "origins": {o: int(n) for o, n in zip(*np.unique([r["origin"].split("@")[0] for r in rows],
                                                               return_counts=True))},
            "seconds_features": round(t_feat, 1), "features": {}}
+    sweep = [float(c) for c in a.sweep.split(",") if c.strip()]
     for name, X in (("phi (judge of record's features)", phi), ("psi (base model's reading)", psi),
                     ("phi + psi", np.concatenate([phi, psi], 1))):
         pred = cross_validate(X, y, h, g, a.C)
         rep = agreement_report(list(y[h]), list(pred[h]), LABELS)
-        out["features"][name] = {"dim": int(X.shape[1]), "harmful": rep}
+        out["features"][name] = {"dim": int(X.shape[1]), "harmful": rep, "sweep": {}}
         print(f"{name}: agreement {rep['agreement']:.3f}; " + ", ".join(
             f"{c} P {d['precision']:.2f} R {d['recall']:.2f}" for c, d in rep["classes"].items()), flush=True)
+        for C in sweep:
+            r = agreement_report(list(y[h]), list(cross_validate(X, y, h, g, C)[h]), LABELS)
+            out["features"][name]["sweep"][f"{C:g}"] = {
+                "agreement": r["agreement"], **{f"{c}_recall": d["recall"] for c, d in r["classes"].items()}}
+            print(f"  C {C:g}: agreement {r['agreement']:.3f}; positive R {r['classes']['positive']['recall']:.2f}, "
+                  f"negative R {r['classes']['negative']['recall']:.2f}", flush=True)
     out["seconds_total"] = round(time.time() - t0, 1)
     write_json(a.out, out)
     print("->", a.out)
