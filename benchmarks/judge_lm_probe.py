@@ -38,13 +38,13 @@ import time
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from magictokens.chat import chat_text
-from magictokens.cotraining.judge import ENCODER_MAX_LENGTH, LABELS, READ_FILE, features, reply_key, rule_label
+from magictokens.chat import chat_text, left_pad, pad_id
+from magictokens.cotraining.judge import (ENCODER_MAX_LENGTH, LABELS, READ_FILE, Judge, features, reply_key,
+                                          rule_label)
 from magictokens.cotraining.refusal_judge import SentenceEncoder
 from magictokens.metrics import agreement_report
 from magictokens.models import dtype_of, load_model, torch_threads
@@ -95,13 +95,8 @@ def lm_features(model, tok, rows, batch_size: int = 16) -> np.ndarray:
             b = len(tok(full[:start + len(r["reply"])], add_special_tokens=False).input_ids)
             seqs.append(tok(full, add_special_tokens=False).input_ids)
             spans.append((a, max(b, a + 1)))
-        L = max(map(len, seqs))
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        ids = torch.full((len(seqs), L), pad, dtype=torch.long)
-        att = torch.zeros((len(seqs), L), dtype=torch.long)
-        for j, s in enumerate(seqs):          # left padding: the last position is every row's last token
-            ids[j, L - len(s):] = torch.tensor(s)
-            att[j, L - len(s):] = 1
+        ids, att = left_pad(seqs, pad_id(tok))   # the last position is every row's last token
+        L = ids.shape[1]
         hs = model(input_ids=ids.to(dev), attention_mask=att.to(dev), output_hidden_states=True).hidden_states
         for j, s in enumerate(seqs):
             off = L - len(s)
@@ -114,28 +109,14 @@ def lm_features(model, tok, rows, batch_size: int = 16) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def balanced_weights(y, h) -> np.ndarray:
-    """Class balance within harmful and within benign prompts (as `Judge.fit_features` does)."""
-    w = np.ones(len(y))
-    for side in (True, False):
-        m = h == side
-        cls, n = np.unique(y[m], return_counts=True)
-        for c, k in zip(cls, n):
-            w[m & (y == c)] = m.sum() / (len(cls) * k)
-    return w
-
-
 def cross_validate(X, y, h, groups, C: float, folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Out-of-fold predictions of a class-balanced LR over standardised X, folds grouped by prompt."""
+    """Out-of-fold predictions of the judge's classifier (`Judge.fit_features`: class-balanced within harmful and
+    within benign prompts, no "negative" on a benign prompt) over standardised X, folds grouped by prompt."""
     pred = np.empty(len(y), dtype=object)
     for tr, te in GroupKFold(n_splits=folds).split(X, y, groups):
         sc = StandardScaler().fit(X[tr])
-        clf = LogisticRegression(C=C, max_iter=5000, random_state=seed)
-        clf.fit(sc.transform(X[tr]), y[tr], sample_weight=balanced_weights(y[tr], h[tr]))
-        z = clf.decision_function(sc.transform(X[te]))
-        z = z[:, [list(clf.classes_).index(c) for c in LABELS]]
-        z[~h[te], LABELS.index("negative")] = -np.inf          # no "negative" on a benign prompt
-        pred[te] = [LABELS[i] for i in z.argmax(1)]
+        judge = Judge(C=C).fit_features(sc.transform(X[tr]), list(y[tr]), None, seed, h[tr])
+        pred[te] = judge.predict_features(sc.transform(X[te]), h[te])
     return pred
 
 

@@ -30,10 +30,6 @@ def rows(path) -> dict:
             "C": float(z["C"])}
 
 
-class _NoEncoder:
-    """Features are given: the judge never encodes text here."""
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--boost", type=float, default=3.0, help="weight of the kept rows in the third fit")
@@ -54,7 +50,7 @@ def main():
         y = np.concatenate([d["y"][m] for d, m, _ in parts])
         w = np.concatenate([s * d["w"][m] for d, m, s in parts])
         h = np.concatenate([d["harmful"][m] for d, m, _ in parts])
-        judge = Judge(_NoEncoder(), fit["C"]).fit_features(X, list(y), w, 0, h)
+        judge = Judge(C=fit["C"]).fit_features(X, list(y), w, 0, h)
         pred = judge.predict_features(kept["X"][test], kept["harmful"][test])
         rep = held_out_report(list(kept["y"][test]), pred, kept["harmful"][test])["harmful"]
         out["fits"][name] = rep

@@ -72,6 +72,19 @@ def test_judge_fits_masks_negative_on_benign_and_round_trips_through_the_file(tm
         load_judge(tmp_path / "missing.npz", encoder=enc)
 
 
+def test_a_judge_on_given_features_never_builds_its_encoder_and_one_that_reads_text_does(monkeypatch):
+    import magictokens.cotraining.judge as J
+    built = []
+    monkeypatch.setattr(J, "SentenceEncoder", lambda **kw: built.append(kw) or PairHashEncoder())
+    prompts, replies, harmful, labels = data()
+    X = features(PairHashEncoder(), prompts, replies, harmful)
+    j = Judge(C=10.0).fit_features(X, labels)
+    assert j.predict_features(X[:5], harmful[:5]) == labels[:5] and built == []     # numbers in, no encoder
+    assert j.judge(replies[:5], harmful[:5], prompts=prompts[:5]) == labels[:5]    # text in: built once, on use
+    j.judge(replies[:5], harmful[:5], prompts=prompts[:5])
+    assert built == [{"max_length": J.ENCODER_MAX_LENGTH}]
+
+
 def test_held_out_report_counts_by_hand(tmp_path):
     """Held-out negatives identical in text to trained positives: the judge calls all 4 held-out replies
     positive, so by hand: positive precision 2/4, recall 2/2; negative recall 0/2; agreement 2/4."""

@@ -167,10 +167,16 @@ class Judge:
     """positive / negative / rejective / invalid for (reply, harmful flag, prompt); module docstring."""
 
     def __init__(self, encoder: SentenceEncoder | None = None, C: float = 1.0):
-        self.encoder = encoder or SentenceEncoder(max_length=ENCODER_MAX_LENGTH)
+        self._encoder = encoder        # built on first use: a judge fitted and applied on given features never loads it
         self.C = C
         self.clf: LogisticRegression | None = None
         self.fit_sha: str | None = None          # set by load_judge: the fitting file's hash
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        if self._encoder is None:
+            self._encoder = SentenceEncoder(max_length=ENCODER_MAX_LENGTH)
+        return self._encoder
 
     def fit_features(self, X: np.ndarray, labels, weights=None, seed: int = 0, harmful=None) -> "Judge":
         missing = set(LABELS) - set(labels)
