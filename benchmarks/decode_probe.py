@@ -8,7 +8,9 @@ reader calls invalid whatever the mode. This probe loads the stage's trained co-
 (`results/cpu/models/cotraining/cotrained`, the `cpu` scale's seed), generates replies to the validation harmful
 prompts (training sources, never trained on nor evaluated on by the stage: `data.build_safety_data(n_val_...)`)
 under each mode's magic token with each decoding variant, and judges them. Variants: `greedy`, `rpX` (greedy with
-repetition_penalty X), `nrN` (greedy with no_repeat_ngram_size N), `rpX+nrN`. The replies (not committed) go to
+repetition_penalty X), `nrN` (greedy with no_repeat_ngram_size N), `mcG` (contrast decoding against the contrasted
+mode's token with scale G, `chat.ContrastProcessor`: positive against negative, negative against positive,
+rejective against negative), and any of them joined by `+`. The replies (not committed) go to
 results/bench/judge/decode_probe_replies.jsonl for reading; the judged shares to results/bench/decode_probe.json.
 """
 from __future__ import annotations
@@ -34,8 +36,13 @@ OUT = REPO_ROOT / "results" / "bench" / "decode_probe.json"
 ADAPTER = REPO_ROOT / "results" / "cpu" / "models" / "cotraining" / "cotrained"
 
 
+CONTRAST = {"positive": "negative", "negative": "positive", "rejective": "negative"}   # mcG: which token each
+# mode's replies are contrasted against (the mode a harmful prompt's reply most often slides into)
+
+
 def decoding(variant: str) -> dict:
-    """'greedy' | 'rp1.3' | 'nr4' | 'rp1.2+nr3' -> generate() keyword arguments."""
+    """'greedy' | 'rp1.3' | 'nr4' | 'mc0.5' | 'rp1.2+nr3+mc0.5' -> generate() keyword arguments
+    (mcG -> contrast_scale G; the contrast system prompt is the mode's, set where the mode is known)."""
     kw = {}
     for part in variant.split("+"):
         if part == "greedy":
@@ -44,8 +51,10 @@ def decoding(variant: str) -> dict:
             kw["repetition_penalty"] = float(m.group(1))
         elif m := re.fullmatch(r"nr(\d+)", part):
             kw["no_repeat_ngram_size"] = int(m.group(1))
+        elif m := re.fullmatch(r"mc(\d+(?:\.\d+)?)", part):
+            kw["contrast_scale"] = float(m.group(1))
         else:
-            raise MagicTokensError(f"decoding variant {variant!r}: use greedy, rpX, nrN or rpX+nrN")
+            raise MagicTokensError(f"decoding variant {variant!r}: use greedy, rpX, nrN, mcG or a + of them")
     return kw
 
 
@@ -79,8 +88,9 @@ def main():
             diag = {}
             for mode in a.modes:
                 t1 = time.time()
+                other = {"contrast_system": tokens[CONTRAST[mode]]} if kw.get("contrast_scale") else {}
                 outs = generate(model, tok, val, tokens[mode], cfg.max_new_tokens, cfg.gen_batch_size,
-                                cfg.train.max_prompt_tokens, **kw)
+                                cfg.train.max_prompt_tokens, **kw, **other)
                 labels = judge.judge(outs, [True] * len(val), prompts=val)
                 diag[mode] = sum(x == mode for x in labels) / len(val)
                 replies += [{"lr": 0.0, "epochs": 0, "variant": v, "mode": mode, "prompt": p, "reply": o,

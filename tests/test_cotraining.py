@@ -391,6 +391,43 @@ def test_repetition_penalty_and_no_repeat_ngram_decode_as_computed_by_hand(tiny)
     assert outs[(3.0, 0)] != plain        # the penalty changes this tiny model's loop: the test can fail
 
 
+def test_contrast_decoding_matches_a_by_hand_loop_per_row_and_changes_the_reply(tiny):
+    """chat.generate(contrast_system=, contrast_scale=gamma) against a by-hand greedy loop, one prompt at a time
+    with no padding or cache: y_t = argmax l + gamma (l - l~), l = log_softmax(logits after the prompt under
+    its system prompt + y_<t), l~ = the same under the contrast system prompt. Prompts of different lengths
+    and a contrast context of another length than the conditional one check the padding, positions and
+    cache of both sides; with the repetition penalty on, the contrast follows the penalised scores."""
+    model, tok = tiny
+    prompts, n_new, gamma = ["the cat", "a dog is big and the cat"], 8, 1.5
+
+    def by_hand(p: str, r: float) -> str:
+        ids, other, new = chat.prompt_ids(tok, p, "red"), chat.prompt_ids(tok, p, "blue green red"), []
+        with torch.no_grad():
+            for _ in range(n_new):
+                z = model(input_ids=torch.tensor([ids + new])).logits[0, -1].clone()
+                seen = torch.tensor(sorted(set(ids + new)))
+                z[seen] = torch.where(z[seen] > 0, z[seen] / r, z[seen] * r)
+                lc = torch.log_softmax(z, -1)
+                lo = torch.log_softmax(model(input_ids=torch.tensor([other + new])).logits[0, -1], -1)
+                nxt = int((lc + gamma * (lc - lo)).argmax())
+                new.append(nxt)
+                if nxt == tok.eos_token_id:
+                    break
+        return tok.decode(new, skip_special_tokens=True).strip()
+
+    for r in (1.0, 1.3):
+        outs = chat.generate(model, tok, prompts, "red", n_new, batch_size=2, repetition_penalty=r,
+                             contrast_system="blue green red", contrast_scale=gamma)
+        assert outs == [by_hand(p, r) for p in prompts], r
+    plain = chat.generate(model, tok, prompts, "red", n_new, batch_size=2)
+    assert chat.generate(model, tok, prompts, "red", n_new, batch_size=2, contrast_system="blue green red",
+                         contrast_scale=0.0) == plain
+    assert chat.generate(model, tok, prompts, "red", n_new, batch_size=2, contrast_system="blue green red",
+                         contrast_scale=gamma) != plain        # the contrast acts here: the test can fail
+    with pytest.raises(MagicTokensError, match="contrast_system"):
+        chat.generate(model, tok, prompts, "red", n_new, contrast_scale=gamma)
+
+
 def test_positive_harmful_repeat_adds_copies_of_the_harmful_positive_rows_only():
     from magictokens.cotraining.pipeline import cotraining_rows
     resp = {m: f"{m} reply" for m in MODES}
