@@ -427,17 +427,33 @@ def test_paper_b_status_says_reproduced_only_past_the_bar(tmp_path):
     assert "(judge agreement below 0.90)" in render_paper_b_status(tmp_path)[0]
 
 
-def test_beyond_headline_names_the_rows_with_nothing_to_reach():
-    """README's beyond table leaves out rows whose target mode never held (N = 0) and names them; the docs page
-    keeps every row and the answers in words."""
+def test_beyond_headline_names_the_rows_with_nothing_to_reach(tmp_path):
+    """README's beyond table leaves out rows with N = 0 and names them: a row whose target mode never held on the
+    prompts done (0 of n > 0) as nothing to reach, a row a cut run never started (0 of 0) as not searched yet;
+    the docs page keeps every row and the answers in words."""
+    import json
+    import shutil
+
     from magictokens.report import render_mode_reachability
 
-    head = "\n".join(render_mode_reachability("cpu", REPO_ROOT, detail=False))
-    full = "\n".join(render_mode_reachability("cpu", REPO_ROOT))
+    (tmp_path / "results" / "cpu").mkdir(parents=True)
+    d = json.loads((REPO_ROOT / "results" / "cpu" / "mode_reachability.json").read_text())
+    rows = [s for p in d["transitions"].values() for s in p.values()] + \
+           [s for p in d["baselines"].values() for s in p.values()]
+    assert any(s["n"] for s in rows) and any(not s["n_prompts"] for s in rows)   # the committed run is cut
+    held = next(s for s in rows if s["n"])
+    held.update(n=0, n_prompts=7)                                                 # the mode never held on 7 done
+    (tmp_path / "results" / "cpu" / "mode_reachability.json").write_text(json.dumps(d))
+    shutil.copy(REPO_ROOT / "results" / "cpu" / "cotraining.json", tmp_path / "results" / "cpu")
+    head = "\n".join(render_mode_reachability("cpu", tmp_path, detail=False))
+    full = "\n".join(render_mode_reachability("cpu", tmp_path))
+    never, unrun = head.split("Nothing to reach", 1)[1].split("Not searched yet", 1)
     empty = [ln for ln in full.splitlines() if ln.startswith("| ") and "| 0 of " in ln]
+    assert any("| 0 of 7 |" in ln for ln in empty) and any("| 0 of 0 |" in ln for ln in empty)
     for ln in empty:
         name = ln.split(" | ")[0][2:]
-        assert ln not in head and name in head.split("Nothing to reach", 1)[1]
+        assert ln not in head
+        assert name in (never if "| 0 of 7 |" in ln else unrun) and name not in (unrun if "| 0 of 7 |" in ln else never)
     assert "\n- " not in head and "\n- " in full
 
 

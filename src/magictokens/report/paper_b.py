@@ -163,7 +163,11 @@ def render_mode_reachability(scale: str, root: Path, detail: bool = True) -> lis
         n = f"{s['n']} of {s['n_prompts']}" if "n_prompts" in s else str(s["n"])
         out.append(f"| {name} | {n} | " + " | ".join(_f(s["eps"].get(k)) for k in KS)
                    + f" | {_f(s['eps_judged'].get('10'))} |")
-    nothing = (f" Nothing to reach (the target mode never held on these prompts): {'; '.join(empty)}." if empty else "")
+    # a row with no prompt done (n_prompts 0: a cut run stopped before it) is not a row where the mode never held
+    unrun = [name for name, s in rows if name in empty and not s["n_prompts"]]
+    held = [name for name in empty if name not in unrun]
+    nothing = ((f" Nothing to reach (the target mode never held on these prompts): {'; '.join(held)}." if held else "")
+               + (f" Not searched yet (the cut run stopped before them): {'; '.join(unrun)}." if unrun else ""))
     if legacy:
         return out + ["", f"Random magic-token switch rate (judged negative): {_f(d.get('random_token_switch_rate'))}."
                       + (f" {_backoff_line(d['meta']['backoff'])}" if d["meta"].get("backoff") else "") + nothing, ""]
