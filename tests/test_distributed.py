@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from subprocs import Started, run_together
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -30,16 +31,20 @@ def search(root: Path, *extra) -> None:
                     *extra], env=env(), check=True, capture_output=True, timeout=600, cwd=REPO)
 
 
-def accelerate(*args, n: int = 2) -> str:
-    """`accelerate launch` n processes of a module (`-m NAME ...`) or a script. -> stdout"""
+def accelerate_cmd(*args, n: int = 2) -> list[str]:
+    """The command that `accelerate launch`es n processes of a module (`-m NAME ...`) or a script."""
     if not ACCELERATE.exists():
         pytest.skip("accelerate's launcher is not installed in this environment")
     # --multi_gpu is accelerate's torchrun launcher; on a CPU-only machine it starts n CPU processes
     # (`--cpu --num_processes n` runs one process unless MPI is installed: accelerate issue #2741)
-    out = subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
-                          "--mixed_precision", "no", "--dynamo_backend", "no", *map(str, args)],
-                         env=env(), check=True, capture_output=True, text=True, timeout=900, cwd=REPO)
-    return out.stdout
+    return [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", *map(str, args)]
+
+
+def accelerate(*args, n: int = 2) -> str:
+    """`accelerate launch` n processes of a module (`-m NAME ...`) or a script. -> stdout"""
+    return subprocess.run(accelerate_cmd(*args, n=n), env=env(), check=True, capture_output=True, text=True,
+                          timeout=900, cwd=REPO).stdout
 
 
 def launch(root: Path, n: int = 2) -> str:
@@ -127,10 +132,13 @@ def test_merge_keeps_a_redone_row_and_skips_a_repeated_line(tmp_path):
 JOBS = REPO / "tests" / "launched_jobs.py"
 
 
+def job_cmd(*args) -> list[str]:
+    return [sys.executable, str(JOBS), *map(str, args)]
+
+
 def job(*args) -> None:
     """tests/launched_jobs.py in one process."""
-    subprocess.run([sys.executable, str(JOBS), *map(str, args)], env=env(), check=True, capture_output=True,
-                   timeout=300, cwd=REPO)
+    subprocess.run(job_cmd(*args), env=env(), check=True, capture_output=True, timeout=300, cwd=REPO)
 
 
 def beyond_rows(path: Path) -> list:
@@ -142,8 +150,8 @@ def beyond_rows(path: Path) -> list:
 def test_map_ranks_under_a_launch_is_the_single_process_map_in_order(tmp_path):
     from launched_jobs import PROMPTS
 
-    job("replies", tmp_path / "alone")
-    accelerate(JOBS, "replies", tmp_path / "launched")
+    run_together([(job_cmd("replies", tmp_path / "alone"), env()),               # independent: side by side
+                  (accelerate_cmd(JOBS, "replies", tmp_path / "launched"), env())], cwd=REPO)
     alone = json.loads((tmp_path / "alone" / "rank0.json").read_text())
     r0, r1 = (json.loads((tmp_path / "launched" / f"rank{i}.json").read_text()) for i in (0, 1))
     assert alone["did"] == PROMPTS and [p for p, _ in alone["replies"]] == PROMPTS
@@ -155,9 +163,9 @@ def test_map_ranks_under_a_launch_is_the_single_process_map_in_order(tmp_path):
 @pytest.mark.notebook
 def test_beyond_study_runner_shard_launch_and_single_runs_leave_the_rows_of_one_process(tmp_path):
     solo, log = tmp_path / "solo.jsonl", tmp_path / "mix" / "t.jsonl"
-    job("transition", solo)
-    assert len(beyond_rows(solo)) == 5 and any(r[3] is not None for r in beyond_rows(solo))   # searches ran
-    job("transition", log, "0/3")                       # a job array's first task: prompts 0 and 3, not merged
+    run_together([(job_cmd("transition", solo), env()),                       # one process, side by side with
+                  (job_cmd("transition", log, "0/3"), env())], cwd=REPO)      # a job array's first task: prompts
+    assert len(beyond_rows(solo)) == 5 and any(r[3] is not None for r in beyond_rows(solo))   # 0 and 3, not merged
     assert not log.exists() and len((log.parent / "t.shard0of3.jsonl").read_text().splitlines()) == 2
     accelerate(JOBS, "transition", log)                 # two processes take what is left; rank 0 merges
     assert not list(log.parent.glob("*.shard*")) and beyond_rows(log) == beyond_rows(solo)
@@ -195,12 +203,12 @@ def instance_logs(root: Path) -> dict:
 @pytest.mark.notebook
 def test_paper_b_and_the_beyond_study_under_a_launch_give_the_results_of_one_process(tmp_path):
     alone, launched = tmp_path / "alone", tmp_path / "launched"
-    subprocess.run([sys.executable, "-c", ALONE, str(alone), json.dumps(SETS)], env=env(), check=True,
-                   capture_output=True, timeout=600, cwd=REPO)
+    one = Started([sys.executable, "-c", ALONE, str(alone), json.dumps(SETS)], env(), cwd=REPO)   # side by side
     sets = [x for k, v in SETS.items() for kk, vv in v.items() for x in ("--set", f"{k}.{kk}={vv}")]
     for stage in ("cotraining", "mode_reachability"):   # rank 0 executes the notebook, rank 1 runs the stage
         out = accelerate("-m", "magictokens.pipeline", "run", stage, "--scale", "smoke", "--out-root", launched, *sets)
         assert out.strip().splitlines()[-1].endswith(".ipynb")                 # one process printed, rank 0
+    one.result()
     for stage in ("cotraining", "mode_reachability"):
         assert stage_json(launched, stage) == stage_json(alone, stage), stage
     rows = {name: beyond_rows(launched / name) for name in instance_logs(launched)}

@@ -15,7 +15,6 @@ import math
 from statistics import NormalDist
 
 import numpy as np
-from sklearn.metrics import silhouette_score
 
 
 def k_epsilon_curve(required_k, ks) -> dict[int, float]:
@@ -126,6 +125,7 @@ def silhouette_from_distances(D, labels) -> float:
     n_groups = len(set(labels.tolist()))
     if n_groups < 2 or n_groups >= len(labels):
         return float("nan")
+    from sklearn.metrics import silhouette_score   # imported here: sklearn's import costs seconds (a process that reads results)
     return float(silhouette_score(np.asarray(D, dtype=np.float64), labels, metric="precomputed"))
 
 

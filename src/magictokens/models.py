@@ -31,8 +31,8 @@ import torch
 from safetensors.torch import save_model
 from tokenizers import Tokenizer, decoders, pre_tokenizers
 from tokenizers import models as tok_models
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                          PreTrainedTokenizerFast)
+# transformers is imported where a model or tokenizer is built (its import costs seconds on a 2-core CPU, and a
+# process that only reads results, e.g. a notebook redrawing its figures, never needs it)
 
 from .config import TINY_MODEL
 from .distributed import local_device
@@ -172,6 +172,7 @@ def _materialize_gguf_file(gguf: Path) -> Path:
 def _dequantize_gguf(gguf: Path, out: Path) -> Path:
     """GGUF -> fp32 HF directory at `out` (config, safetensors, tokenizer); needs `gguf`."""
     # fp32 load then save: loading straight to bf16 warns about packed weights.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
@@ -222,6 +223,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "aut
     elif name.endswith(".gguf") and Path(name).is_file():
         path = _materialize_gguf_file(Path(name))   # needs `gguf` the first time
     try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
     except (OSError, ValueError) as exc:  # hub unreachable, no such repo, no such dir
@@ -268,6 +270,7 @@ def build_tiny_tokenizer():
     core = Tokenizer(tok_models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    from transformers import PreTrainedTokenizerFast
     return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<bos>",
                                    eos_token="<eos>", pad_token="<pad>")
 
@@ -275,6 +278,7 @@ def build_tiny_tokenizer():
 def build_tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 64, n_heads: int = 4):
     """A random 2-layer Llama over the tiny tokenizer: unit tests only."""
     tok = build_tiny_tokenizer()
+    from transformers import LlamaConfig, LlamaForCausalLM
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=d_model, intermediate_size=2 * d_model,
                       num_hidden_layers=n_layers, num_attention_heads=n_heads,
                       num_key_value_heads=n_heads, max_position_embeddings=128,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import math
 import numbers
@@ -21,7 +22,6 @@ import subprocess
 from pathlib import Path
 
 import torch
-import transformers
 from pydantic import TypeAdapter
 
 from . import __version__
@@ -50,7 +50,7 @@ def figures_dir(scale: str, stage: str, root: str | Path | None = None) -> Path:
 
 def versions() -> dict:
     out = {"python": platform.python_version(), "torch": torch.__version__,
-           "transformers": transformers.__version__}
+           "transformers": importlib.metadata.version("transformers")}   # no import of transformers: seconds
     try:
         out["magictokens"] = __version__
         out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache
 
 from .errors import MagicTokensError
 
@@ -92,6 +91,7 @@ class PrefixCache:
     """
 
     def __init__(self, model, prefix_ids: torch.Tensor):
+        from transformers import DynamicCache   # here: transformers' import costs seconds (models.py)
         self._cls = DynamicCache
         with torch.inference_mode():
             out = model(input_ids=prefix_ids[None].to(model.device), use_cache=True)

@@ -31,7 +31,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from ..errors import MagicTokensError
 from ..metrics import agreement_report
@@ -78,6 +77,7 @@ class ContentJudge:
         missing = set(CONTENT_LABELS) - set(labels)
         if missing:
             raise MagicTokensError(f"content judge training labels lack {sorted(missing)}: label more replies")
+        from sklearn.linear_model import LogisticRegression   # imported here: sklearn's import costs seconds (models.py)
         self.clf = LogisticRegression(C=self.C, max_iter=5000, class_weight="balanced", random_state=seed)
         self.clf.fit(np.asarray(X, dtype=np.float32), np.asarray(labels))
         return self

@@ -47,19 +47,22 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.metadata
 import json
 import os
 import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sklearn
-from sklearn.linear_model import LogisticRegression
 
 from ..data import data_path
 from ..errors import MagicTokensError
+
+if TYPE_CHECKING:   # sklearn is imported where a judge is fitted: its import costs seconds
+    from sklearn.linear_model import LogisticRegression
 from ..metrics import agreement_report
 from ..models import cache_root
 from .content_judge import distinct_ratio, echo_share
@@ -192,6 +195,7 @@ class Judge:
             cells = {c: v for c, v in cells.items() if v > 0}
             for c, v in cells.items():
                 w[(y == c) & (h == side)] *= sum(cells.values()) / (len(cells) * v)
+        from sklearn.linear_model import LogisticRegression
         self.clf = LogisticRegression(C=self.C, max_iter=5000, random_state=seed)
         self.clf.fit(np.asarray(X, dtype=np.float32), y, sample_weight=w)
         return self
@@ -278,7 +282,7 @@ def held_out_report(truth, pred, harmful) -> dict:
 def _fitted_cache(sha: str, seed: int) -> Path:
     """Where a judge fitted from one fitting file (by hash) and seed is kept: the two fits take ~8 s on a 2-core
     CPU, paid once per file, not by every stage and test that loads the judge. Keyed by sklearn's version too."""
-    return cache_root() / "judge" / f"{sha}-seed{seed}-sklearn{sklearn.__version__}.pkl"
+    return cache_root() / "judge" / f"{sha}-seed{seed}-sklearn{importlib.metadata.version('scikit-learn')}.pkl"
 
 
 def load_judge(path=FIT_FILE, seed: int = 0, encoder: SentenceEncoder | None = None) -> tuple[Judge, dict]:

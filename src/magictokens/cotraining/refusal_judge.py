@@ -37,8 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from transformers import AutoModel, AutoTokenizer
 
 from ..data import data_path
 from ..errors import MagicTokensError
@@ -91,6 +89,7 @@ class SentenceEncoder:
 
     def __init__(self, max_length: int = 128, batch_size: int = 64):
         d = encoder_dir()
+        from transformers import AutoModel, AutoTokenizer   # here: transformers' import costs seconds
         self.tok = AutoTokenizer.from_pretrained(d)
         self.model = AutoModel.from_pretrained(d, dtype=torch.float32).eval()
         self.max_length, self.batch_size = max_length, batch_size
@@ -184,6 +183,7 @@ class OfflineJudge:
         if len(set(refusal.tolist())) < 2:
             raise MagicTokensError("judge training data holds one class only: need refusals and answers")
         X = self.encoder.encode(texts)
+        from sklearn.linear_model import LogisticRegression   # imported here: sklearn's import costs seconds (models.py)
         self.clf = LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced", random_state=seed).fit(X, refusal)
         return self
 

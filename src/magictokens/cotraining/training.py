@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
@@ -167,6 +166,7 @@ def _attach(model, cfg: TrainConfig, seed: int):
     """LoRA on all linear layers (peft) or every weight trainable. -> (model, params)"""
     torch.manual_seed(seed)
     if cfg.lora:
+        from peft import LoraConfig, get_peft_model   # here: peft imports transformers (seconds)
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
         return model, [p for p in model.parameters() if p.requires_grad]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peft import PeftModel
 from safetensors.torch import load_model as load_weights
 
 from ..cotraining.data import _norm, build_safety_data
@@ -67,6 +66,7 @@ def load_trained(base_name: str, models_dir, name: str, device="auto", dtype="fl
     for part in chain:
         d = models_dir / part
         if (d / "adapter_config.json").exists():
+            from peft import PeftModel   # here: peft imports transformers (seconds)
             model = PeftModel.from_pretrained(model, str(d)).merge_and_unload()
         elif (d / "model.safetensors").exists():
             load_weights(model, str(d / "model.safetensors"), strict=False)

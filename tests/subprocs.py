@@ -1,0 +1,44 @@
+"""Independent subprocesses of a test, run side by side (a helper, not a test file).
+
+Each process a test starts spends its first ~8 s of a 2-core CPU importing torch and transformers on one
+core; two processes whose results do not depend on each other, started together, finish in about the time
+of one. Their output goes to temporary files, not pipes, so a chatty process never blocks on a full pipe.
+"""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+
+
+class Started:
+    """A command started in the background: `result()` waits for it -> its stdout (CalledProcessError,
+    with its stderr, if it failed)."""
+
+    def __init__(self, cmd: list[str], env: dict | None = None, timeout: float = 600, cwd=None):
+        self.cmd, self.timeout = cmd, timeout
+        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.out, stderr=self.err, text=True, cwd=cwd)
+
+    def result(self) -> str:
+        try:
+            code = self.proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        self.out.seek(0), self.err.seek(0)
+        out, err = self.out.read(), self.err.read()
+        self.out.close(), self.err.close()
+        if code:
+            raise subprocess.CalledProcessError(code, self.cmd, out, err)
+        return out
+
+
+def run_together(jobs: list[tuple[list[str], dict | None]], timeout: float = 600, cwd=None) -> list[str]:
+    """Start every (command, environment) at once, wait for all -> their stdouts, in order."""
+    started = [Started(cmd, env, timeout, cwd) for cmd, env in jobs]
+    try:
+        return [s.result() for s in started]
+    finally:
+        for s in started:            # one failed: stop the others rather than leave them running
+            if s.proc.poll() is None:
+                s.proc.kill()
