@@ -1,8 +1,11 @@
 """Independent subprocesses of a test, run side by side (a helper, not a test file).
 
-Each process a test starts spends its first ~8 s of a 2-core CPU importing torch and transformers on one
-core; two processes whose results do not depend on each other, started together, finish in about the time
-of one. Their output goes to temporary files, not pipes, so a chatty process never blocks on a full pipe.
+Each process a test starts spends its first seconds of a 2-core CPU importing torch and transformers on one
+core; two one-thread processes (OMP_NUM_THREADS=1) whose results do not depend on each other, started
+together, take one core each (tests/test_distributed.py: the beyond runner's test 50 -> 35 s on an AVX2-only
+CPU). Not for processes that compute on both cores: two 2-thread co-training runs side by side took 87 s
+where one after the other took 47. Output goes to temporary files, not pipes, so a chatty process never
+blocks on a full pipe.
 """
 from __future__ import annotations
 
