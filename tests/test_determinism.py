@@ -86,12 +86,15 @@ def test_real_model_lora_steps_repeat_at_fixed_threads():
 
 
 @pytest.mark.notebook
-def test_a_rerun_of_the_cotraining_stage_resumes_training_and_generates_nothing(tmp_path, monkeypatch):
+def test_a_rerun_of_the_cotraining_stage_resumes_training_and_generates_nothing(tmp_path, monkeypatch, smoke_cotraining):
     """A stage stopped after training (or rerun with another judge) loads the adapters and the replies it saved:
-    the same numbers, no optimizer step, no generation."""
+    the same numbers, no optimizer step, no generation. The first run is the suite's smoke co-training (a copy)."""
+    import shutil
+
     from magictokens.cotraining import evaluate, training
     from magictokens.stages.cotraining import run
-    first = run("smoke", tmp_path, progress=lambda *a: None)
+    shutil.copytree(smoke_cotraining[0], tmp_path, dirs_exist_ok=True)
+    (tmp_path / "results" / "smoke" / "cotraining.json").unlink()       # written again by the rerun
     models = tmp_path / "results" / "smoke" / "models" / "cotraining"
     assert (models / "generations.jsonl").exists() and (models / "cotrained" / "train.json").exists()
 
@@ -99,8 +102,9 @@ def test_a_rerun_of_the_cotraining_stage_resumes_training_and_generates_nothing(
         raise AssertionError("generated or trained again")
     monkeypatch.setattr(evaluate, "generate", boom)
     monkeypatch.setattr(training.torch.optim, "AdamW", boom)
-    again = run("smoke", tmp_path, progress=lambda *a: None)
+    run("smoke", tmp_path, progress=lambda *a: None)
+    first, again = (json.loads((root / "results" / "smoke" / "cotraining.json").read_text())
+                    for root in (smoke_cotraining[0], tmp_path))
     for k in ("confusion", "confusion_benign", "safety_score", "xstest_over_refusal", "mmlu", "sam", "train_logs",
               "jailbreak", "distil"):
-        assert json.dumps(getattr(again, k), sort_keys=True, default=str) == \
-            json.dumps(getattr(first, k), sort_keys=True, default=str), k
+        assert json.dumps(again[k], sort_keys=True) == json.dumps(first[k], sort_keys=True), k

@@ -177,7 +177,7 @@ def test_beyond_study_runner_shard_launch_and_single_runs_leave_the_rows_of_one_
     assert log.read_text() == before and not list(log.parent.glob("*.shard*"))
 
 
-SETS = {"cotraining": {"threads": 1, "gen_batch_size": 4}, "mode_reachability": {"n_prompts": 3, "gen_batch_size": 2}}
+SETS = {"cotraining": {"threads": 1, "gen_batch_size": 4}, "mode_reachability": {"n_prompts": 2, "gen_batch_size": 2}}
 ALONE = """
 import json, sys
 from magictokens.stages import cotraining, mode_reachability
@@ -213,6 +213,6 @@ def test_paper_b_and_the_beyond_study_under_a_launch_give_the_results_of_one_pro
         assert stage_json(launched, stage) == stage_json(alone, stage), stage
     rows = {name: beyond_rows(launched / name) for name in instance_logs(launched)}
     assert rows == {name: beyond_rows(alone / name) for name in instance_logs(alone)}
-    assert len(rows) == 8 and all(len(r) == 3 for r in rows.values())         # 2 placements x 4 models, 3 prompts
+    assert len(rows) == 8 and all(len(r) == 2 for r in rows.values())         # 2 placements x 4 models, 2 prompts
     assert not list(launched.rglob("*.shard*"))
     # resuming under a launch (no prompt searched again) is the runner's: checked by the shard-launch test above

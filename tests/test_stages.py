@@ -1,14 +1,16 @@
 """Stages: typed results that round-trip through results/, figures redrawn from them, params by type."""
+import os
 import shutil
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from subprocs import run_together
 
 from magictokens.config import REPO_ROOT, stage_params
 from magictokens.errors import MagicTokensError
 from magictokens.mode_reachability import ModeReachConfig
-from magictokens.pipeline import run_stage
 from magictokens.reachability import ReachabilityConfig
 from magictokens.stages.reachability import FAMILIES, ReachabilityResult, aggregate
 from magictokens.theory import TheoremConfig
@@ -71,23 +73,38 @@ def test_every_committed_stage_result_has_its_redraw_test():
     assert committed == {(st, sc) for sc, stages in RECORD.items() for st in stages}
 
 
+REDRAWS = [(st, sc) for sc, stages in RECORD.items() for st in stages]
+
+
+@pytest.fixture(scope="module")
+def redrawn(tmp_path_factory) -> dict:
+    """{(stage, scale): root} where each notebook, with redraw=True, drew its stage's committed result: its files
+    copied alone into results/<scale>/ of a root of its own, the model name made unloadable. All notebooks at
+    once: a redraw computes on one core, so on a 2-core CPU two run in the time of one (tests/subprocs.py)."""
+    roots, jobs = {}, []
+    for stage, scale in REDRAWS:
+        root = tmp_path_factory.mktemp(f"redraw-{stage}-{scale}")
+        (root / "results" / scale).mkdir(parents=True)
+        for name in RESULT_FILES[stage]:
+            if (REPO_ROOT / "results" / scale / name).exists():
+                shutil.copy(REPO_ROOT / "results" / scale / name, root / "results" / scale / name)
+        roots[stage, scale] = root
+        jobs.append(([sys.executable, "-m", "magictokens.pipeline", "run", stage, "--scale", scale, "--out-root",
+                      str(root), "--set", "model=no-such-model", "--redraw"], dict(os.environ, OMP_NUM_THREADS="1")))
+    run_together(jobs, cwd=REPO_ROOT)
+    return roots
+
+
 @pytest.mark.notebook
-@pytest.mark.parametrize("stage,scale", [(st, sc) for sc, stages in RECORD.items() for st in stages])
-def test_committed_figures_redraw_from_results_alone(tmp_path, stage, scale):
+@pytest.mark.parametrize("stage,scale", REDRAWS)
+def test_committed_figures_redraw_from_results_alone(redrawn, stage, scale):
     """Each notebook with redraw=True reads its stage's files in results/<scale>/ only (the model
     name is made unloadable) and draws every committed figure byte for byte (PNG)."""
-    src = REPO_ROOT / "results" / scale
-    dst = tmp_path / "results" / scale
-    dst.mkdir(parents=True)
-    for name in RESULT_FILES[stage]:
-        if (src / name).exists():
-            shutil.copy(src / name, dst / name)
-    run_stage(stage, scale, out_root=tmp_path, overrides={"model": "no-such-model"}, redraw=True)
     rel = Path("paper_figures") / stage if scale == "paper" else Path("results") / scale / "figures" / stage
     committed = sorted((REPO_ROOT / rel).glob("*.png"))
     assert committed, f"no committed figures in {rel}"
     for old in committed:
-        new = tmp_path / rel / old.name
+        new = redrawn[stage, scale] / rel / old.name
         assert new.exists(), old.name
         assert new.read_bytes() == old.read_bytes(), f"{rel / old.name} differs from its redraw"
 
