@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from subprocs import run_together
+from subprocs import Started, run_together
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -203,12 +203,13 @@ def instance_logs(root: Path) -> dict:
 @pytest.mark.notebook
 def test_paper_b_and_the_beyond_study_under_a_launch_give_the_results_of_one_process(tmp_path):
     alone, launched = tmp_path / "alone", tmp_path / "launched"
-    subprocess.run([sys.executable, "-c", ALONE, str(alone), json.dumps(SETS)], env=env(), check=True,
-                   capture_output=True, timeout=600, cwd=REPO)
+    # the one-process reference side by side with the launches: every process here computes on 1 thread
+    one = Started([sys.executable, "-c", ALONE, str(alone), json.dumps(SETS)], env(), cwd=REPO)
     sets = [x for k, v in SETS.items() for kk, vv in v.items() for x in ("--set", f"{k}.{kk}={vv}")]
     for stage in ("cotraining", "mode_reachability"):   # rank 0 executes the notebook, rank 1 runs the stage
         out = accelerate("-m", "magictokens.pipeline", "run", stage, "--scale", "smoke", "--out-root", launched, *sets)
         assert out.strip().splitlines()[-1].endswith(".ipynb")                 # one process printed, rank 0
+    one.result()
     for stage in ("cotraining", "mode_reachability"):
         assert stage_json(launched, stage) == stage_json(alone, stage), stage
     rows = {name: beyond_rows(launched / name) for name in instance_logs(launched)}
