@@ -1,4 +1,4 @@
-"""Independent subprocesses of a test, run side by side (a helper, not a test file).
+"""Independent subprocesses of a test, run side by side, and their results compared (helpers, not a test file).
 
 Each process a test starts spends its first seconds of a 2-core CPU importing torch and transformers on one
 core; two one-thread processes (OMP_NUM_THREADS=1) whose results do not depend on each other, started
@@ -9,8 +9,10 @@ blocks on a full pipe.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
+from pathlib import Path
 
 
 class Started:
@@ -45,3 +47,14 @@ def run_together(jobs: list[tuple[list[str], dict | None]], timeout: float = 600
         for s in started:            # one failed: stop the others rather than leave them running
             if s.proc.poll() is None:
                 s.proc.kill()
+
+
+def stage_json(root: Path, stage: str) -> dict:
+    """A smoke stage's result JSON under `root` without what differs from process to process: the machine and
+    the wall times. Everything else must match between two runs of the same seed and threads."""
+    d = json.loads((root / "results" / "smoke" / f"{stage}.json").read_text())
+    for key in ("meta", "seconds", "seconds_total"):
+        d.pop(key, None)
+    for log in [*d.get("train_logs", {}).values(), d.get("distil", {})]:
+        log.pop("seconds", None), log.pop("tokens_per_s", None)
+    return d

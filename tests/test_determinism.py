@@ -5,22 +5,13 @@ import subprocess
 import sys
 
 import pytest
+from subprocs import stage_json
 
 SCRIPT = """
 import sys
 from magictokens.stages.cotraining import run
 run("smoke", sys.argv[1], progress=lambda *a: None)
 """
-
-
-def comparable(root) -> dict:
-    """A smoke cotraining.json without what differs run to run: the machine, wall times, the text examples."""
-    d = json.loads((root / "results" / "smoke" / "cotraining.json").read_text())
-    for key in ("meta", "seconds", "seconds_total", "examples"):
-        d.pop(key, None)
-    for log in d["train_logs"].values():
-        log.pop("seconds"), log.pop("tokens_per_s")
-    return d
 
 
 @pytest.mark.notebook
@@ -30,8 +21,8 @@ def test_cotraining_stage_repeats_exactly_under_another_hash_seed(tmp_path, smok
     env = dict(os.environ, PYTHONHASHSEED="1", OMP_NUM_THREADS="2")   # the reference's kernel ran under "3"
     subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
                    timeout=600, check=True)
-    assert comparable(tmp_path) == comparable(smoke_cotraining[0])
-    assert comparable(tmp_path)["train_logs"]["cotrained"]["steps"] > 0   # something was trained and judged
+    assert stage_json(tmp_path, "cotraining") == stage_json(smoke_cotraining[0], "cotraining")
+    assert stage_json(tmp_path, "cotraining")["train_logs"]["cotrained"]["steps"] > 0   # something was trained and judged
     assert json.loads((tmp_path / "results" / "smoke" / "cotraining.json").read_text())["meta"]["threads"] == 2
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from subprocs import Started, run_together
+from subprocs import Started, run_together, stage_json
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -184,15 +184,6 @@ from magictokens.stages import cotraining, mode_reachability
 for stage in (cotraining, mode_reachability):
     stage.run("smoke", sys.argv[1], json.loads(sys.argv[2]), progress=lambda *a: None)
 """
-
-
-def stage_json(root: Path, stage: str) -> dict:
-    d = json.loads((root / "results" / "smoke" / f"{stage}.json").read_text())
-    for key in ("meta", "seconds", "seconds_total"):       # the machine and wall times; everything else must match
-        d.pop(key, None)
-    for log in [*d.get("train_logs", {}).values(), d.get("distil", {})]:
-        log.pop("seconds", None), log.pop("tokens_per_s", None)
-    return d
 
 
 def instance_logs(root: Path) -> dict:
