@@ -1,6 +1,6 @@
 """Paper B's self-distillation alone, at a scale: the yield and origin of every target, per mode.
 
-    python benchmarks/distil_yield.py [--scale cpu]
+    python benchmarks/distil_yield.py [--scale cpu] [--out results/bench/distil_cpu_avx2.json]
 
 Builds the stage's training prompts (its `data_seed`), loads its judge and
 self-distils exactly as `magictokens run cotraining --scale S` would, into
@@ -31,6 +31,7 @@ from magictokens.results import run_meta, write_json
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", default="cpu")
+    ap.add_argument("--out", default=None, help="default: results/bench/distil_<scale>.json")
     a = ap.parse_args()
     P, cfg = stage_params(a.scale, "cotraining", CoTrainingConfig)
     seed = data_seed(cfg, P["seed"])
@@ -48,7 +49,7 @@ def main():
            "targets_key": targets_key(model, data, judge, cfg, seed), "judge_fit_sha": jrep.get("fit_sha"),
            "n_train": len(data.train), "n_distilled": n, "seconds": round(secs, 1),
            "distil": log, "manifest": data.manifest()}
-    path = REPO_ROOT / "results" / "bench" / f"distil_{a.scale}.json"
+    path = REPO_ROOT / (a.out or f"results/bench/distil_{a.scale}.json")
     write_json(path, out)
     print(f"{n} targets kept of {3 * len(data.train)} pairs in {secs / 60:.1f} min; kept {log['kept']}; "
           f"origin {log['origin']} -> {path.relative_to(REPO_ROOT)}")

@@ -228,13 +228,13 @@ def test_load_trained_without_weights_is_one_clear_error(tmp_path):
 
 @pytest.mark.notebook
 @pytest.mark.slow
-def test_mode_reachability_notebook_smoke(tmp_path, smoke_cotraining):
-    """cotraining (tiny model: the suite's one smoke run, copied) then mode reachability on its trained models."""
-    with pytest.raises(MagicTokensError, match="run the cotraining stage first"):
-        run_stage("mode_reachability", "smoke", out_root=tmp_path)
-    shutil.copytree(smoke_cotraining[0], tmp_path, dirs_exist_ok=True)
-    run_stage("mode_reachability", "smoke", out_root=tmp_path)
-    d = json.loads((tmp_path / "results" / "smoke" / "mode_reachability.json").read_text())
+@pytest.mark.side_job("mode_smoke")
+def test_mode_reachability_notebook_smoke(side_job):
+    """cotraining (tiny model: the suite's one smoke run, copied) then mode reachability on its trained models
+    (tests/notebook_jobs.py mode_smoke, side by side with the other notebook jobs)."""
+    tmp_path, saw = side_job
+    assert saw["no_models"] and "run the cotraining stage first" in saw["no_models"]
+    d = saw["full"]
     assert set(d["transitions"]) == set(d["baselines"]) == set(d["question"]) == {"user_before", "system"}
     for pl in d["transitions"]:
         assert set(d["transitions"][pl]) == {"positive->negative", "negative->positive"}
@@ -257,9 +257,7 @@ def test_mode_reachability_notebook_smoke(tmp_path, smoke_cotraining):
     assert {"mode_k_eps_first_token.png", "mode_k_eps_judged.pdf"} <= figs
     assert d["partial"] is False
     # a cut at 0 minutes after one log is lost: that transition holds no prompt, the rest resume whole
-    (root / "system" / "fast" / "cotrained_negative_to_positive.jsonl").unlink()
-    run_stage("mode_reachability", "smoke", out_root=tmp_path, overrides={"mode_reachability": {"search_minutes": 0}})
-    cut = json.loads((tmp_path / "results" / "smoke" / "mode_reachability.json").read_text())
+    cut = saw["cut"]
     assert cut["partial"] is True and cut["transitions"]["system"]["negative->positive"]["n_prompts"] == 0
     assert cut["transitions"]["system"]["negative->positive"]["n_planned"] == 2
     assert cut["transitions"]["user_before"] == d["transitions"]["user_before"]

@@ -38,6 +38,24 @@ def test_cli_errors_are_one_line(capsys):
     assert main(["run", "no_such_stage"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown stage")
+
+
+@pytest.mark.unit
+def test_run_takes_several_stages_in_order_and_checks_every_name_first(monkeypatch, capsys):
+    from magictokens import pipeline
+
+    ran = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda stage, *a: ran.append(stage) or f"{stage}.ipynb")
+    assert main(["run", "theorem", "reachability", "no_such_stage"]) == 2      # the typo is last ...
+    assert ran == [] and "unknown stage 'no_such_stage'" in capsys.readouterr().err   # ... and nothing ran
+    assert main(["run", "theorem", "reachability", "--scale", "smoke"]) == 0
+    assert ran == ["theorem", "reachability"]
+    assert capsys.readouterr().out.split() == ["theorem.ipynb", "reachability.ipynb"]
+    monkeypatch.setenv("WORLD_SIZE", "2"), monkeypatch.setenv("RANK", "0")    # under a launcher: one stage
+    assert main(["run", "reachability", "cotraining"]) == 2                   # per launch, so nothing runs
+    assert "one stage per launch" in capsys.readouterr().err
+    assert main(["run", "theorem"]) == 2 and "does not split" in capsys.readouterr().err
+    assert ran == ["theorem", "reachability"]
     with pytest.raises(MagicTokensError, match="key.path=value"):
         parse_sets(["oops"])
     assert parse_sets(["a.b=3", "a.c=[1, 2]", "m=gpt2"]) == {"a": {"b": 3, "c": [1, 2]}, "m": "gpt2"}

@@ -1,22 +1,22 @@
 """The reachability notebook end to end under papermill, on the smoke scale."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from magictokens.errors import MagicTokensError
 from magictokens.metrics import wilson_interval
-from magictokens.pipeline import run_stage
 
 KS = ["0", "1", "2", "3", "4", "6", "8", "10"]
 
 
 @pytest.mark.notebook
-def test_reachability_notebook_smoke(tmp_path, tiny):
-    out = run_stage("reachability", "smoke", out_root=tmp_path)
-    assert out.exists()
+@pytest.mark.side_job("reach_smoke")
+def test_reachability_notebook_smoke(side_job, tiny):
+    tmp_path, saw = side_job                   # the notebook run twice, side by side with the other jobs
+    assert (tmp_path / "results" / "smoke" / "executed" / "01_reachability.ipynb").exists()
     res = tmp_path / "results" / "smoke"
-    d = json.loads((res / "reachability.json").read_text())
+    d = json.loads(Path(saw["first"]).read_text())                            # the first run's result
     assert {"model", "device", "seed", "scale", "versions"} <= set(d["meta"])
     assert d["meta"]["scale"] == "smoke"
     assert list(d["true_token"]["eps"]) == KS and set(d["true_token"]["eps_by_len"]) == {"4", "6"}
@@ -69,55 +69,49 @@ def test_reachability_notebook_smoke(tmp_path, tiny):
             others[r["target_id"]] = float("-inf")
             assert float(z[r["target_id"]] - others.max()) > -1e-5, r["id"]   # y the argmax (another process: 1e-5)
 
-    # resumable: a second run reuses every finished instance
-    log = res / "instances" / "reachability" / "fast" / "true_token.jsonl"
-    n = len(log.read_text().splitlines())
-    run_stage("reachability", "smoke", out_root=tmp_path)
-    assert len(log.read_text().splitlines()) == n
+    # resumable: a second run reuses every finished instance, and aggregates them the same
+    n_first, n_second = saw["true_token_lines"]
+    assert n_first == n_second == len(rows["true_token"])
+    again = json.loads((res / "reachability.json").read_text())
+    assert {f: again[f]["eps"] for f in rows} == {f: d[f]["eps"] for f in rows}
 
 
 @pytest.mark.notebook      # the typo is caught inside the notebook's kernel (papermill): not the quick tier
-def test_notebook_params_typo_is_one_clear_error(tmp_path):
-    with pytest.raises(MagicTokensError, match="did you mean 'n_per_len'") as e:
-        run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"true_token": {"n_per_lenn": 1}}})
-    assert "\n" not in str(e.value)          # one line, not the kernel's traceback
+@pytest.mark.side_job("reach_typo")
+def test_notebook_params_typo_is_one_clear_error(side_job):
+    typo = side_job[1]["typo"]
+    assert typo and "did you mean 'n_per_len'" in typo
+    assert "\n" not in typo                 # one line, not the kernel's traceback
 
 
 @pytest.mark.notebook
-def test_search_command_fills_the_logs_the_notebook_reads(tmp_path):
+@pytest.mark.side_job("reach_search_then_cut")
+def test_search_command_fills_the_logs_the_notebook_reads(side_job):
     """`magictokens search` (no papermill) then the notebook: the notebook only aggregates."""
-    from magictokens.stages.reachability import search
-
-    assert search("smoke", tmp_path, minutes=0) == {"true_token": (0, 4), "top75": (0, 2), "uniform_rank": (0, 3)}
-    done = search("smoke", tmp_path, families=["true_token"])
-    assert done == {"true_token": (4, 4)}
-    log = tmp_path / "results" / "smoke" / "instances" / "reachability" / "fast" / "true_token.jsonl"
-    n = len(log.read_text().splitlines())
-    run_stage("reachability", "smoke", out_root=tmp_path)
-    assert len(log.read_text().splitlines()) == n          # nothing searched twice
-    with pytest.raises(MagicTokensError, match="unknown family"):
-        search("smoke", tmp_path, families=["nope"])
+    _, saw = side_job
+    assert saw["search_minutes_0"] == {"true_token": [0, 4], "top75": [0, 2], "uniform_rank": [0, 3]}
+    assert saw["search_true_token"] == {"true_token": [4, 4]}
+    assert saw["true_token_lines"] == [4, 4, 4]          # nothing searched twice, by either notebook run
+    assert saw["unknown_family"] and "unknown family" in saw["unknown_family"]
 
 
 @pytest.mark.notebook
-def test_cut_run_aggregates_finished_instances_and_says_partial(tmp_path):
+@pytest.mark.side_job("reach_search_then_cut")
+def test_cut_run_aggregates_finished_instances_and_says_partial(side_job):
     """search_minutes=0 starts no search: the stage plots what the logs hold, marked partial."""
-    from magictokens.stages.reachability import search
-
-    search("smoke", tmp_path, families=["true_token"])
-    run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"search_minutes": 0}})
-    d = json.loads((tmp_path / "results" / "smoke" / "reachability.json").read_text())
+    tmp_path, saw = side_job
+    d = saw["cut"]                                        # after `search --family true_token`, cut at 0 minutes
     assert d["partial"] is True and d["n_planned"] == {"true_token": 4, "top75": 2, "uniform_rank": 3}
     assert d["true_token"]["n"] == 4 and d["top75"]["n"] == 0 and d["uniform_rank"]["n"] == 0
-    run_stage("reachability", "smoke", out_root=tmp_path)                 # no cut: completes, not partial
-    d = json.loads((tmp_path / "results" / "smoke" / "reachability.json").read_text())
-    assert d["partial"] is False and d["top75"]["n"] == 2
+    d = json.loads((tmp_path / "results" / "smoke" / "reachability.json").read_text())   # then no cut:
+    assert d["partial"] is False and d["top75"]["n"] == 2                                # completes
 
 
 @pytest.mark.notebook
-def test_method_paper_runs_the_authors_search_into_its_own_rows(tmp_path):
+@pytest.mark.side_job("reach_paper")
+def test_method_paper_runs_the_authors_search_into_its_own_rows(side_job):
     """reachability.method=paper: Algorithm 1 at the scale's `backoff` budget, rows apart from the fast ones."""
-    run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"method": "paper"}})
+    tmp_path, saw = side_job
     res = tmp_path / "results" / "smoke"
     d = json.loads((res / "reachability.json").read_text())
     assert d["meta"]["method"] == "paper" and d["meta"]["budget"].startswith("greedy k<=2")
@@ -125,5 +119,4 @@ def test_method_paper_runs_the_authors_search_into_its_own_rows(tmp_path):
             .read_text().splitlines()]
     assert len(rows) == 4 and all("greedy" in r["n_candidates"] for r in rows)
     assert not (res / "instances" / "reachability" / "fast").exists()
-    with pytest.raises(MagicTokensError, match="method"):
-        run_stage("reachability", "smoke", out_root=tmp_path, overrides={"reachability": {"method": "slow"}})
+    assert saw["slow_method"] and "method" in saw["slow_method"]

@@ -2,17 +2,18 @@
 import itertools
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
-from magictokens.pipeline import run_stage
 
 pytestmark = pytest.mark.notebook
 
 
-def test_theorem_notebook_smoke(tmp_path):
-    executed = run_stage("theorem", "smoke", out_root=tmp_path)
-    assert executed.exists()
+@pytest.mark.side_job("theorem_smoke")
+def test_theorem_notebook_smoke(side_job):
+    tmp_path, saw = side_job                   # run side by side with the other notebook jobs
+    assert Path(saw["executed"]).exists()
     out = json.loads((tmp_path / "results" / "smoke" / "theorem.json").read_text())
     assert {"meta", "heads", "violations", "n_trials", "summary", "rope"} <= set(out)
     assert out["meta"]["scale"] == "smoke" and out["meta"]["model"] == "tiny-random-llama"

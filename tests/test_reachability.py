@@ -398,3 +398,23 @@ def test_without_a_special_prefix_headers_and_rows_are_unchanged(tiny, tmp_path)
             "weights": fingerprint(model)}
     assert {r["config_hash"] for r in rows} == {config_hash(want)}
     assert all("prefix_ids" not in r for r in rows)
+
+
+@pytest.mark.unit
+def test_rows_searched_again_against_the_record_by_hand():
+    from magictokens.reachability.stats import against_record
+
+    row = lambda k, s, **kw: {"k": k, "seconds": s, **kw}   # noqa: E731
+    record = {"a": row(0, 0.1), "b": row(2, 10.0), "c": row(4, 20.0), "d": row(None, 100.0), "e": row(3, 5.0)}
+    here = {"a": row(0, 0.3, search_dtype="float32"), "b": row(2, 40.0, search_dtype="float32"),
+            "c": row(3, 30.0, search_dtype="float32"), "d": row(6, 200.0, search_dtype="float32"),
+            "x": row(1, 1.0, search_dtype="float32")}           # x: no row of record, left out
+    got = against_record(here, record)
+    # searched in both: b, c, d -> seconds 40, 30, 200 (median 40) vs 10, 20, 100 (median 20);
+    # ratios 4, 1.5, 2 -> median 2; k: a, b same; c, d lower here (a miss is longer than any k)
+    assert got == {"n": 4, "n_searched": 3, "seconds_per_searched_median": 40.0,
+                   "record_seconds_per_searched_median": 20.0, "ratio_to_record_median": 2.0,
+                   "k_same": 2, "k_lower": 2, "k_higher": 0,
+                   "search_dtype": ["float32"], "record_search_dtype": ["bfloat16"]}
+    here["b"] = row(None, 50.0)                                  # a miss here where the record solved
+    assert against_record(here, record)["k_higher"] == 1

@@ -399,6 +399,26 @@ def test_times_table_has_a_column_per_cpu_kind(tmp_path):
     assert ("| full test suite (`python -m pytest -q`), wall clock, dtype auto forced to float32 "
             "(`test_time.py --auto-dtype float32`) | 9.0 min (9 passed, 2 threads, git abc1234) |") in text
 
+    # benchmarks/paper_sample.py fills a kind that has no run of record; the record's own cell wins
+    row = "| paper A, paper scale: one searched instance, median |"
+    sample = {"meta": {"device": "cpu", "hardware": avx2}, "family": "true_token", "n_searched": 30,
+              "seconds_per_searched_median": 70.0, "ratio_to_record_median": 3.04, "search_dtype": ["float32"],
+              "record_search_dtype": ["bfloat16"]}
+    (tmp_path / "results" / "bench" / "paper_sample_avx2.json").write_text(json.dumps(sample))
+    assert (f"{row} {NOT_MEASURED} | 70.0 s (a sample: N=30 of the first true_token instances, 3.0x the record's "
+            "seconds on each, float32 vs bfloat16) |") in "\n".join(render_times_by_cpu(tmp_path))
+    (tmp_path / "results" / "paper").mkdir(parents=True)
+    (tmp_path / "results" / "paper" / "speed.json").write_text(json.dumps(
+        {"meta": {"hardware": avx2}, "n_searched": 1000, "seconds_per_searched_median": 80.0}))
+    assert f"{row} {NOT_MEASURED} | 80.0 s (N=1000) |" in "\n".join(render_times_by_cpu(tmp_path))
+
+    # benchmarks/distil_yield.py: the self-distillation alone, per kind
+    (tmp_path / "results" / "bench" / "distil_cpu_avx2.json").write_text(json.dumps(
+        {"meta": {"device": "cpu", "hardware": avx2, "threads": 2}, "seconds": 3000,
+         "distil": {"n_generated": 2000, "read_resample": {"positive": {"candidates": 80}, "negative": {"candidates": 8}}}}))
+    assert (f"| paper B self-distillation alone, cpu scale (`benchmarks/distil_yield.py`) | {NOT_MEASURED} | "
+            "50.0 min (2000 candidates + 88 resampled, 2 threads) |") in "\n".join(render_times_by_cpu(tmp_path))
+
 
 def test_paper_b_status_says_reproduced_only_past_the_bar(tmp_path):
     """The README's paper B verdict is computed from the results against `BAR`, never typed: a run short of it

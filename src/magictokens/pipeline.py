@@ -1,7 +1,7 @@
 """Command line: fill data/, run a notebook stage at a scale.
 
     magictokens data [--source DIR | --from-hub]
-    magictokens run STAGE [--scale default|cpu|paper|smoke] [--out-root DIR] [--set key=value ...] [--redraw]
+    magictokens run STAGE [STAGE ...] [--scale default|cpu|paper|smoke] [--out-root DIR] [--set key=value ...] [--redraw]
     magictokens search [--scale paper] [--family F] [--minutes M] [--shard I/N]   (searches only, resumable)
     accelerate launch --multi_gpu --num_processes N -m magictokens.pipeline search ...   (one process per device)
     magictokens merge [--scale paper]   (shard logs of finished --shard runs -> one log per family)
@@ -38,6 +38,22 @@ def stages() -> dict[str, Path]:
     return {p.stem.split("_", 1)[1]: p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))}
 
 
+def check_stages(names: list[str], n_processes: int = 1) -> None:
+    """One clear error for the first name that is no stage, or that does not split over `n_processes` > 1."""
+    known = stages()
+    for stage in names:
+        if stage not in known:
+            raise MagicTokensError(f"unknown stage {stage!r}: choose one of {sorted(known)}")
+    if n_processes > 1 and len(names) > 1:
+        # a second stage would need a second rendezvous of the same processes, which hangs (torch's
+        # elastic store keeps the first one's keys): measured with two re-joins under `accelerate launch`
+        raise MagicTokensError(f"one stage per launch: launch {', '.join(names)} one after another")
+    for stage in names:
+        if n_processes > 1 and stage not in SPLIT_STAGES:
+            raise MagicTokensError(f"stage {stage!r} does not split over processes: run it without a launcher "
+                                   f"(these do: {', '.join(SPLIT_STAGES)})")
+
+
 def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = None,
               overrides: dict | None = None, log_output: bool = False, redraw: bool = False) -> Path | None:
     """Render + execute one notebook stage; returns the executed notebook path.
@@ -54,14 +70,10 @@ def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = 
     from .distributed import world
 
     known = stages()
-    if stage not in known:
-        raise MagicTokensError(f"unknown stage {stage!r}: choose one of {sorted(known)}")
     if scale not in SCALES:
         raise MagicTokensError(f"unknown scale {scale!r}: use one of {SCALES}")
     rank, n = world()
-    if n > 1 and stage not in SPLIT_STAGES:
-        raise MagicTokensError(f"stage {stage!r} does not split over processes: run it without a launcher "
-                               f"(these do: {', '.join(SPLIT_STAGES)})")
+    check_stages([stage], n)
     if rank != 0:   # the notebook's kernel (rank 0) calls the same `run`: the two meet at its barriers
         if not redraw:
             importlib.import_module(f"{__package__}.stages.{stage}").run(scale, out_root, overrides)
@@ -107,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("data", help="fill data/ from a local copy of shared/data (or the hub)")
     d.add_argument("--source", help="source directory (default: $MAGICTOKENS_DATA_SOURCE or ../shared/data)")
     d.add_argument("--from-hub", action="store_true", help="fetch Wikitext-2 with `datasets` (needs internet)")
-    r = sub.add_parser("run", help="execute one notebook stage")
-    r.add_argument("stage")
+    r = sub.add_parser("run", help="execute notebook stages, in the order given")
+    r.add_argument("stage", nargs="+", help="one or more stages (`magictokens stages` lists them)")
     r.add_argument("--scale", default="default", choices=SCALES)
     r.add_argument("--out-root", default=None, help="write results/ and figures under this root (default: repo)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -179,10 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "stages":
             print(json.dumps({k: str(v.relative_to(REPO_ROOT)) for k, v in stages().items()}, indent=2))
         else:
-            executed = run_stage(args.stage, args.scale, args.out_root, parse_sets(args.set), args.log_output,
-                                 args.redraw)
-            if executed is not None:   # under a launcher: rank 0's notebook
-                print(executed)
+            from .distributed import world
+
+            # every name before any stage runs: a typo in the last must not come after the first stage's run
+            check_stages(args.stage, world()[1])
+            for stage in args.stage:   # one process (one launch) for several stages: imports paid once
+                executed = run_stage(stage, args.scale, args.out_root, parse_sets(args.set), args.log_output,
+                                     args.redraw)
+                if executed is not None:   # under a launcher: rank 0's notebook
+                    print(executed, flush=True)
     except MagicTokensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -93,6 +93,29 @@ def speed_stats(rows: list[dict]) -> dict:
     return out
 
 
+def against_record(here: dict, record: dict, legacy_dtype: str = "bfloat16") -> dict:
+    """Rows searched again (`here`, id -> row) against the rows of record of the same ids (`record`).
+
+    Over the ids in both: seconds per searched instance (k > 0 in both) here and there, and the median of
+    the per-instance ratio t_here / t_record; k the same, lower or higher here (a miss counts as longer than
+    any k); the search dtypes on each side (`legacy_dtype` for rows that do not say).
+    """
+    both = [i for i in here if i in record]
+    searched = [i for i in both if here[i]["k"] != 0 and record[i]["k"] != 0]
+    t = np.array([here[i]["seconds"] for i in searched], dtype=float)
+    t_rec = np.array([record[i]["seconds"] for i in searched], dtype=float)
+    order = {i: (math.inf if r["k"] is None else r["k"], math.inf if record[i]["k"] is None else record[i]["k"])
+             for i, r in ((i, here[i]) for i in both)}
+    median = lambda x: float(np.median(x)) if x.size else None   # noqa: E731
+    return {"n": len(both), "n_searched": len(searched), "seconds_per_searched_median": median(t),
+            "record_seconds_per_searched_median": median(t_rec),
+            "ratio_to_record_median": median(t / t_rec) if t.size else None,
+            "k_same": sum(a == b for a, b in order.values()), "k_lower": sum(a < b for a, b in order.values()),
+            "k_higher": sum(a > b for a, b in order.values()),
+            "search_dtype": sorted({here[i].get("search_dtype", legacy_dtype) for i in both}),
+            "record_search_dtype": sorted({record[i].get("search_dtype", legacy_dtype) for i in both})}
+
+
 def token_histogram(rows: list[dict], tokenizer, top: int = 40) -> list[tuple[str, int]]:
     """The `top` most frequent tokens in successful prompts (k >= 1): [(text, count)]."""
     counts: dict[int, int] = {}

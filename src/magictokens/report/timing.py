@@ -150,6 +150,12 @@ def times_by_cpu(root: Path) -> dict[str, dict[str, str]]:
             seeds.setdefault(kind, []).append(max(float(c["seconds_total"]), sum(c.get("seconds", {}).values())))
             cached[kind] = cached.get(kind, 0) + (c.get("seconds", {}).get("self_distil", 1e9) < 60)
     distil = json.loads((bench / "distil_cpu.json").read_text()) if (bench / "distil_cpu.json").exists() else None
+    for p in sorted(bench.glob("distil_cpu*.json")):       # benchmarks/distil_yield.py
+        b = json.loads(p.read_text())
+        put("paper B self-distillation alone, cpu scale (`benchmarks/distil_yield.py`)", cpu_kind(b["meta"]),
+            f"{_minutes(b['seconds'])} ({b['distil']['n_generated']} candidates"
+            f" + {sum(v['candidates'] for v in b['distil'].get('read_resample', {}).values())} resampled, "
+            f"{b['meta']['threads']} threads)")
     for kind, v in seeds.items():
         note = ""
         if cached.get(kind):     # a run that reused cached targets did not pay for them: say what they cost
@@ -164,6 +170,13 @@ def times_by_cpu(root: Path) -> dict[str, dict[str, str]]:
     if (sp := _load("paper", "speed", root)) and sp.get("n_searched"):
         put("paper A, paper scale: one searched instance, median", cpu_kind(sp.get("meta"), sp.get("device")),
             f"{sp['seconds_per_searched_median']:.1f} s (N={sp['n_searched']})")
+    for p in sorted(bench.glob("paper_sample*.json")):     # benchmarks/paper_sample.py: where no run of record is
+        b = json.loads(p.read_text())
+        row, kind = "paper A, paper scale: one searched instance, median", cpu_kind(b["meta"])
+        if b.get("n_searched") and kind not in rows.get(row, {}):
+            put(row, kind, f"{b['seconds_per_searched_median']:.1f} s (a sample: N={b['n_searched']} of the first "
+                f"{b['family']} instances, {b['ratio_to_record_median']:.1f}x the record's seconds on each, "
+                f"{'/'.join(b['search_dtype'])} vs {'/'.join(b['record_search_dtype'])})")
     if (r := stage_seconds("paper", root).get("reachability")):
         put("paper A, paper scale: all searches, compute recorded", r["kind"], f"{_minutes(r['seconds'])} ({r['what']})")
     for p in sorted(bench.glob("cpu*.json")):              # benchmarks/bench_search.py
