@@ -238,6 +238,7 @@ def pool_candidates(a):
                     + ("-kept" if a.kept else ""),
                     "harmful": True, "source": "harmful", "prompt": prompt, "reply": reply, "judged": lab})
     path = DIR / f"{a.pool}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)     # gitignored: absent on a fresh checkout
     path.write_text("".join(json.dumps(r) + "\n" for r in out))
     print(f"{len(out)} of {len(pick)} {a.mode} {'kept targets' if a.kept else 'candidates'} on harmful prompts "
           f"({files[-1].name}) -> {path}")
