@@ -57,18 +57,20 @@ def smoke_cotraining(tmp_path_factory):
 @pytest.fixture(scope="session")
 def side_jobs(request, tmp_path_factory) -> dict:
     """job name -> (its root, what it saw): the tests/notebook_jobs.py jobs that the collected tests name
-    (`@pytest.mark.side_job(NAME)`), run once, side by side, each a one-thread process. The first test that
-    asks waits for all of them; the rest find theirs done. Only the selected tests' jobs run."""
+    (`@pytest.mark.side_job(NAME)`), run once, in two one-thread processes side by side (each runs its lane of
+    jobs one after another). The first test that asks waits for all of them; the rest find theirs done. Only the
+    selected tests' jobs run."""
+    from notebook_jobs import lanes
     from subprocs import run_together
 
     names = sorted({m.args[0] for item in request.session.items for m in item.iter_markers("side_job")})
     base = tmp_path_factory.mktemp("side_jobs")
     script = Path(__file__).with_name("notebook_jobs.py")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    # mode_smoke starts from the suite's one smoke co-training (2 threads, before the jobs start)
-    args = {"mode_smoke": [str(request.getfixturevalue("smoke_cotraining")[0])]} if "mode_smoke" in names else {}
-    run_together([([sys.executable, str(script), name, str(base / name), *args.get(name, [])], env)
-                  for name in names], cwd=Path(__file__).resolve().parents[1])
+    # mode_smoke starts from the suite's one smoke co-training (2 threads, before the lanes start)
+    extra = ["--cotrained", str(request.getfixturevalue("smoke_cotraining")[0])] if "mode_smoke" in names else []
+    run_together([([sys.executable, str(script), str(base), *lane, *extra], env) for lane in lanes(names)],
+                 cwd=Path(__file__).resolve().parents[1])
     return {name: (base / name, json.loads((base / name / "job.json").read_text())) for name in names}
 
 

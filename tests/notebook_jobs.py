@@ -1,16 +1,18 @@
-"""Notebook runs of the test suite that do not depend on each other, as jobs a fixture starts side by side
-(tests/conftest.py `side_jobs`; helpers, not a test file).
+"""Notebook runs of the test suite that do not depend on each other, as jobs a fixture runs in two lanes side
+by side (tests/conftest.py `side_jobs`; helpers, not a test file).
 
-    python tests/notebook_jobs.py JOB ROOT [ARG ...]
+    python tests/notebook_jobs.py BASE JOB [JOB ...] [--cotrained ROOT]
 
-Each job runs its stages under ROOT as the test it serves would, and writes ROOT/job.json: what it saw
-between its steps (log lengths, a result before it was overwritten, the error a run raised), so the test
-asserts on it afterwards. An error that a step must raise is caught and recorded; any other ends the job.
-A job is one process on one thread: its time is papermill kernels starting and Python, which two jobs
-share a 2-core CPU well (tests/subprocs.py).
+Runs each JOB, one after another in this one process, under BASE/JOB as the test it serves would, and writes
+BASE/JOB/job.json: what it saw between its steps (log lengths, a result before it was overwritten, the error a
+run raised), so the test asserts on it afterwards. An error that a step must raise is caught and recorded; any
+other ends the lane. A lane computes on one thread: its time is papermill kernels starting and Python, so two
+lanes share a 2-core CPU well; one process per job would pay its imports (~8 s) each time, which on 2 cores
+ate most of the gain (measured: 6 jobs in 6 processes at once 142-145 s against 172 s one test after another).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -104,12 +106,33 @@ JOBS = {f.__name__: f for f in (reach_smoke, reach_search_then_cut, reach_paper,
                                  theorem_smoke)}
 
 
-def main(job: str, root: str, *args: str) -> None:
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    saw = JOBS[job](root, *args)
-    (root / "job.json").write_text(json.dumps(saw))
+COST = {"mode_smoke": 45, "reach_search_then_cut": 50, "reach_smoke": 35, "reach_paper": 20, "theorem_smoke": 13,
+        "reach_typo": 6}   # seconds each took as its own test on a 2-core AVX2 CPU: how the lanes are balanced
+
+
+def lanes(names: list[str], n: int = 2) -> list[list[str]]:
+    """The jobs dealt into n lanes, longest first into the least loaded (unknown jobs count 30 s)."""
+    out: list[list[str]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for name in sorted(names, key=lambda j: -COST.get(j, 30)):
+        i = load.index(min(load))
+        out[i].append(name)
+        load[i] += COST.get(name, 30)
+    return [lane for lane in out if lane]
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("base")
+    ap.add_argument("jobs", nargs="+", choices=sorted(JOBS))
+    ap.add_argument("--cotrained", help="mode_smoke: the root of a finished smoke co-training")
+    a = ap.parse_args(argv)
+    for job in a.jobs:
+        root = Path(a.base) / job
+        root.mkdir(parents=True, exist_ok=True)
+        saw = JOBS[job](root, a.cotrained) if job == "mode_smoke" else JOBS[job](root)
+        (root / "job.json").write_text(json.dumps(saw))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(sys.argv[1:])

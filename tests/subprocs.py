@@ -3,7 +3,8 @@
 Each process a test starts spends its first seconds of a 2-core CPU importing torch and transformers on one
 core; two one-thread processes (OMP_NUM_THREADS=1) whose results do not depend on each other, started
 together, take one core each (tests/test_distributed.py: the beyond runner's test 50 -> 35 s on an AVX2-only
-CPU). Not for processes that compute on both cores: two 2-thread co-training runs side by side took 87 s
+CPU; the committed-figure redraws of tests/test_stages.py; the notebook jobs of tests/notebook_jobs.py, which
+conftest's `side_jobs` starts together). Not for processes that compute on both cores: two 2-thread co-training runs side by side took 87 s
 where one after the other took 47. Output goes to temporary files, not pipes, so a chatty process never
 blocks on a full pipe.
 """
