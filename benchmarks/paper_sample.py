@@ -21,14 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-from magictokens.config import REPO_ROOT
+from magictokens.config import REPO_ROOT, load_params
 from magictokens.hardware import cpu_slug
+from magictokens.reachability.fastbench import latest_rows
 from magictokens.reachability.stats import against_record
 from magictokens.results import LEGACY_SEARCH_DTYPE, run_meta, write_json
 
 
 def rows(path: Path) -> dict:
-    return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
+    """id -> row of a search log (its newest config, the last row per id)."""
+    return {r["id"]: r for r in latest_rows(path)}
 
 
 def main():
@@ -47,7 +49,8 @@ def main():
     subprocess.run([*cli, "merge", "--scale", "paper", "--out-root", a.root], env=env, cwd=REPO_ROOT, check=True)
     rel = Path("results/paper/instances/reachability/fast") / f"{a.family}.jsonl"
     here = rows(Path(a.root) / rel)
-    out = {"meta": run_meta("smollm2-135m-instruct", "cpu", 0, "paper", threads=1, parallel_searches=2),
+    P = load_params("paper")
+    out = {"meta": run_meta(P["model"], "cpu", P["seed"], "paper", threads=1, parallel_searches=2),
            "family": a.family, "minutes": a.minutes, "wall_s": round(time.time() - t0, 1),   # this call's
            # every call's search, resumed ones included: the seconds the rows recorded
            "seconds_recorded": round(sum(r["seconds"] for r in here.values()), 1),

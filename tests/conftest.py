@@ -1,5 +1,4 @@
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -61,12 +60,12 @@ def side_jobs(request, tmp_path_factory) -> dict:
     jobs one after another). The first test that asks waits for all of them; the rest find theirs done. Only the
     selected tests' jobs run."""
     from notebook_jobs import lanes
-    from subprocs import run_together
+    from subprocs import one_thread_env, run_together
 
     names = sorted({m.args[0] for item in request.session.items for m in item.iter_markers("side_job")})
     base = tmp_path_factory.mktemp("side_jobs")
     script = Path(__file__).with_name("notebook_jobs.py")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = one_thread_env()
     # mode_smoke starts from the suite's one smoke co-training (2 threads, before the lanes start)
     extra = ["--cotrained", str(request.getfixturevalue("smoke_cotraining")[0])] if "mode_smoke" in names else []
     run_together([([sys.executable, str(script), str(base), *lane, *extra], env) for lane in lanes(names)],

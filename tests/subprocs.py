@@ -11,9 +11,15 @@ blocks on a full pipe.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from pathlib import Path
+
+
+def one_thread_env() -> dict:
+    """This process's environment with one intra-op thread (OpenMP, MKL): a side-by-side job's."""
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 class Started:

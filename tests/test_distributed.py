@@ -1,14 +1,13 @@
 """Scale-out: `accelerate launch` processes share the searches and the generation and leave exactly one
 run's rows and results (paper A's searches, paper B's evaluation, the beyond study)."""
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from subprocs import Started, run_together, stage_json
+from subprocs import Started, one_thread_env, run_together, stage_json
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -22,8 +21,7 @@ def rows(root: Path) -> dict:
     return out
 
 
-def env():
-    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+env = one_thread_env
 
 
 def search(root: Path, *extra) -> None:

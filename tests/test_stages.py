@@ -1,12 +1,11 @@
 """Stages: typed results that round-trip through results/, figures redrawn from them, params by type."""
-import os
 import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from subprocs import run_together
+from subprocs import one_thread_env, run_together
 
 from magictokens.config import REPO_ROOT, stage_params
 from magictokens.errors import MagicTokensError
@@ -90,7 +89,7 @@ def redrawn(tmp_path_factory) -> dict:
                 shutil.copy(REPO_ROOT / "results" / scale / name, root / "results" / scale / name)
         roots[stage, scale] = root
         jobs.append(([sys.executable, "-m", "magictokens.pipeline", "run", stage, "--scale", scale, "--out-root",
-                      str(root), "--set", "model=no-such-model", "--redraw"], dict(os.environ, OMP_NUM_THREADS="1")))
+                      str(root), "--set", "model=no-such-model", "--redraw"], one_thread_env()))
     run_together(jobs, cwd=REPO_ROOT)
     return roots
 

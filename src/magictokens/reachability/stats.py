@@ -104,14 +104,14 @@ def against_record(here: dict, record: dict, legacy_dtype: str = "bfloat16") -> 
     searched = [i for i in both if here[i]["k"] != 0 and record[i]["k"] != 0]
     t = np.array([here[i]["seconds"] for i in searched], dtype=float)
     t_rec = np.array([record[i]["seconds"] for i in searched], dtype=float)
-    order = {i: (math.inf if r["k"] is None else r["k"], math.inf if record[i]["k"] is None else record[i]["k"])
-             for i, r in ((i, here[i]) for i in both)}
+    k = lambda r: math.inf if r["k"] is None else r["k"]           # noqa: E731
+    pairs = [(k(here[i]), k(record[i])) for i in both]
     median = lambda x: float(np.median(x)) if x.size else None   # noqa: E731
     return {"n": len(both), "n_searched": len(searched), "seconds_per_searched_median": median(t),
             "record_seconds_per_searched_median": median(t_rec),
             "ratio_to_record_median": median(t / t_rec) if t.size else None,
-            "k_same": sum(a == b for a, b in order.values()), "k_lower": sum(a < b for a, b in order.values()),
-            "k_higher": sum(a > b for a, b in order.values()),
+            "k_same": sum(a == b for a, b in pairs), "k_lower": sum(a < b for a, b in pairs),
+            "k_higher": sum(a > b for a, b in pairs),
             "search_dtype": sorted({here[i].get("search_dtype", legacy_dtype) for i in both}),
             "record_search_dtype": sorted({record[i].get("search_dtype", legacy_dtype) for i in both})}
 

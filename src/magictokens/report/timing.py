@@ -167,13 +167,13 @@ def times_by_cpu(root: Path) -> dict[str, dict[str, str]]:
              else f"{min(v) / 60:.0f}-{max(v) / 60:.0f} min") + f" ({len(v)} seed{'s' if len(v) > 1 else ''}{note})")
     if (m := stage_seconds("cpu", root).get("mode_reachability")):
         put("beyond study, cpu scale, compute recorded", m["kind"], f"{_minutes(m['seconds'])} ({m['what']})")
+    row = "paper A, paper scale: one searched instance, median"
     if (sp := _load("paper", "speed", root)) and sp.get("n_searched"):
-        put("paper A, paper scale: one searched instance, median", cpu_kind(sp.get("meta"), sp.get("device")),
+        put(row, cpu_kind(sp.get("meta"), sp.get("device")),
             f"{sp['seconds_per_searched_median']:.1f} s (N={sp['n_searched']})")
     for p in sorted(bench.glob("paper_sample*.json")):     # benchmarks/paper_sample.py: where no run of record is
         b = json.loads(p.read_text())
-        row, kind = "paper A, paper scale: one searched instance, median", cpu_kind(b["meta"])
-        if b.get("n_searched") and kind not in rows.get(row, {}):
+        if b.get("n_searched") and (kind := cpu_kind(b["meta"])) not in rows.get(row, {}):
             put(row, kind, f"{b['seconds_per_searched_median']:.1f} s (a sample: N={b['n_searched']} of the first "
                 f"{b['family']} instances, {b['ratio_to_record_median']:.1f}x the record's seconds on each, "
                 f"{'/'.join(b['search_dtype'])} vs {'/'.join(b['record_search_dtype'])})")
