@@ -1,5 +1,7 @@
 import json
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,40 +42,93 @@ def tiny_ids(tiny):
     return lambda text: tok(text, add_special_tokens=False).input_ids
 
 
-@pytest.fixture(scope="session")
-def smoke_cotraining(tmp_path_factory):
-    """(out_root, executed notebook) of the cotraining notebook run once on smoke params: its own test checks
-    it and the beyond study's notebook test starts from a copy (one tiny co-training per suite, not two)."""
-    from magictokens.pipeline import run_stage
-    root = tmp_path_factory.mktemp("smoke_cotraining")
-    # its kernel runs under hash seed 3: test_determinism reruns the stage under another and compares
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONHASHSEED", "3")
-        mp.setenv("OMP_NUM_THREADS", "2")
-        return root, run_stage("cotraining", "smoke", out_root=root)
+class SidePool:
+    """The tests/notebook_jobs.py jobs that the selected tests need, started when collection ends, in two
+    one-thread processes (lanes) that run beside the tests: a test that needs a job waits for that job only.
+    The lanes run under another hash seed than the smoke co-training's kernel (notebook_jobs.SMOKE_HASH_SEED)."""
+
+    def __init__(self, base: Path, names: list[str]):
+        from notebook_jobs import lanes
+        from subprocs import Started, one_thread_env
+
+        self.base = base
+        script = Path(__file__).with_name("notebook_jobs.py")
+        env = dict(one_thread_env(), PYTHONHASHSEED="1")
+        # at the lowest priority: the lanes take the cores the tests leave idle (imports, Python, waits). At
+        # equal priority a test computing on 2 threads beside them ran 6x slower (171 s against 28 s: its
+        # threads wait for each other at every barrier while a lane holds a core)
+        nice = ["nice", "-n", "19"] if shutil.which("nice") else []
+        self.lanes = {}
+        for lane in lanes(names):
+            started = Started([*nice, sys.executable, str(script), str(base), *lane], env, timeout=1800,
+                              cwd=Path(__file__).resolve().parents[1])
+            self.lanes.update({name: started for name in lane})
+
+    def wait(self, name: str) -> tuple[Path, dict]:
+        """(its root, what it saw) once job `name` is done; its lane's error if the lane stopped before it."""
+        if name not in self.lanes:
+            raise KeyError(f"job {name} was not started: mark the test that needs it with "
+                           f"@pytest.mark.side_job({name!r}) or request its fixture")
+        done, lane = self.base / name / "job.json", self.lanes[name]
+        while not done.exists():
+            if lane.proc.poll() is not None:     # the lane ended without it: raise its error (stderr)
+                lane.result()
+                if not done.exists():
+                    raise RuntimeError(f"job {name}'s lane ended without it")
+            time.sleep(0.2)
+        return self.base / name, json.loads(done.read_text())
+
+    def stop(self) -> None:
+        for lane in set(self.lanes.values()):
+            if lane.proc.poll() is None:
+                lane.proc.kill()
+
+
+def needed_jobs(items) -> list[str]:
+    """The side jobs the items need, in the order the tests first ask for them (a dependency first)."""
+    from notebook_jobs import DEPENDS
+
+    out: list[str] = []
+    for item in items:
+        names = [m.args[0] for m in item.iter_markers("side_job")]
+        names += ["smoke_cotraining"] if "smoke_cotraining" in getattr(item, "fixturenames", ()) else []
+        for name in names:
+            for job in (DEPENDS.get(name), name):
+                if job is not None and job not in out:
+                    out.append(job)
+    return out
+
+
+def pytest_collection_finish(session):
+    names = needed_jobs(session.items)
+    if names:
+        base = session.config._tmp_path_factory.mktemp("side_jobs")
+        session.config.stash[POOL] = SidePool(base, names)
+
+
+def pytest_sessionfinish(session):
+    pool = session.config.stash.get(POOL, None)
+    if pool is not None:
+        pool.stop()
+
+
+POOL = pytest.StashKey[SidePool]()
 
 
 @pytest.fixture(scope="session")
-def side_jobs(request, tmp_path_factory) -> dict:
-    """job name -> (its root, what it saw): the tests/notebook_jobs.py jobs that the collected tests name
-    (`@pytest.mark.side_job(NAME)`), run once, in two one-thread processes side by side (each runs its lane of
-    jobs one after another). The first test that asks waits for all of them; the rest find theirs done. Only the
-    selected tests' jobs run."""
-    from notebook_jobs import lanes
-    from subprocs import one_thread_env, run_together
+def side_pool(request) -> SidePool:
+    return request.config.stash[POOL]
 
-    names = sorted({m.args[0] for item in request.session.items for m in item.iter_markers("side_job")})
-    base = tmp_path_factory.mktemp("side_jobs")
-    script = Path(__file__).with_name("notebook_jobs.py")
-    env = one_thread_env()
-    # mode_smoke starts from the suite's one smoke co-training (2 threads, before the lanes start)
-    extra = ["--cotrained", str(request.getfixturevalue("smoke_cotraining")[0])] if "mode_smoke" in names else []
-    run_together([([sys.executable, str(script), str(base), *lane, *extra], env) for lane in lanes(names)],
-                 cwd=Path(__file__).resolve().parents[1])
-    return {name: (base / name, json.loads((base / name / "job.json").read_text())) for name in names}
+
+@pytest.fixture(scope="session")
+def smoke_cotraining(side_pool) -> tuple[Path, Path]:
+    """(out_root, executed notebook) of the cotraining notebook run once on smoke params (a side job): its own
+    test checks it, the determinism and launch tests compare against it, the beyond study's job starts from it."""
+    root, saw = side_pool.wait("smoke_cotraining")
+    return root, Path(saw["executed"])
 
 
 @pytest.fixture
-def side_job(request, side_jobs) -> tuple:
+def side_job(request, side_pool) -> tuple:
     """(root, what it saw) of the job this test is marked with."""
-    return side_jobs[request.node.get_closest_marker("side_job").args[0]]
+    return side_pool.wait(request.node.get_closest_marker("side_job").args[0])

@@ -1,25 +1,40 @@
-"""Notebook runs of the test suite that do not depend on each other, as jobs a fixture runs in two lanes side
-by side (tests/conftest.py `side_jobs`; helpers, not a test file).
+"""The test suite's subprocess jobs that do not depend on each other (notebook runs, the smoke co-training, the
+committed figures' redraws), run in two lanes side by side with the tests (tests/conftest.py `SidePool`;
+helpers, not a test file).
 
-    python tests/notebook_jobs.py BASE JOB [JOB ...] [--cotrained ROOT]
+    python tests/notebook_jobs.py BASE JOB [JOB ...]
 
 Runs each JOB, one after another in this one process, under BASE/JOB as the test it serves would, and writes
-BASE/JOB/job.json: what it saw between its steps (log lengths, a result before it was overwritten, the error a
-run raised), so the test asserts on it afterwards. An error that a step must raise is caught and recorded; any
-other ends the lane. A lane computes on one thread: its time is papermill kernels starting and Python, so two
-lanes share a 2-core CPU well; one process per job would pay its imports (~8 s) each time, which on 2 cores
-ate most of the gain (measured: 6 jobs in 6 processes at once 142-145 s against 172 s one test after another).
+BASE/JOB/job.json when it is done: what it saw between its steps (log lengths, a result before it was
+overwritten, the error a run raised), so the test asserts on it afterwards. An error that a step must raise is
+caught and recorded; any other ends the lane. A lane computes on one thread: its time is papermill kernels
+starting and Python, so two lanes share a 2-core CPU well; one process per job would pay its imports (~8 s)
+each time, which on 2 cores ate most of the gain (measured: 6 jobs in 6 processes at once 142-145 s against
+172 s one test after another). A job that needs another's output (DEPENDS) runs after it in the same lane.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
+from magictokens.config import REPO_ROOT
 from magictokens.errors import MagicTokensError
+from magictokens.pipeline import main as main_cli
 from magictokens.pipeline import run_stage
+
+# what each stage writes into results/<scale>/, and the scales whose results are committed (the redraw jobs)
+RESULT_FILES = {"reachability": ("reachability.json", "speed.json", "reachability_points.csv"),
+                "theorem": ("theorem.json",), "cotraining": ("cotraining.json", "cotraining_projection.csv"),
+                "mode_reachability": ("mode_reachability.json",)}
+RECORD = {"default": tuple(RESULT_FILES), "paper": ("reachability", "theorem"),   # paper B: not run at paper scale
+          "cpu": ("cotraining", "mode_reachability")}                             # its record scale
+# the hash seed of the smoke co-training's kernel; the lanes run under another (conftest), so the rerun in
+# `cotraining_rerun` checks that the stage's numbers do not depend on it
+SMOKE_HASH_SEED = "3"
 
 
 def lines(path: Path) -> int:
@@ -84,40 +99,92 @@ def reach_typo(root: Path) -> dict:
                              overrides={"reachability": {"true_token": {"n_per_lenn": 1}}})}
 
 
-def mode_smoke(root: Path, cotrained: str) -> dict:
+def instance_logs(root: Path) -> dict:
+    """{path under root: text} of every per-instance log a stage wrote."""
+    return {str(p.relative_to(root)): p.read_text() for p in sorted((root / "results").rglob("*.jsonl"))
+            if "instances" in p.parts}
+
+
+def mode_smoke(root: Path) -> dict:
     """The beyond study's notebook: first with no co-trained models (one clear error), then on a copy of the
-    suite's smoke co-training (`cotrained`), then cut at 0 minutes after one of its logs is lost."""
+    suite's smoke co-training (the `smoke_cotraining` job), then cut at 0 minutes after one of its logs is lost."""
     out = {"no_models": error_of(run_stage, "mode_reachability", "smoke", out_root=root)}
-    shutil.copytree(cotrained, root, dirs_exist_ok=True)
+    shutil.copytree(root.parent / "smoke_cotraining", root, dirs_exist_ok=True)
+    (root / "job.json").unlink()                                        # the copied job's record, not this one's
     run_stage("mode_reachability", "smoke", out_root=root)
     res = root / "results" / "smoke"
     out["full"] = json.loads((res / "mode_reachability.json").read_text())
+    out["logs"] = instance_logs(root)          # the full run's rows (tests/test_distributed.py compares a launch)
     (res / "instances" / "mode_reachability" / "system" / "fast" / "cotrained_negative_to_positive.jsonl").unlink()
     run_stage("mode_reachability", "smoke", out_root=root, overrides={"mode_reachability": {"search_minutes": 0}})
     out["cut"] = json.loads((res / "mode_reachability.json").read_text())
     return out
 
 
+def smoke_cotraining(root: Path) -> dict:
+    """The cotraining notebook on smoke params, once per suite: its own test checks it, the determinism tests
+    and the launch test compare against it, and the beyond study's notebook job starts from a copy."""
+    before = os.environ.get("PYTHONHASHSEED")
+    os.environ["PYTHONHASHSEED"] = SMOKE_HASH_SEED                     # the kernel inherits it
+    try:
+        return {"executed": str(run_stage("cotraining", "smoke", out_root=root))}
+    finally:
+        os.environ.pop("PYTHONHASHSEED") if before is None else os.environ.__setitem__("PYTHONHASHSEED", before)
+
+
+def cotraining_rerun(root: Path) -> dict:
+    """The smoke co-training once more, in this process (the lane's hash seed, not the kernel's)."""
+    from magictokens.stages.cotraining import run
+
+    run("smoke", root, progress=lambda *a: None)
+    return {"hash_seed": os.environ.get("PYTHONHASHSEED")}
+
+
+def redraw(root: Path, stage: str, scale: str) -> dict:
+    """The stage's notebook with redraw=True on its committed result of `scale`: its files copied alone into
+    results/<scale>/ of a root of its own, the model name made unloadable."""
+    (root / "results" / scale).mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES[stage]:
+        if (REPO_ROOT / "results" / scale / name).exists():
+            shutil.copy(REPO_ROOT / "results" / scale / name, root / "results" / scale / name)
+    # through the command line, as a user redraws: `magictokens run STAGE --scale S --redraw`
+    assert main_cli(["run", stage, "--scale", scale, "--out-root", str(root), "--set", "model=no-such-model",
+                     "--redraw"]) == 0
+    return {}
+
+
 def theorem_smoke(root: Path) -> dict:
     return {"executed": str(run_stage("theorem", "smoke", out_root=root))}
 
 
-JOBS = {f.__name__: f for f in (reach_smoke, reach_search_then_cut, reach_paper, reach_typo, mode_smoke,
-                                 theorem_smoke)}
+JOBS = {f.__name__: f for f in (smoke_cotraining, cotraining_rerun, reach_smoke, reach_search_then_cut, reach_paper,
+                                 reach_typo, mode_smoke, theorem_smoke)}
+JOBS.update({f"redraw-{stage}-{scale}": (lambda root, st=stage, sc=scale: redraw(root, st, sc))
+             for scale, stages in RECORD.items() for stage in stages})
+DEPENDS = {"mode_smoke": "smoke_cotraining"}   # runs after it, in its lane
+
+COST = {"smoke_cotraining": 35, "cotraining_rerun": 25, "mode_smoke": 45, "reach_search_then_cut": 50,
+        "reach_smoke": 35, "reach_paper": 20, "theorem_smoke": 13, "reach_typo": 6}
+# seconds each took as its own test on a 2-core AVX2 CPU (how the lanes are balanced); a redraw ~12 s
+REDRAW_COST = 12
 
 
-COST = {"mode_smoke": 45, "reach_search_then_cut": 50, "reach_smoke": 35, "reach_paper": 20, "theorem_smoke": 13,
-        "reach_typo": 6}   # seconds each took as its own test on a 2-core AVX2 CPU: how the lanes are balanced
+def cost(name: str) -> float:
+    return REDRAW_COST if name.startswith("redraw-") else COST.get(name, 30)
 
 
 def lanes(names: list[str], n: int = 2) -> list[list[str]]:
-    """The jobs dealt into n lanes, longest first into the least loaded (unknown jobs count 30 s)."""
+    """The jobs dealt into n lanes in the order given (the order the tests first need them), each into the
+    least loaded lane; a job in DEPENDS goes into its dependency's lane, after it (which must come first)."""
     out: list[list[str]] = [[] for _ in range(n)]
     load = [0.0] * n
-    for name in sorted(names, key=lambda j: -COST.get(j, 30)):
-        i = load.index(min(load))
+    for name in names:
+        dep = DEPENDS.get(name)
+        if dep is not None and dep not in names:
+            raise ValueError(f"job {name} needs {dep}: select it too")
+        i = next(j for j, lane in enumerate(out) if dep in lane) if dep else load.index(min(load))
         out[i].append(name)
-        load[i] += COST.get(name, 30)
+        load[i] += cost(name)
     return [lane for lane in out if lane]
 
 
@@ -125,13 +192,14 @@ def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("base")
     ap.add_argument("jobs", nargs="+", choices=sorted(JOBS))
-    ap.add_argument("--cotrained", help="mode_smoke: the root of a finished smoke co-training")
     a = ap.parse_args(argv)
     for job in a.jobs:
         root = Path(a.base) / job
         root.mkdir(parents=True, exist_ok=True)
-        saw = JOBS[job](root, a.cotrained) if job == "mode_smoke" else JOBS[job](root)
-        (root / "job.json").write_text(json.dumps(saw))
+        saw = JOBS[job](root)
+        tmp = root / "job.json.tmp"
+        tmp.write_text(json.dumps(saw))
+        tmp.replace(root / "job.json")        # whole or absent: a test waiting on it never reads half a file
 
 
 if __name__ == "__main__":

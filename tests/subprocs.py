@@ -3,8 +3,8 @@
 Each process a test starts spends its first seconds of a 2-core CPU importing torch and transformers on one
 core; two one-thread processes (OMP_NUM_THREADS=1) whose results do not depend on each other, started
 together, take one core each (tests/test_distributed.py: the beyond runner's test 50 -> 35 s on an AVX2-only
-CPU; the committed-figure redraws of tests/test_stages.py; the notebook jobs of tests/notebook_jobs.py, which
-conftest's `side_jobs` starts together). Not for processes that compute on both cores: two 2-thread co-training runs side by side took 87 s
+CPU; the notebook jobs of tests/notebook_jobs.py, which conftest's `SidePool` runs in two lanes beside the
+tests). Not for processes that compute on both cores: two 2-thread co-training runs side by side took 87 s
 where one after the other took 47. Output goes to temporary files, not pipes, so a chatty process never
 blocks on a full pipe.
 """
@@ -56,12 +56,17 @@ def run_together(jobs: list[tuple[list[str], dict | None]], timeout: float = 600
                 s.proc.kill()
 
 
-def stage_json(root: Path, stage: str) -> dict:
-    """A smoke stage's result JSON under `root` without what differs from process to process: the machine and
-    the wall times. Everything else must match between two runs of the same seed and threads."""
-    d = json.loads((root / "results" / "smoke" / f"{stage}.json").read_text())
+def comparable(d: dict) -> dict:
+    """A stage's result without what differs from process to process: the machine and the wall times. Everything
+    else must match between two runs of the same seed and threads."""
+    d = dict(d)
     for key in ("meta", "seconds", "seconds_total"):
         d.pop(key, None)
     for log in [*d.get("train_logs", {}).values(), d.get("distil", {})]:
         log.pop("seconds", None), log.pop("tokens_per_s", None)
     return d
+
+
+def stage_json(root: Path, stage: str) -> dict:
+    """A smoke stage's result JSON under `root`, `comparable`."""
+    return comparable(json.loads((root / "results" / "smoke" / f"{stage}.json").read_text()))

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from subprocs import Started, one_thread_env, run_together, stage_json
+from notebook_jobs import instance_logs
+from subprocs import comparable, one_thread_env, run_together, stage_json
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -139,9 +140,11 @@ def job(*args) -> None:
     subprocess.run(job_cmd(*args), env=env(), check=True, capture_output=True, timeout=300, cwd=REPO)
 
 
-def beyond_rows(path: Path) -> list:
+def beyond_rows(log: Path | str) -> list:
+    """The rows of a beyond-study log (a path, or its text), sorted, without their times."""
+    text = log.read_text() if isinstance(log, Path) else log
     return sorted((r["id"], r["prompt_index"], r["k"], r["target_id"], tuple(r["ids"]), tuple(r["judged"].items()))
-                  for r in map(json.loads, path.read_text().splitlines()))
+                  for r in map(json.loads, text.splitlines()))
 
 
 @pytest.mark.notebook
@@ -175,34 +178,22 @@ def test_beyond_study_runner_shard_launch_and_single_runs_leave_the_rows_of_one_
     assert log.read_text() == before and not list(log.parent.glob("*.shard*"))
 
 
-SETS = {"cotraining": {"threads": 1, "gen_batch_size": 4}, "mode_reachability": {"n_prompts": 2, "gen_batch_size": 2}}
-ALONE = """
-import json, sys
-from magictokens.stages import cotraining, mode_reachability
-for stage in (cotraining, mode_reachability):
-    stage.run("smoke", sys.argv[1], json.loads(sys.argv[2]), progress=lambda *a: None)
-"""
-
-
-def instance_logs(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_text() for p in (root / "results").rglob("*.jsonl")
-            if "instances" in p.parts}
-
-
 @pytest.mark.notebook
-def test_paper_b_and_the_beyond_study_under_a_launch_give_the_results_of_one_process(tmp_path):
-    alone, launched = tmp_path / "alone", tmp_path / "launched"
-    # the one-process reference side by side with the launches: every process here computes on 1 thread
-    one = Started([sys.executable, "-c", ALONE, str(alone), json.dumps(SETS)], env(), cwd=REPO)
-    sets = [x for k, v in SETS.items() for kk, vv in v.items() for x in ("--set", f"{k}.{kk}={vv}")]
+@pytest.mark.side_job("mode_smoke")
+def test_paper_b_and_the_beyond_study_under_a_launch_give_the_results_of_one_process(tmp_path, side_job,
+                                                                                      smoke_cotraining):
+    launched = tmp_path / "launched"
     for stage in ("cotraining", "mode_reachability"):   # rank 0 executes the notebook, rank 1 runs the stage
-        out = accelerate("-m", "magictokens.pipeline", "run", stage, "--scale", "smoke", "--out-root", launched, *sets)
+        out = accelerate("-m", "magictokens.pipeline", "run", stage, "--scale", "smoke", "--out-root", launched)
         assert out.strip().splitlines()[-1].endswith(".ipynb")                 # one process printed, rank 0
-    one.result()
-    for stage in ("cotraining", "mode_reachability"):
-        assert stage_json(launched, stage) == stage_json(alone, stage), stage
-    rows = {name: beyond_rows(launched / name) for name in instance_logs(launched)}
-    assert rows == {name: beyond_rows(alone / name) for name in instance_logs(alone)}
+    # one process, on 1 thread as each rank: the suite's smoke co-training, and the beyond study's notebook
+    # on a copy of it (side jobs; the smoke params split the generation into batches the ranks share)
+    assert stage_json(launched, "cotraining") == stage_json(smoke_cotraining[0], "cotraining")
+    alone, saw = side_job
+    assert comparable(json.loads((launched / "results" / "smoke" / "mode_reachability.json").read_text())) \
+        == comparable(saw["full"])
+    rows = {name: beyond_rows(text) for name, text in instance_logs(launched).items()}
+    assert rows == {name: beyond_rows(text) for name, text in saw["logs"].items()}
     assert len(rows) == 8 and all(len(r) == 2 for r in rows.values())         # 2 placements x 4 models, 2 prompts
     assert not list(launched.rglob("*.shard*"))
     # resuming under a launch (no prompt searched again) is the runner's: checked by the shard-launch test above

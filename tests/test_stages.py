@@ -1,11 +1,9 @@
 """Stages: typed results that round-trip through results/, figures redrawn from them, params by type."""
-import shutil
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from subprocs import one_thread_env, run_together
+from notebook_jobs import RECORD, RESULT_FILES
 
 from magictokens.config import REPO_ROOT, stage_params
 from magictokens.errors import MagicTokensError
@@ -55,15 +53,6 @@ def test_missing_result_is_one_clear_error(tmp_path):
         ReachabilityResult.load(tmp_path)
 
 
-RESULT_FILES = {"reachability": ("reachability.json", "speed.json", "reachability_points.csv"),
-                "theorem": ("theorem.json",), "cotraining": ("cotraining.json", "cotraining_projection.csv"),
-                "mode_reachability": ("mode_reachability.json",)}
-
-
-RECORD = {"default": tuple(RESULT_FILES), "paper": ("reachability", "theorem"),   # paper B: not run at paper scale
-          "cpu": ("cotraining", "mode_reachability")}                             # its record scale
-
-
 @pytest.mark.unit
 def test_every_committed_stage_result_has_its_redraw_test():
     """A stage result committed at a scale (results/<scale>/<stage>.json) is covered by RECORD."""
@@ -72,38 +61,22 @@ def test_every_committed_stage_result_has_its_redraw_test():
     assert committed == {(st, sc) for sc, stages in RECORD.items() for st in stages}
 
 
-REDRAWS = [(st, sc) for sc, stages in RECORD.items() for st in stages]
-
-
-@pytest.fixture(scope="module")
-def redrawn(tmp_path_factory) -> dict:
-    """{(stage, scale): root} where each notebook, with redraw=True, drew its stage's committed result: its files
-    copied alone into results/<scale>/ of a root of its own, the model name made unloadable. All notebooks at
-    once: a redraw computes on one core, so on a 2-core CPU two run in the time of one (tests/subprocs.py)."""
-    roots, jobs = {}, []
-    for stage, scale in REDRAWS:
-        root = tmp_path_factory.mktemp(f"redraw-{stage}-{scale}")
-        (root / "results" / scale).mkdir(parents=True)
-        for name in RESULT_FILES[stage]:
-            if (REPO_ROOT / "results" / scale / name).exists():
-                shutil.copy(REPO_ROOT / "results" / scale / name, root / "results" / scale / name)
-        roots[stage, scale] = root
-        jobs.append(([sys.executable, "-m", "magictokens.pipeline", "run", stage, "--scale", scale, "--out-root",
-                      str(root), "--set", "model=no-such-model", "--redraw"], one_thread_env()))
-    run_together(jobs, cwd=REPO_ROOT)
-    return roots
+REDRAWS = [pytest.param(st, sc, marks=pytest.mark.side_job(f"redraw-{st}-{sc}"))   # tests/notebook_jobs.py
+           for sc, stages in RECORD.items() for st in stages]
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("stage,scale", REDRAWS)
-def test_committed_figures_redraw_from_results_alone(redrawn, stage, scale):
+def test_committed_figures_redraw_from_results_alone(side_job, stage, scale):
     """Each notebook with redraw=True reads its stage's files in results/<scale>/ only (the model
-    name is made unloadable) and draws every committed figure byte for byte (PNG)."""
+    name is made unloadable) and draws every committed figure byte for byte (PNG). The redraws are side jobs:
+    a redraw computes on one core, beside the tests."""
+    root, _ = side_job
     rel = Path("paper_figures") / stage if scale == "paper" else Path("results") / scale / "figures" / stage
     committed = sorted((REPO_ROOT / rel).glob("*.png"))
     assert committed, f"no committed figures in {rel}"
     for old in committed:
-        new = redrawn[stage, scale] / rel / old.name
+        new = root / rel / old.name
         assert new.exists(), old.name
         assert new.read_bytes() == old.read_bytes(), f"{rel / old.name} differs from its redraw"
 
@@ -193,3 +166,28 @@ def test_paper_b_records_were_made_with_todays_cpu_scale():
     assert stage_params("default", "cotraining", CoTrainingConfig)[0]["cotraining"] != want
     # the check itself can fail: a record with other params is not today's cpu scale
     assert not made_with_cpu_scale({**recs[0], "params": {**recs[0]["params"], "n_train_harmful": -1}})
+
+@pytest.mark.notebook
+def test_notebook_runs_skip_the_iri_grammar_and_still_validate_notebooks():
+    """run_stage's imports leave out rfc3987_syntax (a 2.2 s grammar compile per notebook run); nbformat still
+    validates a stage's notebook, and a valid one only (a fresh process: this one may have imported it)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from magictokens.pipeline import skip_iri_grammar
+skip_iri_grammar()
+import jupytext, nbformat, papermill
+nb = jupytext.read(sys.argv[1])
+nbformat.validate(nb)
+nb.cells[0]["cell_type"] = "no-such-type"
+try:
+    nbformat.validate(nb)
+    print("invalid notebook passed")
+except nbformat.ValidationError:
+    print("ok", sys.modules["rfc3987_syntax"] is None)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(REPO_ROOT / "notebooks" / "04_mode_reachability.py")],
+                         capture_output=True, text=True, check=True, timeout=120).stdout.split()
+    assert out == ["ok", "True"]

@@ -54,6 +54,18 @@ def check_stages(names: list[str], n_processes: int = 1) -> None:
                                    f"(these do: {', '.join(SPLIT_STAGES)})")
 
 
+def skip_iri_grammar() -> None:
+    """Keep nbformat's import from compiling a grammar no notebook needs.
+
+    nbformat validates with jsonschema, whose "iri" format checker imports `rfc3987_syntax` when it is
+    installed (jupyterlab's dependencies install it), and that module compiles a Lark grammar at import:
+    2.2 s of every notebook run on a 2-core CPU (`python -X importtime -c "import papermill"`). No notebook
+    schema has an "iri" field, and jsonschema leaves the checker out when the import fails, which a None in
+    sys.modules makes it do. A process that imported the module already keeps it.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = None,
               overrides: dict | None = None, log_output: bool = False, redraw: bool = False) -> Path | None:
     """Render + execute one notebook stage; returns the executed notebook path.
@@ -64,6 +76,7 @@ def run_stage(stage: str, scale: str = "default", out_root: str | Path | None = 
     only, whose result rank 0's notebook writes, and return None.
     """
     # here, not at the top: `data`, `search` and `report` run without the notebook machinery
+    skip_iri_grammar()
     import jupytext
     import papermill as pm
 
