@@ -78,6 +78,14 @@ class SidePool:
             time.sleep(0.2)
         return self.base / name, json.loads(done.read_text())
 
+    def alive(self) -> bool:
+        return any(lane.proc.poll() is None for lane in set(self.lanes.values()))
+
+    def wait_all(self) -> None:
+        """Until every lane has ended (a lane's error is raised by the test that needs its job)."""
+        for lane in set(self.lanes.values()):
+            lane.proc.wait()
+
     def stop(self) -> None:
         for lane in set(self.lanes.values()):
             if lane.proc.poll() is None:
@@ -99,6 +107,11 @@ def needed_jobs(items) -> list[str]:
     return out
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that compute on both cores (`needs_cores`) go last, after the side jobs (see `cores`)."""
+    items.sort(key=lambda item: item.get_closest_marker("needs_cores") is not None)   # stable: else in order
+
+
 def pytest_collection_finish(session):
     names = needed_jobs(session.items)
     if names:
@@ -118,6 +131,24 @@ POOL = pytest.StashKey[SidePool]()
 @pytest.fixture(scope="session")
 def side_pool(request) -> SidePool:
     return request.config.stash[POOL]
+
+
+@pytest.fixture(autouse=True)
+def cores(request):
+    """While the side lanes run, this process computes on one thread: a test on two threads beside them waits
+    at every barrier for a thread a lane has displaced, even at the lanes' lowest priority (measured on a 2-core
+    AVX2-only CPU: the real-model LoRA determinism test 28 -> 84 s, test_below's exhaustive test 6 -> 32 s).
+    A `needs_cores` test (two threads or two processes of its own) waits for the lanes to end instead."""
+    pool = request.config.stash.get(POOL, None)
+    if pool is not None and pool.alive() and request.node.get_closest_marker("needs_cores"):
+        pool.wait_all()
+    busy = pool is not None and pool.alive()
+    torch.set_num_threads(1 if busy else THREADS)
+    yield
+    torch.set_num_threads(THREADS)
+
+
+THREADS = torch.get_num_threads()     # this process's own count, as the environment set it
 
 
 @pytest.fixture(scope="session")

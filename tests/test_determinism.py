@@ -56,6 +56,7 @@ print(DIGEST)
 
 
 @pytest.mark.slow
+@pytest.mark.needs_cores
 def test_real_model_lora_steps_repeat_at_fixed_threads():
     """The default model, LoRA in the dtype the hardware picks (bf16 autocast where native): this process and one more under another hash seed, same threads -> same weights.
     (At 1 vs 2 threads the weights differ from the second step on: why the stage fixes `threads`.)"""

@@ -60,6 +60,7 @@ def solo(tmp_path_factory) -> dict:
 
 
 @pytest.mark.notebook
+@pytest.mark.needs_cores
 def test_accelerate_launch_gives_the_rows_of_one_process_and_resumes(tmp_path, solo):
     out = launch(tmp_path / "launched")
     assert json.loads(out.strip().splitlines()[-1]) == {"true_token": [4, 4], "top75": [2, 2], "uniform_rank": [3, 3]}
@@ -74,6 +75,7 @@ def test_accelerate_launch_gives_the_rows_of_one_process_and_resumes(tmp_path, s
 
 
 @pytest.mark.notebook
+@pytest.mark.needs_cores
 def test_a_mix_of_shard_launch_and_single_runs_merges_to_one_log(tmp_path, solo):
     mix = tmp_path / "mix"
     search(mix, "--shard", "0/3", "--family", "true_token")              # a job array's first task only
@@ -148,6 +150,7 @@ def beyond_rows(log: Path | str) -> list:
 
 
 @pytest.mark.notebook
+@pytest.mark.needs_cores
 def test_map_ranks_under_a_launch_is_the_single_process_map_in_order(tmp_path):
     from launched_jobs import PROMPTS
 
@@ -162,6 +165,7 @@ def test_map_ranks_under_a_launch_is_the_single_process_map_in_order(tmp_path):
 
 
 @pytest.mark.notebook
+@pytest.mark.needs_cores
 def test_beyond_study_runner_shard_launch_and_single_runs_leave_the_rows_of_one_process(tmp_path):
     solo, log = tmp_path / "solo.jsonl", tmp_path / "mix" / "t.jsonl"
     run_together([(job_cmd("transition", solo), env()),                       # one process, side by side with
@@ -179,6 +183,7 @@ def test_beyond_study_runner_shard_launch_and_single_runs_leave_the_rows_of_one_
 
 
 @pytest.mark.notebook
+@pytest.mark.needs_cores
 @pytest.mark.side_job("mode_smoke")
 def test_paper_b_and_the_beyond_study_under_a_launch_give_the_results_of_one_process(tmp_path, side_job,
                                                                                       smoke_cotraining):
