@@ -1,11 +1,10 @@
-import json
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from notebook_jobs import needed_jobs
+from subprocs import SidePool
 
 from magictokens.models import build_tiny_model
 
@@ -40,71 +39,6 @@ def tiny():
 def tiny_ids(tiny):
     _, tok = tiny
     return lambda text: tok(text, add_special_tokens=False).input_ids
-
-
-class SidePool:
-    """The tests/notebook_jobs.py jobs that the selected tests need, started when collection ends, in two
-    one-thread processes (lanes) that run beside the tests: a test that needs a job waits for that job only.
-    The lanes run under another hash seed than the smoke co-training's kernel (notebook_jobs.SMOKE_HASH_SEED)."""
-
-    def __init__(self, base: Path, names: list[str]):
-        from notebook_jobs import lanes
-        from subprocs import Started, one_thread_env
-
-        self.base = base
-        script = Path(__file__).with_name("notebook_jobs.py")
-        env = dict(one_thread_env(), PYTHONHASHSEED="1")
-        # at the lowest priority: the lanes take the cores the tests leave idle (imports, Python, waits). At
-        # equal priority a test computing on 2 threads beside them ran 6x slower (171 s against 28 s: its
-        # threads wait for each other at every barrier while a lane holds a core)
-        nice = ["nice", "-n", "19"] if shutil.which("nice") else []
-        self.lanes = {}
-        for lane in lanes(names):
-            started = Started([*nice, sys.executable, str(script), str(base), *lane], env, timeout=1800,
-                              cwd=Path(__file__).resolve().parents[1])
-            self.lanes.update({name: started for name in lane})
-
-    def wait(self, name: str) -> tuple[Path, dict]:
-        """(its root, what it saw) once job `name` is done; its lane's error if the lane stopped before it."""
-        if name not in self.lanes:
-            raise KeyError(f"job {name} was not started: mark the test that needs it with "
-                           f"@pytest.mark.side_job({name!r}) or request its fixture")
-        done, lane = self.base / name / "job.json", self.lanes[name]
-        while not done.exists():
-            if lane.proc.poll() is not None:     # the lane ended without it: raise its error (stderr)
-                lane.result()
-                if not done.exists():
-                    raise RuntimeError(f"job {name}'s lane ended without it")
-            time.sleep(0.2)
-        return self.base / name, json.loads(done.read_text())
-
-    def alive(self) -> bool:
-        return any(lane.proc.poll() is None for lane in set(self.lanes.values()))
-
-    def wait_all(self) -> None:
-        """Until every lane has ended (a lane's error is raised by the test that needs its job)."""
-        for lane in set(self.lanes.values()):
-            lane.proc.wait()
-
-    def stop(self) -> None:
-        for lane in set(self.lanes.values()):
-            if lane.proc.poll() is None:
-                lane.proc.kill()
-
-
-def needed_jobs(items) -> list[str]:
-    """The side jobs the items need, in the order the tests first ask for them (a dependency first)."""
-    from notebook_jobs import DEPENDS
-
-    out: list[str] = []
-    for item in items:
-        names = [m.args[0] for m in item.iter_markers("side_job")]
-        names += ["smoke_cotraining"] if "smoke_cotraining" in getattr(item, "fixturenames", ()) else []
-        for name in names:
-            for job in (DEPENDS.get(name), name):
-                if job is not None and job not in out:
-                    out.append(job)
-    return out
 
 
 def pytest_collection_modifyitems(items):

@@ -188,6 +188,19 @@ def lanes(names: list[str], n: int = 2) -> list[list[str]]:
     return [lane for lane in out if lane]
 
 
+def needed_jobs(items) -> list[str]:
+    """The side jobs the items need, in the order the tests first ask for them (a dependency first)."""
+    out: list[str] = []
+    for item in items:
+        names = [m.args[0] for m in item.iter_markers("side_job")]
+        names += ["smoke_cotraining"] if "smoke_cotraining" in getattr(item, "fixturenames", ()) else []
+        for name in names:
+            for job in (DEPENDS.get(name), name):
+                if job is not None and job not in out:
+                    out.append(job)
+    return out
+
+
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("base")

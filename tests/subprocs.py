@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -26,10 +30,10 @@ class Started:
     """A command started in the background: `result()` waits for it -> its stdout (CalledProcessError,
     with its stderr, if it failed)."""
 
-    def __init__(self, cmd: list[str], env: dict | None = None, timeout: float = 600, cwd=None):
+    def __init__(self, cmd: list[str], env: dict | None = None, timeout: float = 600, cwd=None, **popen):
         self.cmd, self.timeout = cmd, timeout
         self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.out, stderr=self.err, text=True, cwd=cwd)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.out, stderr=self.err, text=True, cwd=cwd, **popen)
 
     def result(self) -> str:
         try:
@@ -70,3 +74,57 @@ def comparable(d: dict) -> dict:
 def stage_json(root: Path, stage: str) -> dict:
     """A smoke stage's result JSON under `root`, `comparable`."""
     return comparable(json.loads((root / "results" / "smoke" / f"{stage}.json").read_text()))
+
+
+class SidePool:
+    """The tests/notebook_jobs.py jobs that the selected tests need, started when collection ends, in two
+    one-thread processes (lanes) that run beside the tests: a test that needs a job waits for that job only.
+    The lanes run under another hash seed than the smoke co-training's kernel (notebook_jobs.SMOKE_HASH_SEED)."""
+
+    def __init__(self, base: Path, names: list[str]):
+        from notebook_jobs import lanes
+
+        self.base = base
+        script = Path(__file__).with_name("notebook_jobs.py")
+        env = dict(one_thread_env(), PYTHONHASHSEED="1")
+        # at the lowest priority: the lanes take the cores the tests leave idle (imports, Python, waits). At
+        # equal priority a test computing on 2 threads beside them ran 6x slower (171 s against 28 s: its
+        # threads wait for each other at every barrier while a lane holds a core)
+        nice = ["nice", "-n", "19"] if shutil.which("nice") else []
+        self.lanes, self.errors = {}, {}
+        for lane in lanes(names):
+            # a session of its own: `stop` ends the lane with the kernels it started
+            started = Started([*nice, sys.executable, str(script), str(base), *lane], env, timeout=1800,
+                              cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+            self.lanes.update({name: started for name in lane})
+
+    def wait(self, name: str) -> tuple[Path, dict]:
+        """(its root, what it saw) once job `name` is done; its lane's error if the lane stopped before it."""
+        if name not in self.lanes:
+            raise KeyError(f"job {name} was not started: mark the test that needs it with "
+                           f"@pytest.mark.side_job({name!r}) or request its fixture")
+        done, lane = self.base / name / "job.json", self.lanes[name]
+        while not done.exists():
+            if lane.proc.poll() is not None and not done.exists():   # the lane ended without it
+                if lane not in self.errors:                           # its stderr, read once for every job
+                    try:
+                        lane.result()
+                        self.errors[lane] = "it exited 0"
+                    except subprocess.CalledProcessError as exc:
+                        self.errors[lane] = f"exit {exc.returncode}:\n{exc.stderr[-4000:]}"
+                raise RuntimeError(f"side job {name}: its lane ended before it, {self.errors[lane]}")
+            time.sleep(0.2)
+        return self.base / name, json.loads(done.read_text())
+
+    def alive(self) -> bool:
+        return any(lane.proc.poll() is None for lane in set(self.lanes.values()))
+
+    def wait_all(self) -> None:
+        """Until every lane has ended (a lane's error is raised by the test that needs its job)."""
+        for lane in set(self.lanes.values()):
+            lane.proc.wait()
+
+    def stop(self) -> None:
+        for lane in set(self.lanes.values()):
+            if lane.proc.poll() is None:
+                os.killpg(lane.proc.pid, signal.SIGKILL)
