@@ -180,8 +180,8 @@ def lanes(names: list[str], n: int = 2) -> list[list[str]]:
     load = [0.0] * n
     for name in names:
         dep = DEPENDS.get(name)
-        if dep is not None and dep not in names:
-            raise ValueError(f"job {name} needs {dep}: select it too")
+        if dep is not None and dep not in names[:names.index(name)]:
+            raise ValueError(f"job {name} needs {dep}: select it too, before it")
         i = next(j for j, lane in enumerate(out) if dep in lane) if dep else load.index(min(load))
         out[i].append(name)
         load[i] += cost(name)

@@ -13,8 +13,9 @@ def test_lanes_follow_the_order_of_need_and_keep_a_dependency_in_its_lane():
     got = lanes(["smoke_cotraining", "reach_smoke", "mode_smoke", "reach_typo"])
     assert got == [["smoke_cotraining", "mode_smoke"], ["reach_smoke", "reach_typo"]]
     assert lanes(["reach_typo"]) == [["reach_typo"]]
-    with pytest.raises(ValueError, match="mode_smoke needs smoke_cotraining"):
-        lanes(["mode_smoke"])
+    for names in (["mode_smoke"], ["mode_smoke", "smoke_cotraining"]):
+        with pytest.raises(ValueError, match="mode_smoke needs smoke_cotraining: select it too, before it"):
+            lanes(names)
 
 
 class Item:
