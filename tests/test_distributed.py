@@ -194,7 +194,7 @@ def test_paper_b_and_the_beyond_study_under_a_launch_give_the_results_of_one_pro
     # one process, on 1 thread as each rank: the suite's smoke co-training, and the beyond study's notebook
     # on a copy of it (side jobs; the smoke params split the generation into batches the ranks share)
     assert stage_json(launched, "cotraining") == stage_json(smoke_cotraining[0], "cotraining")
-    alone, saw = side_job
+    _, saw = side_job
     assert comparable(json.loads((launched / "results" / "smoke" / "mode_reachability.json").read_text())) \
         == comparable(saw["full"])
     rows = {name: beyond_rows(text) for name, text in instance_logs(launched).items()}
