@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from unittest import mock
 
 from magictokens.config import REPO_ROOT
 from magictokens.errors import MagicTokensError
@@ -124,12 +125,8 @@ def mode_smoke(root: Path) -> dict:
 def smoke_cotraining(root: Path) -> dict:
     """The cotraining notebook on smoke params, once per suite: its own test checks it, the determinism tests
     and the launch test compare against it, and the beyond study's notebook job starts from a copy."""
-    before = os.environ.get("PYTHONHASHSEED")
-    os.environ["PYTHONHASHSEED"] = SMOKE_HASH_SEED                     # the kernel inherits it
-    try:
+    with mock.patch.dict(os.environ, {"PYTHONHASHSEED": SMOKE_HASH_SEED}):   # the kernel inherits it
         return {"executed": str(run_stage("cotraining", "smoke", out_root=root))}
-    finally:
-        os.environ.pop("PYTHONHASHSEED") if before is None else os.environ.__setitem__("PYTHONHASHSEED", before)
 
 
 def cotraining_rerun(root: Path) -> dict:
