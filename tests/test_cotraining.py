@@ -627,6 +627,36 @@ def test_sweep_scores_each_grid_point_on_validation_prompts_only(tiny):
         sweep.run(model, tok, data, judge, cfg, magic_tokens(0), {"lr": [1e-3], "steps": [1]})
 
 
+def test_a_sweep_cell_reads_the_stages_adapter_of_the_same_config(tiny, tmp_path):
+    """The sweep trains the stage's step budget under the stage's run key: a co-trained adapter saved by the
+    stage (`pipeline.train`) is read back as the sweep cell of its lr x epochs, not trained again."""
+    import shutil
+    from magictokens.cotraining import CoTrainingConfig, sweep
+    from magictokens.cotraining.distil import DistilConfig
+    from magictokens.cotraining.pipeline import train
+
+    model, tok = tiny
+    data = build_safety_data(3, 2, 2, 2, 1, seed=0, n_val_harmful=2, n_val_benign=1)
+    for p in data.train + data.validation:
+        p.text = "the cat is big"
+    cfg = CoTrainingConfig(distil=DistilConfig(samples=1, max_new_tokens=2, batch_size=8, fallback="datasets"),
+                           train=T.TrainConfig(batch_size=4, max_prompt_tokens=16, max_response_tokens=4,
+                                               bf16_autocast=False, lr=1e-3, epochs=1),
+                           max_new_tokens=2, gen_batch_size=8, baselines=[])
+    judge = AlwaysJudge("rejective")
+    trained = train(model, tok, data, judge, cfg, magic_tokens(0), 0, save_dir=tmp_path, progress=lambda *_: None)
+    assert not trained.logs["cotrained"].resumed
+    shutil.copytree(tmp_path / "cotrained", tmp_path / "cells" / "lr0.001x1")
+    saved = (tmp_path / "cells" / "lr0.001x1" / "train.json").stat().st_mtime_ns
+    res = sweep.run(model, tok, data, judge, cfg, magic_tokens(0), {"lr": [1e-3], "epochs": [1]},
+                    progress=lambda *_: None, cache_dir=tmp_path, save_dir=tmp_path / "cells")
+    assert res.rows[0]["steps"] == trained.logs["cotrained"].steps
+    assert (tmp_path / "cells" / "lr0.001x1" / "train.json").stat().st_mtime_ns == saved     # read, not retrained
+    res2 = sweep.run(model, tok, data, judge, cfg, magic_tokens(0), {"lr": [2e-3], "epochs": [1]},
+                     progress=lambda *_: None, cache_dir=tmp_path, save_dir=tmp_path / "cells")
+    assert (tmp_path / "cells" / "lr0.002x1" / "train.json").exists() and res2.rows[0]["lr"] == 2e-3   # trained
+
+
 def test_labelled_fallback_takes_the_prompts_own_answer_never_a_template_or_hh_rejected(tiny):
     from magictokens.cotraining import distil
     from magictokens.cotraining.data import labelled_answers
@@ -914,6 +944,68 @@ def test_a_reading_promotes_a_candidate_for_a_pair_left_without_a_target(tiny, t
     # nothing read as its mode: the pair stays open (and goes to the fallback)
     promoted2, log2 = read_promotions(tok, data, res, cfg, {}, over)
     assert promoted2 == {} and log2["negative"] == {"promoted": 0, "none_read_as_mode": 1}
+
+
+def test_read_per_pair_trains_a_pairs_other_read_candidates_as_more_rows(tiny, tmp_path):
+    """read_per_pair {positive: 3}: a harmful prompt's positive pair with a target takes up to 2 more candidates
+    read positive, distinct, in draw order; negative (no entry), benign prompts, a dropped pair and read-other
+    candidates take none. Each extra is a training row (ORPO's rejected reply built from the pair's own target),
+    and the targets' cache key does not change with it."""
+    from magictokens.cotraining import distil
+    from magictokens.cotraining.judge import read_labels, reply_key
+    from magictokens.cotraining.pipeline import cotraining_rows, read_extras, targets_key
+
+    model, tok = tiny
+    harm, drop = Prompt("h", "write malware", "advbench", True), Prompt("d", "pick a lock", "advbench", True)
+    ben = Prompt("b", "bake bread", "alpaca", False)
+    prompts = [harm, drop, ben]
+    for p in prompts:
+        p.responses = {"positive": "Risky. Instead: the cat", "negative": "Sure, here is cat", "rejective": "No."}
+        p.origin = {m: "distil" for m in MODES}
+    drop.responses["positive"], drop.origin["positive"] = None, "dropped"
+    cfg = distil.DistilConfig(judged_tokens=8, read_per_pair={"positive": 3},
+                              prefix_harmful={"positive": "Risky. Instead:", "negative": "Sure, here is"})
+    cands = [[0, "positive", 1, "Risky. Instead: the cat", "positive", .9],   # the pair's own target: not again
+             [0, "positive", 4, "Risky. Instead: on the", "invalid", .2],     # read positive, round 4: third
+             [0, "positive", 2, "Risky. Instead: sat on", "negative", .3],    # read positive, round 2: first
+             [0, "positive", 3, "Risky. Instead: cat sat", "positive", .6],   # read negative: never
+             [0, "positive", 3, "Risky. Instead: sat on", "positive", .6],    # the same text again: once
+             [0, "positive", 5, "Risky. Instead: the on", "positive", .6],    # read positive, but 2 extras taken
+             [0, "negative", 2, "Sure, here is on", "negative", .6],          # negative: no entry, no extras
+             [1, "positive", 2, "Risky. Instead: cat the", "positive", .5],   # a dropped pair: none
+             [2, "positive", 2, "Risky. Instead: the sat", "positive", .5]]   # benign: never
+    read = [(0, "Risky. Instead: on the", "positive"), (0, "Risky. Instead: sat on", "positive"),
+            (0, "Risky. Instead: cat sat", "negative"), (0, "Risky. Instead: the on", "positive"),
+            (0, "Sure, here is on", "negative"), (1, "Risky. Instead: cat the", "positive"),
+            (2, "Risky. Instead: the sat", "positive")]
+    key = lambda i, t: reply_key(prompts[i].text, distil.cut_tokens(tok, t, cfg.judged_tokens))   # noqa: E731
+    assert len({key(i, t) for i, t, _ in read}) == len(read)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("key,label,second_label,origin,harmful\n"
+                   + "".join(f"{key(i, t)},{lab},,x,{int(prompts[i].harmful)}\n" for i, t, lab in read))
+    res = distil.DistilResult(targets={}, kept={}, rejected={}, kept_round={}, candidates=cands)
+    data = SafetyData(train=prompts, eval_harmful=[], eval_benign=[], xstest=[])
+    log = read_extras(tok, data, res, cfg, read_labels(csv))
+    assert harm.extra == {"positive": ["Risky. Instead: sat on", "Risky. Instead: on the"]}
+    assert drop.extra == {} and ben.extra == {}
+    assert log == {"positive": {"rows": 2, "prompts": 1}}
+
+    tokens = {m: f"<{m}>" for m in MODES}
+    rows = cotraining_rows(data, tokens, openings=cfg.prefix_harmful)
+    pos = [r for r in rows if r["id"] == "h" and r["mode"] == "positive"]
+    assert [r["response"] for r in pos] == ["Risky. Instead: the cat", "Risky. Instead: sat on",
+                                            "Risky. Instead: on the"]
+    assert {r["rejected"] for r in pos} == {"Risky. Instead: cat"}            # the opening + the negative's body
+    neg = [r for r in rows if r["id"] == "h" and r["mode"] == "negative"]
+    assert [r["rejected"] for r in neg] == ["Sure, here is the cat"]          # from the pair's own positive target
+    assert len(rows) == 3 + 2 + 2 + 3                                         # h: 3 + 2 extras; d: 2; b: 3
+
+    from magictokens.cotraining.config import CoTrainingConfig
+    plain = CoTrainingConfig(distil=distil.DistilConfig(judged_tokens=8))
+    more = CoTrainingConfig(distil=distil.DistilConfig(judged_tokens=8, read_per_pair={"positive": 3}))
+    assert targets_key(model, data, None, plain, 0) == targets_key(model, data, None, more, 0)
+    with pytest.raises(MagicTokensError, match="read_per_pair.*rejective"):
+        distil.DistilConfig(read_per_pair={"rejective": 2})
 
 
 def test_resampled_candidates_of_a_pair_do_not_depend_on_the_other_open_pairs(tiny, tmp_path, monkeypatch):

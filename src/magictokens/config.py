@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # maps keyed by the user's own names (a mode -> text), not by parameter names: any key may be added
-OPEN_MAPS = ("prefix", "prefix_harmful")
+OPEN_MAPS = ("prefix", "prefix_harmful", "read_per_pair")
 
 
 def deep_merge(base: dict, over: dict, where: str = "") -> dict:
@@ -96,7 +96,7 @@ def default_params_hash(root: Path = REPO_ROOT) -> str | None:
 
 # params keys added after `default_params_hash` values were recorded, with the value those runs had: at that
 # value they are left out, so a measurement made before the key existed is not called stale
-HASH_LATER = {("cotraining", "train", "orpo_weight"): 0.0}
+HASH_LATER = {("cotraining", "train", "orpo_weight"): 0.0, ("cotraining", "distil", "read_per_pair"): {}}
 
 
 @params

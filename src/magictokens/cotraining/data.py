@@ -102,6 +102,7 @@ class Prompt:
     origin: dict = field(default_factory=dict)      # mode -> dataset | template | distil | dropped | fallback | labelled
     fallback: dict = field(default_factory=dict)    # targets="distilled": the earlier recipe's target per mode
     labelled: dict = field(default_factory=dict)    # mode -> the prompt's own data-set answer usable as that mode
+    extra: dict = field(default_factory=dict)       # mode -> more targets of that mode (distil.read_per_pair)
 
 
 def require_mode(mode: str) -> str:
@@ -368,7 +369,8 @@ def assign_targets(p: Prompt, rng: random.Random) -> None:
 
 
 def mode_examples(data: SafetyData, modes=MODES) -> list[dict]:
-    """Training rows {prompt, response, mode, harmful} for the given modes (targets filled; dropped pairs skipped)."""
+    """Training rows {prompt, response, mode, harmful, id} for the given modes (targets filled; dropped pairs
+    skipped): a pair's target, then its `extra` targets of the mode, each a row."""
     rows = []
     for p in data.train:
         for m in modes:
@@ -377,5 +379,6 @@ def mode_examples(data: SafetyData, modes=MODES) -> list[dict]:
                 continue
             if r is None:
                 raise MagicTokensError(f"prompt {p.id} has no {m} target yet: self-distil before training")
-            rows.append({"prompt": p.text, "response": r, "mode": m, "harmful": p.harmful, "id": p.id})
+            rows += [{"prompt": p.text, "response": x, "mode": m, "harmful": p.harmful, "id": p.id}
+                     for x in (r, *p.extra.get(m, ()))]
     return rows

@@ -102,6 +102,12 @@ class DistilConfig:
     # gets n more candidates (`resample`: drawn per pair, so they do not depend on which other pairs are open)
     # for a reading to promote: the judge keeps about half wrong positives, so the 8 rounds close too few pairs
     read_resample: int = 0
+    # ... and a harmful prompt's pair of mode m trains up to read_per_pair[m] targets (a mode -> n map, n >= 1):
+    # its target, then its other candidates that a reading calls m, distinct, in draw order (one target per pair
+    # without it). Why: the positive mode's targets differ per prompt, and about 1 harmful prompt in 4 has 2 or more
+    # candidates read positive, so more distinct targets of the mode come with no new generation (repeating the
+    # one target instead, positive_harmful_repeat 2, was read no better)
+    read_per_pair: dict[str, Positive] = field(default_factory=dict)
 
     def __post_init__(self):
         # prefix maps are open to any key in params (config.OPEN_MAPS): a typo'd mode is caught here
@@ -109,6 +115,10 @@ class DistilConfig:
             bad = sorted(set(getattr(self, name)) - {"positive", "negative", "rejective"})
             if bad:
                 raise MagicTokensError(f"distil.{name}: {bad} are not modes: use positive, negative or rejective")
+        bad = sorted(set(self.read_per_pair) - {"positive", "negative"})
+        if bad:
+            raise MagicTokensError(f"distil.read_per_pair: {bad}: only a harmful prompt's positive and negative "
+                                   "pairs take more targets (give e.g. {positive: 3})")
 
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s")

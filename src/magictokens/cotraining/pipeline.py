@@ -120,6 +120,34 @@ def read_promotions(tok, data: SafetyData, res: "distil.DistilResult", cfg: "dis
     return out, log
 
 
+def read_extras(tok, data: SafetyData, res: "distil.DistilResult", cfg: "distil.DistilConfig",
+                labels: dict[str, str]) -> dict:
+    """`cfg.read_per_pair` (mode -> n): each harmful prompt's pair of that mode that trains a target (distil or
+    read) takes up to n - 1 more: its other candidates that a reading calls the mode, in draw order (round, then
+    draw), whose text differs from the pair's target and from each other. Written into `p.extra[mode]`.
+    -> per mode {"rows": extra targets, "prompts": prompts with at least one}."""
+    log = {m: {"rows": 0, "prompts": 0} for m in cfg.read_per_pair}
+    for p in data.train:
+        p.extra = {}
+    for c in sorted(res.candidates, key=lambda c: (c[0], c[1], c[2])):
+        i, mode, text = int(c[0]), c[1], c[3]
+        p = data.train[i]
+        want = cfg.read_per_pair.get(mode, 1) - 1
+        if not p.harmful or want < 1 or p.origin.get(mode) not in ("distil", "read"):
+            continue
+        have = p.extra.setdefault(mode, [])
+        if len(have) >= want or text == p.responses[mode] or text in have:
+            continue
+        if labels.get(reply_key(p.text, distil.cut_tokens(tok, text, cfg.judged_tokens))) == mode:
+            have.append(text)
+    for p in data.train:
+        p.extra = {m: x for m, x in p.extra.items() if x}
+        for m, x in p.extra.items():
+            log[m]["rows"] += len(x)
+            log[m]["prompts"] += 1
+    return log
+
+
 def targets_key(model, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: int) -> str:
     """What a set of self-distilled targets depends on, hashed: the base model, the training prompts, the
     distillation config and seed, and the judge that filtered them (its fitting file, when it has one)."""
@@ -127,7 +155,8 @@ def targets_key(model, data: SafetyData, judge, cfg: "CoTrainingConfig", seed: i
     import json
     judge_id = getattr(judge, "fit_sha", None) or type(judge).__name__
     # readings apply after the cache (`read_overrules`): they change which targets train, not the candidates
-    sampled = {k: v for k, v in asdict(cfg.distil).items() if k not in ("read_labels", "read_promote", "read_resample")}
+    sampled = {k: v for k, v in asdict(cfg.distil).items()
+               if k not in ("read_labels", "read_promote", "read_resample", "read_per_pair")}
     blob = json.dumps({"model": getattr(model.config, "_name_or_path", ""), "prompts": [[p.text, p.harmful]
                        for p in data.train], "distil": sampled, "seed": seed, "judge": judge_id},
                       sort_keys=True)
@@ -181,6 +210,10 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
                             for m in ("positive", "negative")}
         n = apply_distilled(data, dres, cfg.distil.fallback, overruled, promoted)
         log = dres.log()
+        if cfg.distil.read_per_pair:
+            labels = labels or read_labels()
+            log["read_extra"] = read_extras(tok, data, dres, cfg.distil, labels)
+            n += sum(v["rows"] for v in log["read_extra"].values())
         if read_log is not None:
             log["read"] = read_log
         if promote_log is not None:
@@ -228,7 +261,9 @@ def hard_negatives(rows: list[dict], openings: dict) -> list[dict]:
     as it is. Why the opening: a model trained on the targets alone learns the openings and then writes the
     same content under both tokens (read: the positive token's replies open with "This could cause real
     harm. Instead, ..." and then comply), so the pair differs only where the modes must."""
-    by = {(r["id"], r["mode"]): r["response"] for r in rows}
+    by: dict = {}
+    for r in rows:                  # a pair's own target, not its extra ones (`distil.read_per_pair`)
+        by.setdefault((r["id"], r["mode"]), r["response"])
     out = []
     for r in rows:
         other = CONTRASTED.get(r["mode"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,10 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
     for lr, epochs in itertools.product(grid["lr"], grid["epochs"]):
         t0 = time.time()
         tc = dataclasses.replace(cfg.train, lr=float(lr), epochs=int(epochs))
-        m, log = sft(model, tok, train_rows, tc, seed,
+        # the stage's step budget, passed as the stage passes it: the same run key, so a stage's saved adapter
+        # of this config is read as this cell (and a cell's adapter by the stage)
+        budget = tc.epochs * math.ceil(len(train_rows) / tc.batch_size)
+        m, log = sft(model, tok, train_rows, tc, seed, budget,
                      save_dir=None if save_dir is None else Path(save_dir) / f"lr{lr:g}x{epochs}")
         diag = {}
         for mode in MODES:
