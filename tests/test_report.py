@@ -508,12 +508,16 @@ def test_sweep_line_says_only_what_the_sweep_and_params_now_hold(tmp_path):
     params["default"]["cotraining"]["train"]["epochs"] = best["epochs"] + 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert "**not the sweep's best**" in render_sweep(tmp_path)[0]
-    # a second sweep of record gets its own line naming its file and judge; a probe (--set overrides) gets none
+    # a second sweep of record gets its own line naming its file and judge; a probe (--set overrides) gets none,
+    # nor does a one-cell run with no overrides (a probe's plain cell: one point chooses nothing)
     v2 = dict(sweep, meta={**sweep["meta"], "judge": "rules+cross-encoder", "overrides": []},
-              rows=[dict(best, lr=0.123, score=0.5)], best=dict(best, lr=0.123, score=0.5))
+              rows=[dict(best, lr=0.123, score=0.5), dict(best, lr=0.5, score=0.4)],
+              best=dict(best, lr=0.123, score=0.5))
     (tmp_path / "results" / "bench" / "cotraining_sweep_v2.json").write_text(json.dumps(v2))
     (tmp_path / "results" / "bench" / "cotraining_sweep_probe.json").write_text(
         json.dumps(dict(v2, meta={**v2["meta"], "overrides": ["a.b=1"]})))
+    (tmp_path / "results" / "bench" / "cotraining_sweep_plain.json").write_text(
+        json.dumps(dict(v2, rows=v2["rows"][:1])))
     lines = [x for x in render_sweep(tmp_path) if x]
     assert len(lines) == 2 and "`cotraining_sweep_v2.json`" in lines[1]
     assert "judged by the rules+cross-encoder judge" in lines[1] and "Best there: lr 0.123" in lines[1]
@@ -645,6 +649,30 @@ def test_a_param_added_later_at_its_old_value_keeps_a_record_todays_recipe(monke
     from magictokens.report.paper_b import _judge_sha_today
     assert made_with_cpu_scale({**on, "judge": {**on["judge"], "fit_sha": _judge_sha_today()}})
     assert not made_with_cpu_scale({**on, "judge": {**on["judge"], "fit_sha": "0123456789abcdef"}})
+
+
+def test_read_per_pair_off_keeps_the_records_made_before_it_todays_recipe(monkeypatch):
+    """distil.read_per_pair came after the records: at {} (off) a record without it is today's recipe, with a
+    mode on it is an earlier one."""
+    import copy
+    import json as _json
+
+    from magictokens import config
+    from magictokens.report.paper_b import made_with_cpu_scale
+    rec = _json.loads((REPO_ROOT / "results" / "cpu" / "cotraining.json").read_text())
+    rec["judge"]["fit_sha"] = None
+    assert "read_per_pair" not in rec["params"]["distil"]
+    real, today = config.stage_params, {}
+
+    def params_with(*a, **k):
+        P = copy.deepcopy(real(*a, **k))
+        P[0]["cotraining"]["distil"]["read_per_pair"] = today["rpp"]
+        return P
+    monkeypatch.setattr(config, "stage_params", params_with)
+    today["rpp"] = {}
+    assert made_with_cpu_scale(rec)
+    today["rpp"] = {"positive": 3}
+    assert not made_with_cpu_scale(rec)
 
 
 def test_a_top_level_param_added_later_keeps_a_record_todays_recipe_only_at_its_old_value(monkeypatch):

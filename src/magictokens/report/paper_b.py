@@ -350,7 +350,8 @@ def _judge_sha_today() -> str | None:
 
 # params added after records were made, with the value every earlier record was made under: a record without
 # the key and today's params at that value are the same recipe ("": the cotraining section's own keys)
-LATER_PARAMS = {"distil": {"read_promote": False, "read_resample": 0}, "train": {"orpo_weight": 0.0},
+LATER_PARAMS = {"distil": {"read_promote": False, "read_resample": 0, "read_per_pair": {}},
+                "train": {"orpo_weight": 0.0},
                 "": {"positive_harmful_repeat": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}}
 
 
@@ -558,15 +559,17 @@ def _train_now(root: Path, scale: str) -> dict | None:
 
 def render_sweep(root: Path) -> list[str]:
     """`benchmarks/cotraining_sweep.py`: paper B's lr x epochs on the validation split, one line per sweep of
-    record (results/bench/cotraining_sweep*.json that change no recipe: probes with `--set` are not sweeps, a
-    sweep of another training seed, `--set seed=S`, is).
+    record (results/bench/cotraining_sweep*.json that change no recipe and score more than one point: probes with
+    `--set` are not sweeps, nor is a one-cell run, a probe's plain cell; a sweep of another training seed, `--set
+    seed=S`, is).
     Says only what each sweep's JSON holds and what params.yaml holds now (its scale, and the cpu scale of the
     record): no epochs typed here."""
     out = []
     for p in sorted((root / "results" / "bench").glob("cotraining_sweep*.json")):
         b = json.loads(p.read_text())
-        if [o for o in b.get("meta", {}).get("overrides") or [] if not o.startswith("seed=")]:
-            continue            # a probe; another training seed (`--set seed=S`) is still a sweep
+        if [o for o in b.get("meta", {}).get("overrides") or [] if not o.startswith("seed=")] or len(b["rows"]) < 2:
+            continue            # a probe, or a probe's plain cell (one point chooses nothing); another training
+                                # seed (`--set seed=S`) is still a sweep
         out += [_sweep_line(root, p.name, b), ""]
     return out
 
