@@ -18,7 +18,6 @@ weights).
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from collections import Counter
@@ -33,7 +32,7 @@ from .config import CoTrainingConfig, data_seed
 from .data import MODE_INSTRUCTIONS, MODES, SafetyData, mode_examples
 from .evaluate import evaluate
 from .judge import read_labels, reply_key
-from .training import TrainConfig, dpo, sft
+from .training import TrainConfig, dpo, sft, step_budget
 
 
 def self_distil(model, tok, data: SafetyData, max_new_tokens: int, batch_size: int = 16,
@@ -102,6 +101,11 @@ def open_pairs(data: SafetyData, res: "distil.DistilResult", overruled: set, pro
             if ((i, m) not in res.targets or (i, m) in overruled) and (i, m) not in (promoted or {})}
 
 
+def in_draw_order(candidates: list) -> list:
+    """Candidates [index, mode, round, text, ...] by prompt, mode, round; stable, so draw order within a round."""
+    return sorted(candidates, key=lambda c: (c[0], c[1], c[2]))
+
+
 def read_promotions(tok, data: SafetyData, res: "distil.DistilResult", cfg: "distil.DistilConfig",
                     labels: dict[str, str], overruled: set) -> tuple[dict, dict]:
     """For each harmful prompt's (positive | negative) pair with no target left (none kept, or overruled): its
@@ -109,7 +113,7 @@ def read_promotions(tok, data: SafetyData, res: "distil.DistilResult", cfg: "dis
     -> ({(index, mode): text}, per mode {"promoted": n, "none_read_as_mode": pairs left without one})."""
     pairs = open_pairs(data, res, overruled)
     out: dict = {}
-    for c in sorted(res.candidates, key=lambda c: (c[0], c[1], c[2])):      # stable: draw order within a round
+    for c in in_draw_order(res.candidates):
         i, mode, text = int(c[0]), c[1], c[3]
         if (i, mode) not in pairs or (i, mode) in out:
             continue
@@ -129,7 +133,7 @@ def read_extras(tok, data: SafetyData, res: "distil.DistilResult", cfg: "distil.
     log = {m: {"rows": 0, "prompts": 0} for m in cfg.read_per_pair}
     for p in data.train:
         p.extra = {}
-    for c in sorted(res.candidates, key=lambda c: (c[0], c[1], c[2])):
+    for c in in_draw_order(res.candidates):
         i, mode, text = int(c[0]), c[1], c[3]
         p = data.train[i]
         want = cfg.read_per_pair.get(mode, 1) - 1
@@ -187,7 +191,8 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
                                             "log": dres.log(), "candidates": dres.candidates,
                                             "prompts": [[p.text, p.harmful] for p in data.train]}))
                 path.with_suffix(".partial.json").unlink(missing_ok=True)
-        labels = read_labels() if (cfg.distil.read_labels or cfg.distil.read_promote) else {}
+        reads = cfg.distil.read_labels or cfg.distil.read_promote or cfg.distil.read_per_pair
+        labels = read_labels() if reads else {}
         overruled, read_log = (read_overrules(tok, data, dres, cfg.distil, labels) if cfg.distil.read_labels
                                else (set(), None))
         promoted, promote_log = (read_promotions(tok, data, dres, cfg.distil, labels, overruled)
@@ -211,7 +216,6 @@ def fill_targets(model, tok, data: SafetyData, judge, cfg: "CoTrainingConfig", s
         n = apply_distilled(data, dres, cfg.distil.fallback, overruled, promoted)
         log = dres.log()
         if cfg.distil.read_per_pair:
-            labels = labels or read_labels()
             log["read_extra"] = read_extras(tok, data, dres, cfg.distil, labels)
             n += sum(v["rows"] for v in log["read_extra"].values())
         if read_log is not None:
@@ -366,8 +370,7 @@ def train(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: di
 
     save = (lambda name: Path(save_dir) / name) if save_dir else (lambda name: None)
     rows = stage_rows(data, tokens, cfg, seed)
-    per_epoch = math.ceil(len(rows) / cfg.train.batch_size)
-    budget = cfg.train.epochs * per_epoch          # optimizer steps every SFT run gets
+    budget = step_budget(len(rows), cfg.train)     # optimizer steps every SFT run gets
     t = time.time()
     models, logs = {}, {}
     models["cotrained"], logs["cotrained"] = sft(model, tok, rows, cfg.train, seed, budget, save("cotrained"))

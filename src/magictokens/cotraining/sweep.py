@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..errors import MagicTokensError
 from .config import CoTrainingConfig, data_seed, decoding
 from .data import MODES, SafetyData
 from .pipeline import fill_targets, stage_rows
-from .training import sft
+from .training import sft, step_budget
 
 
 @dataclass
@@ -64,8 +63,7 @@ def run(model, tok, data: SafetyData, judge, cfg: CoTrainingConfig, tokens: dict
         tc = dataclasses.replace(cfg.train, lr=float(lr), epochs=int(epochs))
         # the stage's step budget, passed as the stage passes it: the same run key, so a stage's saved adapter
         # of this config is read as this cell (and a cell's adapter by the stage)
-        budget = tc.epochs * math.ceil(len(train_rows) / tc.batch_size)
-        m, log = sft(model, tok, train_rows, tc, seed, budget,
+        m, log = sft(model, tok, train_rows, tc, seed, step_budget(len(train_rows), tc),
                      save_dir=None if save_dir is None else Path(save_dir) / f"lr{lr:g}x{epochs}")
         diag = {}
         for mode in MODES:

@@ -245,6 +245,13 @@ def _autocast(model, setting: bool | str):
     return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast_on(setting, dev))
 
 
+def step_budget(n_rows: int, cfg: TrainConfig) -> int:
+    """Optimizer steps of `cfg.epochs` passes over n_rows: epochs * ceil(n_rows / batch_size). The stage gives
+    every SFT run of a seed this budget of the co-training rows, and the sweep passes it the same way, so a
+    stage's adapter and a sweep cell of one config share their run key."""
+    return cfg.epochs * math.ceil(n_rows / cfg.batch_size)
+
+
 def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: int | None = None,
         save_dir=None, checkpoint_every: int = CHECKPOINT_EVERY):
     """Supervised fine-tuning on rows {prompt, response, system}; returns (trained model, TrainLog).
@@ -274,8 +281,7 @@ def sft(model, tok, rows: list[dict], cfg: TrainConfig, seed: int = 0, steps: in
     enc = [encode_example(tok, r["prompt"], r["response"], r.get("system"), cfg) for r in rows]
     rej = [encode_example(tok, r["prompt"], r["rejected"], r.get("system"), cfg)
            if cfg.orpo_weight > 0 and r.get("rejected") else None for r in rows]
-    per_epoch = math.ceil(len(enc) / cfg.batch_size)
-    steps = steps or cfg.epochs * per_epoch
+    steps = steps or step_budget(len(enc), cfg)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)))
     rng, order, log = random.Random(seed), [], TrainLog()
