@@ -661,7 +661,7 @@ def test_read_per_pair_off_keeps_the_records_made_before_it_todays_recipe(monkey
     from magictokens.report.paper_b import made_with_cpu_scale
     rec = _json.loads((REPO_ROOT / "results" / "cpu" / "cotraining.json").read_text())
     rec["judge"]["fit_sha"] = None
-    assert "read_per_pair" not in rec["params"]["distil"]
+    rec["params"]["distil"].pop("read_per_pair", None)     # a record made before the key existed
     real, today = config.stage_params, {}
 
     def params_with(*a, **k):
@@ -728,6 +728,44 @@ def test_readings_of_a_run_say_when_the_record_is_another_model(tmp_path):
         (d / "cotraining.json").write_text(json.dumps(later))
         assert "is another model, not read yet" in _read_run(tmp_path, run)
     assert "is another model" in _read_run(tmp_path, dict(run, seed=4))    # a seed with no record at all
+
+
+def test_readings_of_a_seed_made_by_an_earlier_recipe_are_named_so_and_left_out_of_the_readme(tmp_path):
+    """Seed 0 retrained by a new recipe while seed 3's record is still the old recipe's: seed 3's readings are
+    of its run of record, but that record is left out of every across-seed number, so the check says so and
+    README's short judge line leaves it to docs/paper_b.md; with both seeds of one recipe it is the record."""
+    import copy
+    import json
+
+    from magictokens.cotraining.config import decoding_of
+    from magictokens.report.paper_b import _read_run, render_judge_v2
+    from magictokens.stages.mode_reachability import cotraining_fingerprint
+
+    cot = json.loads((REPO_ROOT / "results" / "cpu" / "cotraining.json").read_text())
+    seed3 = copy.deepcopy(cot)
+    seed3["meta"]["seed"] = seed3["params"]["seed"] = 3
+    d0, d3 = tmp_path / "results" / "cpu", tmp_path / "results/seeds/seed3/results/cpu"
+    for d, rec in ((d0, cot), (d3, seed3)):
+        d.mkdir(parents=True)
+        (d / "cotraining.json").write_text(json.dumps(rec))
+    run = {"scale": "cpu", "seed": 3, "git": "abc1234", "fingerprint": cotraining_fingerprint(seed3),
+           "decoding": decoding_of(seed3["params"])}
+    (tmp_path / "results" / "bench").mkdir(parents=True)
+    b = json.loads((REPO_ROOT / "results" / "bench" / "judge_v2.json").read_text())
+    b["check"] = {"pool_x": {**b["check"]["pool_v36"], "run": run}}
+    (tmp_path / "results" / "bench" / "judge_v2.json").write_text(json.dumps(b))
+    n = b["check"]["pool_x"]["n"]
+    assert _read_run(tmp_path, run) == " (the run of record, seed 3, git abc1234)"      # one recipe
+    assert f"Against {n} replies" in render_judge_v2(tmp_path, short=True)[0]
+    seed3["params"]["distil"] = {**seed3["params"]["distil"], "read_per_pair": {}}     # seed 0 moved on
+    (d3 / "cotraining.json").write_text(json.dumps(seed3))
+    run["fingerprint"] = cotraining_fingerprint(seed3)
+    b["check"]["pool_x"]["run"] = run
+    (tmp_path / "results" / "bench" / "judge_v2.json").write_text(json.dumps(b))
+    assert "made by an earlier recipe than seed 0's" in _read_run(tmp_path, run)
+    short, full = render_judge_v2(tmp_path, short=True)[0], render_judge_v2(tmp_path)[0]
+    assert f"Against {n} replies" not in short and "1 more readings" in short
+    assert f"Against {n} replies" in full and "earlier recipe than seed 0's" in full
 
 
 def test_readme_judge_line_keeps_readings_of_the_models_of_record_only(tmp_path):

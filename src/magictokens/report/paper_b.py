@@ -143,7 +143,7 @@ def render_mode_reachability(scale: str, root: Path, detail: bool = True) -> lis
     used = d["meta"].get("cotraining_run")
     stale = ("" if not now or used == now else
              f" **Computed on another co-trained model than the committed one** (rerun `magictokens run "
-             f"mode_reachability --scale {scale}`)" if used else " (Which co-training run it used is not recorded.)")
+             f"mode_reachability --scale {scale}`)." if used else " (Which co-training run it used is not recorded.)")
     cut = (" **Partial run**: cut by `search_minutes`; N counts the prompts searched so far (\"of n\": searched, "
            f"of {d['meta'].get('n_prompts')} planned per row)." if d.get("partial") else "")
     out = [f"**Beyond: reaching a mode without its magic token ({scale} scale)** - {_meta_line(d['meta'])}."
@@ -206,7 +206,7 @@ def render_judge_v2(root: Path, short: bool = False) -> list[str]:
             f"on {_f(j['agreement'])}; on harmful prompts (n={h['n']}): {pr(h)}.")
     left = 0                                       # README (short): checks of earlier runs and probes are left to docs/
     for pool, c in b.get("check", {}).items():     # readings of a run's replies against the judge that scored it
-        if short and not ("run" in c and _is_record(root, c["run"])):
+        if short and not ("run" in c and _is_record(root, c["run"]) and not _earlier_recipe(root, c["run"])):
             left += 1
             continue
         earlier = c.get("judge_fit_sha") != j.get("fit_sha")
@@ -246,6 +246,15 @@ def _is_record(root: Path, run: dict, now: dict | None = None) -> bool:
             and decoding_of(now.get("params", {})) == run.get("decoding", {}))
 
 
+def _earlier_recipe(root: Path, run: dict, now: dict | None = None) -> bool:
+    """Is the record a check's run names made by another recipe than seed 0's record (`_recipe`: params but the
+    seed, and the judge that picked the targets)? Such a seed is left out of the across-seed numbers, and its
+    readings out of README's short judge line, until it is retrained."""
+    now = _record_now(root, run) if now is None else now
+    seed0 = _record_now(root, {"scale": run["scale"], "seed": 0})
+    return bool(now) and bool(seed0) and _recipe(now) != _recipe(seed0)
+
+
 def _decoding_words(d: dict) -> str:
     """A decoding (`decoding_of`) in words."""
     if not d:
@@ -261,6 +270,9 @@ def _read_run(root: Path, run: dict) -> str:
     seed = run.get("seed", 0)
     now = _record_now(root, run)
     if _is_record(root, run, now):
+        if _earlier_recipe(root, run, now):
+            return (f" (the run of record of seed {seed}, git {run['git']}, made by an earlier recipe than seed 0's: "
+                    "left out of every across-seed number)")
         return f" (the run of record, seed {seed}, git {run['git']})"
     if now and cotraining_fingerprint(now) == run["fingerprint"]:
         return (f" (the model of record, seed {seed}, git {run['git']}, its replies decoded "
