@@ -336,6 +336,29 @@ def test_every_figure_and_file_readme_links_exists():
     assert not missing, f"pages link to missing files: {missing}"
 
 
+def test_seed_times_say_how_many_seeds_are_of_an_earlier_recipe(tmp_path):
+    """A seed's time is a measurement whatever its recipe, but a seed trained by another recipe than seed 0's
+    record (other params: other rows and steps) is counted as such beside the times."""
+    import json
+
+    from magictokens.report import render_times_by_cpu
+
+    params = {"seed": 0, "distil": {"read_per_pair": {"positive": 3}}}
+    for sub, seed, rpp in (("results/cpu", 0, {"positive": 3}), ("results/seeds/seed1/results/cpu", 1, {}),
+                           ("results/seeds/seed2/results/cpu", 2, {"positive": 3})):
+        (tmp_path / sub).mkdir(parents=True)
+        rec = {"meta": {"device": "cpu (2 cores, x86_64)", "threads": 2}, "seconds_total": 1800 + 60 * seed,
+               "params": {**params, "seed": seed, "distil": {"read_per_pair": rpp}}, "judge": {"fit_sha": "a"}}
+        (tmp_path / sub / "cotraining.json").write_text(json.dumps(rec))
+    text = "\n".join(render_times_by_cpu(tmp_path))
+    assert "| paper B co-training, cpu scale, per training seed | 30-32 min (3 seeds; 1 by an earlier recipe than seed 0's) |" in text
+    rec = tmp_path / "results/seeds/seed1/results/cpu/cotraining.json"
+    d = json.loads(rec.read_text())
+    d["params"]["distil"]["read_per_pair"] = {"positive": 3}
+    rec.write_text(json.dumps(d))
+    assert "30-32 min (3 seeds) |" in "\n".join(render_times_by_cpu(tmp_path))
+
+
 def test_times_table_has_a_column_per_cpu_kind(tmp_path):
     """Results without `meta.hardware` are the earlier AVX512-BF16 machine's; results that record an AVX2-only
     CPU fill its column; a kind with no result says "not measured yet" (never a number by hand); a repro_time

@@ -138,13 +138,18 @@ def times_by_cpu(root: Path) -> dict[str, dict[str, str]]:
     for kind, st in by_kind.items():
         part = "" if len(st) == 4 else f" ({', '.join(st)} only)"
         put("bare `dvc repro`, compute the stages recorded (a floor)", kind, _minutes(sum(st.values())) + part)
+    from .paper_b import _recipe      # (lazy: paper_b renders much more than this table needs)
     seeds: dict[str, list[float]] = {}
     cached: dict[str, int] = {}        # seeds whose self-distillation came from an earlier run's targets
+    earlier: dict[str, int] = {}       # seeds trained by another recipe than seed 0's record (other steps, rows)
     dirs = [root / "results" / "cpu"] + sorted((root / "results" / "seeds").glob("seed*/results/cpu"))
+    seed0 = json.loads((dirs[0] / "cotraining.json").read_text()) if (dirs[0] / "cotraining.json").exists() else {}
     for d in dirs:
         c = json.loads((d / "cotraining.json").read_text()) if (d / "cotraining.json").exists() else {}
         if "seconds_total" in c:
             kind = cpu_kind(c["meta"])
+            earlier[kind] = earlier.get(kind, 0) + bool(c.get("params") and seed0.get("params")
+                                                        and _recipe(c) != _recipe(seed0))
             # a re-evaluation reuses trained adapters (seconds_total then leaves their training out): the seed's
             # cost is what its parts recorded, a reused adapter's training time included
             seeds.setdefault(kind, []).append(max(float(c["seconds_total"]), sum(c.get("seconds", {}).values())))
@@ -162,6 +167,8 @@ def times_by_cpu(root: Path) -> dict[str, dict[str, str]]:
             apart = (f", {_minutes(distil['seconds'])} alone in `benchmarks/distil_yield.py`"
                      if distil and cpu_kind(distil["meta"]) == kind else "")
             note = f"; {cached[kind]} without self-distillation: targets of an earlier run{apart}"
+        if earlier.get(kind):
+            note += f"; {earlier[kind]} by an earlier recipe than seed 0's"
         put("paper B co-training, cpu scale, per training seed", kind,
             (f"{_minutes(min(v))}" if len(v) == 1 or round(min(v) / 60) == round(max(v) / 60)
              else f"{min(v) / 60:.0f}-{max(v) / 60:.0f} min") + f" ({len(v)} seed{'s' if len(v) > 1 else ''}{note})")
